@@ -1,0 +1,540 @@
+//! NIfTI-1 reading and writing (.nii and .nii.gz) on top of the `nifti` crate.
+//!
+//! Reading validates the header before anything is allocated, so a header that claims absurd
+//! dimensions or a truncated file ends in a clear error, never a panic or a huge allocation.
+//! Writing goes to a temporary file beside the target and is renamed into place, so a failure
+//! leaves no partial file.
+
+use flate2::read::GzDecoder;
+use nalgebra::Matrix4;
+use ndarray::{Array3, ShapeBuilder};
+use nifti::{DataElement, InMemNiftiVolume, IntoNdArray, NiftiHeader, XForm};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::volume::{affines_close, determinant3, spacing, Affine, Image, LabelMap, Volume};
+
+const HEADER_SIZE: usize = 348;
+/// Default ceiling on voxels per volume: 2^30 (4 GiB as float32). `LAYERSEG_MAX_VOXELS` raises it.
+pub const DEFAULT_MAX_VOXELS: u64 = 1 << 30;
+
+#[derive(Clone, Debug)]
+pub struct ReadOptions {
+    /// Refuse volumes with more voxels than this, before allocating.
+    pub max_voxels: u64,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        let max_voxels = std::env::var("LAYERSEG_MAX_VOXELS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_VOXELS);
+        ReadOptions { max_voxels }
+    }
+}
+
+/// Something the reader fixed up and the user should hear about.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReadWarning {
+    /// A 4D (or higher) file: only the first 3D volume was read.
+    ExtraVolumes { total: u64 },
+    /// NaN or infinite voxels, replaced by 0.
+    NonFinite { count: u64 },
+}
+
+impl std::fmt::Display for ReadWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadWarning::ExtraVolumes { total } => {
+                write!(f, "file holds {total} volumes; only the first is used")
+            }
+            ReadWarning::NonFinite { count } => {
+                write!(f, "{count} NaN or infinite voxels were set to 0")
+            }
+        }
+    }
+}
+
+/// Where the affine came from, in the order NIfTI readers prefer them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AffineSource {
+    Sform,
+    Qform,
+    /// Neither code set: pixdim only, as nibabel's base affine.
+    Pixdim,
+}
+
+/// The header of a file that was read, kept so outputs can reuse its exact geometry.
+#[derive(Clone, Debug)]
+pub struct NiftiMeta {
+    pub path: PathBuf,
+    pub header: NiftiHeader,
+    /// All dimensions as stored (3 or more).
+    pub dims: Vec<usize>,
+    pub datatype: &'static str,
+    pub affine: Affine,
+    pub affine_source: AffineSource,
+    pub warnings: Vec<ReadWarning>,
+}
+
+impl NiftiMeta {
+    pub fn spacing(&self) -> [f64; 3] {
+        spacing(&self.affine)
+    }
+}
+
+/// Read an intensity volume as float32, with `scl_slope`/`scl_inter` applied.
+pub fn read_image(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<(Image, NiftiMeta)> {
+    let path = path.as_ref();
+    let (header, raw, mut meta) = read_raw(path, opts)?;
+    let volume = InMemNiftiVolume::from_raw_data(&header, raw).map_err(|e| nifti_error(path, e))?;
+    let array = volume
+        .into_ndarray::<f32>()
+        .map_err(|e| nifti_error(path, e))?;
+    let [nx, ny, nz] = [meta.dims[0], meta.dims[1], meta.dims[2]];
+    // The crate returns a Fortran-ordered array; keep that memory order, index as [i, j, k].
+    let (mut values, _) = array.into_raw_vec_and_offset();
+    let mut nonfinite = 0u64;
+    for v in values.iter_mut().filter(|v| !v.is_finite()) {
+        *v = 0.0;
+        nonfinite += 1;
+    }
+    if nonfinite > 0 {
+        meta.warnings
+            .push(ReadWarning::NonFinite { count: nonfinite });
+    }
+    let data = Array3::from_shape_vec((nx, ny, nz).f(), values).map_err(|e| Error::Invalid {
+        path: path.to_path_buf(),
+        reason: format!("voxel data does not match the header: {e}"),
+    })?;
+    Ok((Volume::new(data, meta.affine), meta))
+}
+
+/// Read a label map: every voxel must be an integer in 0..=255.
+pub fn read_labels(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<(LabelMap, NiftiMeta)> {
+    let path = path.as_ref();
+    let (image, meta) = read_image(path, opts)?;
+    let bad = image
+        .data
+        .iter()
+        .find(|&&v| v.fract() != 0.0 || !(0.0..=255.0).contains(&v));
+    if let Some(v) = bad {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("not a label map: voxel value {v} is not an integer in 0..=255"),
+        });
+    }
+    Ok((image.with_data(image.data.mapv(|v| v as u8)), meta))
+}
+
+/// Write float32 voxels. With `reference`, the output keeps that file's header geometry.
+pub fn write_image(
+    path: impl AsRef<Path>,
+    vol: &Image,
+    reference: Option<&NiftiMeta>,
+) -> Result<()> {
+    write_volume(path.as_ref(), vol, reference)
+}
+
+/// Write a uint8 label map. With `reference`, the output keeps that file's header geometry.
+pub fn write_labels(
+    path: impl AsRef<Path>,
+    vol: &LabelMap,
+    reference: Option<&NiftiMeta>,
+) -> Result<()> {
+    write_volume(path.as_ref(), vol, reference)
+}
+
+fn write_volume<T>(path: &Path, vol: &Volume<T>, reference: Option<&NiftiMeta>) -> Result<()>
+where
+    T: DataElement + bytemuck::Pod + Clone,
+{
+    let header = output_header(vol, reference);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Invalid {
+            path: path.to_path_buf(),
+            reason: "output path has no file name".into(),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // Same extension as the target, so the writer compresses exactly when the target asks for it.
+    // No other dots in the name: the writer rebuilds the path from its stem and extension.
+    let suffix = if name.ends_with(".gz") {
+        ".nii.gz"
+    } else {
+        ".nii"
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}-", name.replace('.', "-")))
+        .suffix(suffix)
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
+    nifti::writer::WriterOptions::new(tmp.path())
+        .reference_header(&header)
+        .write_nifti(&vol.data)
+        .map_err(|e| match e {
+            nifti::NiftiError::Io(io) => Error::io(path, io),
+            other => Error::Invalid {
+                path: path.to_path_buf(),
+                reason: other.to_string(),
+            },
+        })?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// The header for an output on `vol`'s grid. When the grid is the reference's, every geometry
+/// field (qform, sform, codes, pixdim, units) is copied, so viewers place both files identically.
+fn output_header<T>(vol: &Volume<T>, reference: Option<&NiftiMeta>) -> NiftiHeader {
+    if let Some(meta) = reference {
+        if affines_close(&meta.affine, &vol.affine, 1e-9) {
+            let mut h = meta.header.clone();
+            h.pixdim[4..].fill(1.0);
+            h.cal_min = 0.0;
+            h.cal_max = 0.0;
+            return h;
+        }
+    }
+    let mut h = NiftiHeader::default();
+    if let Some(meta) = reference {
+        h.xyzt_units = meta.header.xyzt_units;
+        h.descrip = meta.header.descrip.clone();
+    } else {
+        h.xyzt_units = 2 | 8; // mm and seconds
+    }
+    let a = &vol.affine;
+    #[rustfmt::skip]
+    let m = Matrix4::new(
+        a[0][0], a[0][1], a[0][2], a[0][3],
+        a[1][0], a[1][1], a[1][2], a[1][3],
+        a[2][0], a[2][1], a[2][2], a[2][3],
+        0.0, 0.0, 0.0, 1.0,
+    );
+    h.set_sform(&m, XForm::ScannerAnat);
+    h.set_qform(&m, XForm::ScannerAnat);
+    let [sx, sy, sz] = spacing(a);
+    h.pixdim[1] = sx as f32;
+    h.pixdim[2] = sy as f32;
+    h.pixdim[3] = sz as f32;
+    h
+}
+
+/// Validate the header and read exactly the bytes of the first 3D volume.
+fn read_raw(path: &Path, opts: &ReadOptions) -> Result<(NiftiHeader, Vec<u8>, NiftiMeta)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: "is a directory, not a NIfTI file".into(),
+        });
+    }
+    let mut buffered = BufReader::new(file);
+    let mut magic = [0u8; 2];
+    let gz = match buffered.fill_buf_peek(&mut magic) {
+        Ok(n) => n == 2 && magic == [0x1f, 0x8b],
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(GzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    let read_err = |e: std::io::Error| {
+        if gz {
+            Error::Invalid {
+                path: path.to_path_buf(),
+                reason: format!("corrupt or truncated gzip stream ({e})"),
+            }
+        } else {
+            Error::io(path, e)
+        }
+    };
+
+    let mut head = Vec::with_capacity(HEADER_SIZE);
+    (&mut reader)
+        .take(HEADER_SIZE as u64)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    if head.len() < HEADER_SIZE {
+        return Err(Error::NotNifti {
+            path: path.to_path_buf(),
+            reason: format!(
+                "only {} bytes, a NIfTI-1 header needs {HEADER_SIZE}",
+                head.len()
+            ),
+        });
+    }
+    let mut header = NiftiHeader::from_reader(&head[..]).map_err(|e| match e {
+        nifti::NiftiError::InvalidFormat => Error::NotNifti {
+            path: path.to_path_buf(),
+            reason: "wrong magic (expected \"n+1\")".into(),
+        },
+        other => nifti_error(path, other),
+    })?;
+    if header.sizeof_hdr != HEADER_SIZE as i32 {
+        return Err(Error::NotNifti {
+            path: path.to_path_buf(),
+            reason: format!(
+                "sizeof_hdr is {}, expected 348 (NIfTI-2 is not supported)",
+                header.sizeof_hdr
+            ),
+        });
+    }
+    if &header.magic != b"n+1\0" {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: "a header-only .hdr/.img pair is not supported; convert it to .nii".into(),
+        });
+    }
+    let (dims, volume_voxels, total_volumes) = validate_dims(path, &header, opts)?;
+    let (datatype, bytes_per_voxel) = datatype_of(path, header.datatype)?;
+
+    let vox_offset = header.vox_offset;
+    if !(vox_offset.is_finite() && vox_offset >= HEADER_SIZE as f32 && vox_offset < 1e9) {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("bad vox_offset {vox_offset}"),
+        });
+    }
+    let skip = vox_offset as u64 - HEADER_SIZE as u64;
+    let skipped =
+        std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink()).map_err(read_err)?;
+    let expected = volume_voxels * bytes_per_voxel;
+    if skipped < skip {
+        return Err(Error::Truncated {
+            path: path.to_path_buf(),
+            what: "header extensions and voxel data",
+            expected: skip + expected,
+            found: skipped,
+        });
+    }
+    // Grow with the data actually present: a header may promise more than the file holds.
+    let mut raw = Vec::with_capacity(expected.min(1 << 26) as usize);
+    reader
+        .take(expected)
+        .read_to_end(&mut raw)
+        .map_err(read_err)?;
+    if (raw.len() as u64) < expected {
+        return Err(Error::Truncated {
+            path: path.to_path_buf(),
+            what: "voxel data",
+            expected,
+            found: raw.len() as u64,
+        });
+    }
+
+    let (affine, affine_source) = header_affine(path, &header, &dims)?;
+    let mut warnings = Vec::new();
+    if total_volumes > 1 {
+        warnings.push(ReadWarning::ExtraVolumes {
+            total: total_volumes,
+        });
+    }
+    let all_dims: Vec<usize> = (1..=header.dim[0] as usize)
+        .map(|d| header.dim[d] as usize)
+        .collect();
+    // From here on the header describes exactly the 3D volume that was read.
+    header.dim = [
+        3,
+        dims[0] as u16,
+        dims[1] as u16,
+        dims[2] as u16,
+        1,
+        1,
+        1,
+        1,
+    ];
+    let meta = NiftiMeta {
+        path: path.to_path_buf(),
+        header: header.clone(),
+        dims: all_dims,
+        datatype,
+        affine,
+        affine_source,
+        warnings,
+    };
+    Ok((header, raw, meta))
+}
+
+fn validate_dims(
+    path: &Path,
+    header: &NiftiHeader,
+    opts: &ReadOptions,
+) -> Result<([usize; 3], u64, u64)> {
+    let ndim = header.dim[0] as usize;
+    let as_signed: Vec<i64> = header.dim.iter().map(|&d| d as i16 as i64).collect();
+    let bad = |reason: &str| Error::BadDimensions {
+        path: path.to_path_buf(),
+        dims: as_signed[1..=ndim.clamp(1, 7)].to_vec(),
+        reason: reason.to_string(),
+    };
+    if !(2..=7).contains(&ndim) {
+        return Err(Error::BadDimensions {
+            path: path.to_path_buf(),
+            dims: as_signed.clone(),
+            reason: format!("dim[0] = {} (expected 2 to 7 dimensions)", as_signed[0]),
+        });
+    }
+    if as_signed[1..=ndim].iter().any(|&d| d <= 0) {
+        return Err(bad("every dimension must be positive"));
+    }
+    let mut dims = [1usize; 3];
+    for (d, slot) in dims.iter_mut().enumerate().take(ndim.min(3)) {
+        *slot = header.dim[d + 1] as usize;
+    }
+    let volume_voxels = dims.iter().map(|&d| d as u64).product::<u64>();
+    let total_volumes = (4..=ndim).map(|d| header.dim[d] as u64).product::<u64>();
+    if volume_voxels > opts.max_voxels {
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            voxels: volume_voxels,
+            limit: opts.max_voxels,
+        });
+    }
+    Ok((dims, volume_voxels, total_volumes))
+}
+
+fn datatype_of(path: &Path, code: i16) -> Result<(&'static str, u64)> {
+    match code {
+        2 => Ok(("uint8", 1)),
+        256 => Ok(("int8", 1)),
+        512 => Ok(("uint16", 2)),
+        4 => Ok(("int16", 2)),
+        768 => Ok(("uint32", 4)),
+        8 => Ok(("int32", 4)),
+        1280 => Ok(("uint64", 8)),
+        1024 => Ok(("int64", 8)),
+        16 => Ok(("float32", 4)),
+        64 => Ok(("float64", 8)),
+        _ => Err(Error::UnsupportedDatatype {
+            path: path.to_path_buf(),
+            code,
+            name: match code {
+                1 => "binary",
+                32 => "complex64",
+                128 => "rgb24",
+                1536 => "float128",
+                1792 => "complex128",
+                2048 => "complex256",
+                2304 => "rgba32",
+                _ => "not a NIfTI datatype",
+            }
+            .to_string(),
+        }),
+    }
+}
+
+/// The voxel-to-RAS affine as nibabel's `get_best_affine` gives it: sform, else qform, else pixdim.
+/// Written here rather than taken from the crate because its qform reader panics on bad pixdim.
+fn header_affine(
+    path: &Path,
+    h: &NiftiHeader,
+    dims: &[usize; 3],
+) -> Result<(Affine, AffineSource)> {
+    let (affine, source) = if h.sform_code > 0 {
+        let r = |row: &[f32; 4]| [row[0] as f64, row[1] as f64, row[2] as f64, row[3] as f64];
+        (
+            [
+                r(&h.srow_x),
+                r(&h.srow_y),
+                r(&h.srow_z),
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+            AffineSource::Sform,
+        )
+    } else if h.qform_code > 0 {
+        let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+        let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        let rot = [
+            [
+                a * a + b * b - c * c - d * d,
+                2.0 * (b * c - a * d),
+                2.0 * (b * d + a * c),
+            ],
+            [
+                2.0 * (b * c + a * d),
+                a * a + c * c - b * b - d * d,
+                2.0 * (c * d - a * b),
+            ],
+            [
+                2.0 * (b * d - a * c),
+                2.0 * (c * d + a * b),
+                a * a + d * d - c * c - b * b,
+            ],
+        ];
+        let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        let zooms = [
+            h.pixdim[1].abs() as f64,
+            h.pixdim[2].abs() as f64,
+            h.pixdim[3].abs() as f64 * qfac,
+        ];
+        let t = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
+        let mut m = [[0.0; 4]; 4];
+        for r in 0..3 {
+            for c in 0..3 {
+                m[r][c] = rot[r][c] * zooms[c];
+            }
+            m[r][3] = t[r];
+        }
+        m[3][3] = 1.0;
+        (m, AffineSource::Qform)
+    } else {
+        let zoom = |d: usize| {
+            let z = h.pixdim[d + 1].abs() as f64;
+            if z > 0.0 {
+                z
+            } else {
+                1.0
+            }
+        };
+        let z = [-zoom(0), zoom(1), zoom(2)];
+        let mut m = [[0.0; 4]; 4];
+        for d in 0..3 {
+            m[d][d] = z[d];
+            m[d][3] = -((dims[d] as f64 - 1.0) / 2.0) * z[d];
+        }
+        m[3][3] = 1.0;
+        (m, AffineSource::Pixdim)
+    };
+    let finite = affine.iter().flatten().all(|v| v.is_finite());
+    if !finite || determinant3(&affine).abs() < 1e-12 {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("degenerate {source:?} affine {affine:?}").to_lowercase(),
+        });
+    }
+    Ok((affine, source))
+}
+
+fn nifti_error(path: &Path, e: nifti::NiftiError) -> Error {
+    match e {
+        nifti::NiftiError::Io(io) => Error::io(path, io),
+        other => Error::Invalid {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Peek at the first bytes of a buffered reader without consuming them.
+trait PeekExt {
+    fn fill_buf_peek(&mut self, out: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl<R: Read> PeekExt for BufReader<R> {
+    fn fill_buf_peek(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}

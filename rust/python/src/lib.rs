@@ -1,0 +1,30 @@
+//! The `layerseg._layerseg` extension: a thin layer over the Rust crates. Every long call goes
+//! through [`gate::without_gil`], and every error through [`errors::to_py`].
+
+use pyo3::prelude::*;
+
+mod errors;
+mod gate;
+mod volumes;
+
+/// Run the `layerseg` command line in this process; returns its exit code.
+#[pyfunction]
+fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| layerseg_cli::run(argv))
+}
+
+/// What libtorch sees: CUDA backend loaded, number of GPUs, CPU threads.
+#[pyfunction]
+fn runtime() -> String {
+    layerseg_torch::Runtime::detect().to_string()
+}
+
+#[pymodule]
+fn _layerseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("LayerSegError", m.py().get_type::<errors::LayerSegError>())?;
+    m.add_function(wrap_pyfunction!(run_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime, m)?)?;
+    volumes::register(m)?;
+    Ok(())
+}
