@@ -53,6 +53,9 @@ pub enum Error {
 
     #[error("{what}: {reason}")]
     Mismatch { what: String, reason: String },
+
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {

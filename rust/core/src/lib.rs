@@ -5,6 +5,7 @@
 pub mod error;
 pub mod io;
 pub mod orientation;
+pub mod progress;
 pub mod volume;
 
 pub use error::{Error, Result};
@@ -12,4 +13,5 @@ pub use io::{
     read_image, read_labels, write_image, write_labels, NiftiMeta, ReadOptions, ReadWarning,
 };
 pub use orientation::{Orientation, Reorientation};
+pub use progress::{CancelFlag, NoProgress, Progress};
 pub use volume::{Affine, Image, LabelMap, Volume};
