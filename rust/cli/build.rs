@@ -12,5 +12,7 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
     }
     println!("cargo:rustc-link-arg=-ltorch");
+    // Lets the tests check that the CUDA backend is kept whenever this torch has one.
+    println!("cargo:rustc-env=LAYERSEG_LIBTORCH_LIB={lib}");
     println!("cargo:rerun-if-changed=build.rs");
 }

