@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 
 pub mod commands;
+pub mod figures;
+pub mod output;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Print shape, spacing, orientation, datatype and intensity range of a NIfTI scan.
     Info(commands::info::Args),
+    /// Compare predicted masks with ground truth: Dice, HD95, surface distance, detection.
+    Evaluate(commands::evaluate::Args),
     /// Show what libtorch sees: CUDA backend, GPUs, CPU threads.
     Runtime(commands::runtime::Args),
 }
@@ -42,6 +46,7 @@ where
     };
     let result = match cli.command {
         Command::Info(args) => commands::info::run(args),
+        Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Runtime(args) => commands::runtime::run(args),
     };
     match result {

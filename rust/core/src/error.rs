@@ -56,6 +56,26 @@ pub enum Error {
 
     #[error("cancelled")]
     Cancelled,
+
+    /// A profile that cannot be used; `key` is the JSON path (e.g. `synthesis.opacity`).
+    #[error("profile {origin}: {}{reason}", key_prefix(.key))]
+    Profile {
+        origin: String,
+        key: String,
+        reason: String,
+    },
+
+    /// An in-memory input that cannot be used (e.g. an empty organ mask, an all-zero texture).
+    #[error("{what}: {reason}")]
+    InvalidInput { what: String, reason: String },
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
 }
 
 impl Error {

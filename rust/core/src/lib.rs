@@ -1,11 +1,19 @@
-//! LayerSeg core: volumes, NIfTI I/O and orientation handling.
+//! LayerSeg core: volumes, NIfTI I/O, orientation handling, profiles and tumour synthesis.
 //!
 //! This crate never links libtorch, so it builds and tests in seconds.
 
+pub mod distance;
 pub mod error;
 pub mod io;
+pub mod metrics;
 pub mod orientation;
+pub mod postprocess;
+pub mod preprocess;
+pub mod profile;
 pub mod progress;
+pub mod resample;
+pub mod sliding_window;
+pub mod synth;
 pub mod volume;
 
 pub use error::{Error, Result};
@@ -13,5 +21,6 @@ pub use io::{
     read_image, read_labels, write_image, write_labels, NiftiMeta, ReadOptions, ReadWarning,
 };
 pub use orientation::{Orientation, Reorientation};
+pub use profile::Profile;
 pub use progress::{CancelFlag, NoProgress, Progress};
 pub use volume::{Affine, Image, LabelMap, Volume};

@@ -1,5 +1,15 @@
-//! LayerSeg on libtorch: device selection now; the network, losses and loops build on it.
+//! LayerSeg on libtorch: device selection, the BasicUNet, the layer-decomposition losses and
+//! checkpoints.
 
+pub mod checkpoint;
 pub mod device;
+pub mod error;
+pub mod inference;
+pub mod losses;
+pub mod network;
+pub mod train;
 
 pub use device::{select_device, DeviceChoice, Runtime};
+pub use error::{Error, Result};
+pub use losses::{layer_losses, recomposition_l1, LossValues, LossWeights, Losses};
+pub use network::{BasicUNet, BasicUNetConfig, Model};

@@ -1,0 +1,270 @@
+//! Profiles: every modality- and organ-specific setting in one JSON file.
+//!
+//! Built in: `brain-mri` (the paper's recipe, method.md section 3) and `liver-ct` (Hu et al.,
+//! CVPR 2023). A user profile is read with unknown keys refused, then validated; every error
+//! names the key, e.g. `synthesis.opacity: min 0.8 > max 0.2`.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+mod synthesis;
+mod validate;
+
+pub use synthesis::*;
+
+const BRAIN_MRI: &str = include_str!("../profiles/brain-mri.json");
+const LIVER_CT: &str = include_str!("../profiles/liver-ct.json");
+
+/// Names of the built-in profiles.
+pub const BUILTIN: [&str; 2] = ["brain-mri", "liver-ct"];
+
+/// A closed range `[min, max]` that a value is drawn from uniformly.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range<T = f64> {
+    pub min: T,
+    pub max: T,
+}
+
+impl<T: Copy> Range<T> {
+    pub fn fixed(v: T) -> Self {
+        Range { min: v, max: v }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub modality: Modality,
+    pub normalisation: Normalisation,
+    pub roi: Roi,
+    pub resample: Resample,
+    pub synthesis: Synthesis,
+    pub network: Network,
+    pub inference: Inference,
+    pub training: Training,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    Mri,
+    Ct,
+}
+
+/// How intensities are normalised before the network sees them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Normalisation {
+    /// z-score with the mean and std of the non-zero voxels, applied to every voxel; min-max
+    /// scaling when the std is below `min_std` (the paper's rule).
+    ZscoreNonzero { min_std: f64 },
+    /// Clip to the HU window `[min, max]` and map it linearly onto `[out_min, out_max]`.
+    HuWindow {
+        min: f64,
+        max: f64,
+        out_min: f64,
+        out_max: f64,
+    },
+}
+
+/// The region the network looks at.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Roi {
+    /// The bounding box of the non-zero voxels (the paper crops to it).
+    ForegroundCrop { margin_mm: f64 },
+    /// The bounding box of an organ mask, with a margin.
+    OrganMask { margin_mm: f64 },
+}
+
+/// Resampling of the region before the network: a fixed size (the paper squashes the brain box
+/// into 128^3) or a fixed spacing (patch-based, as for liver CT).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resample {
+    pub target_size: Option<[usize; 3]>,
+    pub target_spacing_mm: Option<[f64; 3]>,
+}
+
+/// MONAI `BasicUNet(spatial_dims=3, in_channels, out_channels, features)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub in_channels: usize,
+    /// Channels: healthy layer, tumour layer, mask logit.
+    pub out_channels: usize,
+    pub features: [usize; 6],
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inference {
+    pub patch_size: [usize; 3],
+    /// Fraction of a window shared with its neighbour (MONAI `overlap`).
+    pub overlap: f64,
+    /// Threshold on the sigmoid of the mask channel.
+    pub threshold: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub max_epochs: usize,
+    pub samples_per_epoch: usize,
+    pub scheduler: Scheduler,
+    /// Stop when the training loss has not improved for this many epochs.
+    pub early_stop_patience: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    Adam,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Scheduler {
+    /// PyTorch `ReduceLROnPlateau(mode="min")` stepped on the mean training loss of each epoch.
+    ReduceOnPlateau {
+        factor: f64,
+        patience: usize,
+        min_lr: f64,
+    },
+}
+
+impl Profile {
+    /// A built-in profile by name (`brain-mri`, `liver-ct`).
+    pub fn builtin(name: &str) -> Result<Profile> {
+        let text = match name {
+            "brain-mri" => BRAIN_MRI,
+            "liver-ct" => LIVER_CT,
+            _ => {
+                return Err(Error::Profile {
+                    origin: name.to_string(),
+                    key: String::new(),
+                    reason: format!(
+                        "no built-in profile of that name (built in: {}); pass a .json file to use your own",
+                        BUILTIN.join(", ")
+                    ),
+                })
+            }
+        };
+        Profile::from_json(text, &format!("built-in {name}"))
+    }
+
+    /// Read and validate a profile file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Profile> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Profile::from_json(&text, &path.display().to_string())
+    }
+
+    /// A built-in name, or else a path to a profile file.
+    pub fn load(name_or_path: &str) -> Result<Profile> {
+        if BUILTIN.contains(&name_or_path) {
+            Profile::builtin(name_or_path)
+        } else if Path::new(name_or_path).exists() || name_or_path.ends_with(".json") {
+            Profile::from_file(name_or_path)
+        } else {
+            Profile::builtin(name_or_path)
+        }
+    }
+
+    /// Parse and validate; `origin` (a file or "built-in NAME") appears in every error.
+    pub fn from_json(text: &str, origin: &str) -> Result<Profile> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let profile: Profile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            Error::Profile {
+                origin: origin.to_string(),
+                key: if key == "." { String::new() } else { key },
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        profile.validate().map_err(|(key, reason)| Error::Profile {
+            origin: origin.to_string(),
+            key,
+            reason,
+        })?;
+        Ok(profile)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a profile always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_load_and_round_trip() {
+        for name in BUILTIN {
+            let p = Profile::builtin(name).unwrap();
+            assert_eq!(p.name, name);
+            let again = Profile::from_json(&p.to_json(), "round trip").unwrap();
+            assert_eq!(p, again);
+        }
+    }
+
+    #[test]
+    fn paper_defaults() {
+        let p = Profile::builtin("brain-mri").unwrap();
+        assert_eq!(p.training.lr, 1e-2);
+        assert_eq!(p.training.weight_decay, 3e-5);
+        assert_eq!(p.training.batch_size, 2);
+        assert_eq!(p.network.features, [32, 32, 64, 128, 256, 32]);
+        assert_eq!(p.synthesis.opacity, Range { min: 0.2, max: 0.8 });
+    }
+
+    fn edited(edit: impl FnOnce(&mut serde_json::Value)) -> Result<Profile> {
+        let mut v: serde_json::Value = serde_json::from_str(BRAIN_MRI).unwrap();
+        edit(&mut v);
+        Profile::from_json(&v.to_string(), "test.json")
+    }
+
+    #[test]
+    fn inverted_range_names_the_key() {
+        let err = edited(|v| v["synthesis"]["opacity"] = serde_json::json!({"min": 0.8, "max": 0.2}))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "profile test.json: synthesis.opacity: min 0.8 > max 0.2"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_the_path() {
+        let err = edited(|v| v["synthesis"]["texture"]["elastic"]["wobble"] = 1.into()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("synthesis.texture"), "{text}");
+        assert!(text.contains("unknown field `wobble`"), "{text}");
+    }
+
+    #[test]
+    fn out_of_domain_values() {
+        let err = edited(|v| v["synthesis"]["opacity"]["max"] = 1.5.into()).unwrap_err();
+        assert!(err.to_string().contains("synthesis.opacity"), "{err}");
+        let err = edited(|v| v["network"]["features"][2] = 0.into()).unwrap_err();
+        assert!(err.to_string().contains("network.features"), "{err}");
+    }
+
+    #[test]
+    fn unknown_builtin() {
+        let err = Profile::load("kidney-mri").unwrap_err();
+        assert!(err.to_string().contains("brain-mri, liver-ct"), "{err}");
+    }
+}

@@ -1,0 +1,306 @@
+//! Checkpoints of a training run, and atomic file writes.
+//!
+//! A checkpoint is a folder `RUN_DIR/checkpoints/step-NNNNNNNNN/` holding
+//! - `weights.safetensors`: the network under MONAI's state-dict names (loads into MONAI as is);
+//! - `optimizer.safetensors`: the optimiser's state tensors, when there is one;
+//! - `card.json`: the [`ModelCard`].
+//!
+//! The folder is assembled under a hidden temporary name in the same parent and renamed into
+//! place in one step, so a crash or SIGKILL at any moment leaves either the complete checkpoint or
+//! none, and never touches the earlier ones. [`latest_checkpoint`] ignores the temporary
+//! leftovers and [`save_checkpoint`] removes them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::losses::LossValues;
+use crate::network::weights::{read_state_dict, save_safetensors, write_tensors};
+use crate::network::BasicUNetConfig;
+
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const CARD_FILE: &str = "card.json";
+const STEP_PREFIX: &str = "step-";
+const TEMP_PREFIX: &str = ".tmp-";
+/// Bumped when the card's meaning changes incompatibly.
+pub const CARD_FORMAT: u32 = 1;
+
+/// What a set of weights is and how it was made. Saved next to every checkpoint and exported
+/// model; `serde_json` round-trips it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format: u32,
+    /// Always "BasicUNet" for now.
+    pub network: String,
+    pub config: BasicUNetConfig,
+    /// The synthesis/training profile the run used, by name.
+    pub profile: Option<String>,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// The latest training losses, when any.
+    pub losses: Option<LossValues>,
+    /// The latest label-free validation score (recomposition L1), when any.
+    pub validation: Option<f64>,
+    pub layerseg_version: String,
+    /// Where the run trained, e.g. "cpu" or "cuda:0".
+    pub device: String,
+    /// Seconds of training so far, summed over resumed sessions.
+    pub wall_time_s: f64,
+    /// Whether `optimizer.safetensors` holds the full optimiser state (moments included).
+    pub optimizer_state: bool,
+    /// The trainer's own record (settings, learning rate, scheduler state), as it serialises it.
+    pub training: serde_json::Value,
+}
+
+impl ModelCard {
+    /// A card for `config` at step 0, stamped with this crate's version.
+    pub fn new(config: &BasicUNetConfig, device: Device) -> ModelCard {
+        ModelCard {
+            format: CARD_FORMAT,
+            network: "BasicUNet".to_string(),
+            config: config.clone(),
+            profile: None,
+            step: 0,
+            losses: None,
+            validation: None,
+            layerseg_version: env!("CARGO_PKG_VERSION").to_string(),
+            device: device_name(device),
+            wall_time_s: 0.0,
+            optimizer_state: false,
+            training: serde_json::Value::Null,
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<ModelCard> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let card: ModelCard = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("not a LayerSeg model card: {e}"),
+        })?;
+        if card.format != CARD_FORMAT {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "model card format {} (this LayerSeg reads {CARD_FORMAT})",
+                    card.format
+                ),
+            });
+        }
+        Ok(card)
+    }
+
+    fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Config(format!("model card: {e}")))
+    }
+}
+
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Writes `path` through `write(temporary_path)`: the temporary file lives in the same folder and
+/// is renamed over `path` only once `write` succeeded and the data reached the disk. On failure
+/// nothing is left behind and an existing `path` is untouched.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = parent_of(path);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let temp = tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}", name.unwrap_or_default()))
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
+    write(temp.path())?;
+    let file = std::fs::File::open(temp.path()).map_err(|e| Error::io(temp.path(), e))?;
+    file.sync_all().map_err(|e| Error::io(temp.path(), e))?;
+    temp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    sync_dir(&dir);
+    Ok(())
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Makes a rename durable; failure only weakens crash safety, so it is not an error.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Weights plus card as a standalone model, e.g. `RUN_DIR/model.safetensors` and
+/// `RUN_DIR/model.json`, each written atomically (weights first).
+pub fn export_model(vs: &VarStore, card: &ModelCard, weights_path: &Path) -> Result<PathBuf> {
+    write_atomic(weights_path, |tmp| save_safetensors(vs, tmp))?;
+    let card_path = weights_path.with_extension("json");
+    let json = card.to_json()?;
+    write_atomic(&card_path, |tmp| {
+        std::fs::write(tmp, &json).map_err(|e| Error::io(tmp, e))
+    })?;
+    Ok(card_path)
+}
+
+/// A checkpoint found on disk.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub card: ModelCard,
+}
+
+impl Checkpoint {
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(WEIGHTS_FILE)
+    }
+
+    /// Checks that the checkpoint was made by a network of shape `config`.
+    pub fn check_config(&self, config: &BasicUNetConfig) -> Result<()> {
+        if &self.card.config == config {
+            return Ok(());
+        }
+        Err(Error::Checkpoint {
+            path: self.dir.clone(),
+            reason: format!(
+                "made by a network with {:?}, not the requested {:?} (another network width?)",
+                self.card.config, config
+            ),
+        })
+    }
+
+    /// The optimiser state tensors on `device`; empty when the checkpoint has none.
+    pub fn optimizer_state(&self, device: Device) -> Result<Vec<(String, Tensor)>> {
+        let path = self.dir.join(OPTIMIZER_FILE);
+        if !self.card.optimizer_state {
+            return Ok(Vec::new());
+        }
+        let tensors = read_state_dict(&path, device)?;
+        tensors
+            .into_iter()
+            .map(|(name, t)| {
+                t.f_to_device(device)
+                    .map(|t| (name, t))
+                    .map_err(|e| Error::Torch {
+                        context: format!("moving optimiser state to {device:?}"),
+                        source: e,
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Saves a checkpoint for `card.step` under `run_dir/checkpoints/` and then deletes all but the
+/// newest `keep_last` (at least one). Returns the new checkpoint's folder.
+pub fn save_checkpoint(
+    run_dir: &Path,
+    card: &ModelCard,
+    weights: &VarStore,
+    optimizer: Option<&[(String, Tensor)]>,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    let root = run_dir.join(CHECKPOINTS_DIR);
+    std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    remove_leftovers(&root);
+    let target = root.join(format!("{STEP_PREFIX}{:09}", card.step));
+    let staging = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempdir_in(&root)
+        .map_err(|e| Error::io(&root, e))?;
+    let mut card = card.clone();
+    card.optimizer_state = optimizer.is_some();
+    save_safetensors(weights, &staging.path().join(WEIGHTS_FILE))?;
+    if let Some(state) = optimizer {
+        write_tensors(state, &staging.path().join(OPTIMIZER_FILE))?;
+    }
+    let card_path = staging.path().join(CARD_FILE);
+    std::fs::write(&card_path, card.to_json()?).map_err(|e| Error::io(&card_path, e))?;
+    for name in [WEIGHTS_FILE, OPTIMIZER_FILE, CARD_FILE] {
+        if let Ok(f) = std::fs::File::open(staging.path().join(name)) {
+            f.sync_all().map_err(|e| Error::io(staging.path().join(name), e))?;
+        }
+    }
+    // A checkpoint of the same step (saved again after a resume) is moved aside, not deleted,
+    // until the new one is in place.
+    let replaced = root.join(format!("{TEMP_PREFIX}replaced-{:09}", card.step));
+    if target.exists() {
+        std::fs::rename(&target, &replaced).map_err(|e| Error::io(&target, e))?;
+    }
+    let staged = staging.keep();
+    std::fs::rename(&staged, &target).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staged);
+        let _ = std::fs::rename(&replaced, &target);
+        Error::io(&target, e)
+    })?;
+    sync_dir(&root);
+    let _ = std::fs::remove_dir_all(&replaced);
+    prune(run_dir, keep_last.max(1))?;
+    Ok(target)
+}
+
+/// The checkpoint folders of a run, oldest step first; only complete ones (with a readable card).
+pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<Checkpoint>> {
+    let root = run_dir.join(CHECKPOINTS_DIR);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&root, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(step) = name
+            .strip_prefix(STEP_PREFIX)
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        if let Ok(card) = ModelCard::read(&dir.join(CARD_FILE)) {
+            if dir.join(WEIGHTS_FILE).is_file() {
+                found.push((step, Checkpoint { dir, card }));
+            }
+        }
+    }
+    found.sort_by_key(|(step, _)| *step);
+    Ok(found.into_iter().map(|(_, c)| c).collect())
+}
+
+/// The newest complete checkpoint of a run, for `--resume`.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<Checkpoint>> {
+    Ok(list_checkpoints(run_dir)?.pop())
+}
+
+fn remove_leftovers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn prune(run_dir: &Path, keep_last: usize) -> Result<()> {
+    let all = list_checkpoints(run_dir)?;
+    let excess = all.len().saturating_sub(keep_last);
+    for old in &all[..excess] {
+        // Renamed first so that an interrupted deletion never leaves a half checkpoint.
+        let doomed = old.dir.with_file_name(format!(
+            "{TEMP_PREFIX}pruned-{:09}",
+            old.card.step
+        ));
+        std::fs::rename(&old.dir, &doomed).map_err(|e| Error::io(&old.dir, e))?;
+        std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Pretraining: the network learns to decompose synthetic images into healthy layer, tumour
+//! layer and mask (method.md sections 5 and 6).
+//!
+//! The loop is generic over a [`SampleSource`]; background workers fill a bounded queue so the
+//! network does not wait on data. Adam with a ReduceLROnPlateau schedule; a checkpoint every
+//! `checkpoint_every` steps, at the end, and on cancel (Ctrl-C through
+//! [`layerseg_core::Progress::cancelled`]); `resume` continues from the newest checkpoint with the
+//! weights, Adam moments, learning rate and scheduler state it saved.
+
+mod adam;
+mod plateau;
+mod run;
+mod source;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use adam::{Adam, AdamConfig};
+pub use plateau::{Plateau, PlateauConfig, PlateauDecision};
+pub use run::{pretrain, RunOptions};
+pub use source::{Batch, Loader, Sample, SampleSource, SourceError, VALIDATION_BASE};
+
+use crate::error::{Error, Result};
+use crate::losses::{LossValues, LossWeights};
+
+/// Pretraining settings. Defaults follow the paper where it says (Adam, plateau schedule, all
+/// loss weights 1, batch 2); the rest are ours.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimiser steps in total (a resumed run continues up to this).
+    pub steps: u64,
+    pub batch_size: usize,
+    pub adam: AdamConfig,
+    pub plateau: PlateauConfig,
+    /// Steps per scheduler period (the paper's epoch: 285 samples at batch 2 is 143 steps).
+    pub period_steps: u64,
+    pub loss_weights: LossWeights,
+    pub checkpoint_every: u64,
+    /// Checkpoints kept on disk (the newest ones).
+    pub keep_checkpoints: usize,
+    /// Steps between label-free validations (0: never).
+    pub validate_every: u64,
+    /// Held-out synthetic samples scored by the recomposition L1.
+    pub validation_samples: u64,
+    /// Sample worker threads (0: one less than the available cores, at least one).
+    pub workers: usize,
+    /// Finished samples waiting for the trainer (0: two batches).
+    pub queue: usize,
+    /// The profile the samples come from, recorded in the model card.
+    pub profile: Option<String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_size: 2,
+            adam: AdamConfig::default(),
+            plateau: PlateauConfig::default(),
+            period_steps: 143,
+            loss_weights: LossWeights::default(),
+            checkpoint_every: 500,
+            keep_checkpoints: 3,
+            validate_every: 500,
+            validation_samples: 8,
+            workers: 0,
+            queue: 0,
+            profile: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let fail = |what: &str| Err(Error::Config(what.to_string()));
+        if self.batch_size == 0 {
+            return fail("batch_size must be at least 1");
+        }
+        if self.period_steps == 0 || self.checkpoint_every == 0 {
+            return fail("period_steps and checkpoint_every must be at least 1");
+        }
+        if !(self.adam.lr > 0.0 && self.adam.lr.is_finite()) {
+            return fail("the learning rate must be positive");
+        }
+        if !(0.0..1.0).contains(&self.adam.beta1) || !(0.0..1.0).contains(&self.adam.beta2) {
+            return fail("Adam betas must be in [0, 1)");
+        }
+        if self.validate_every > 0 && self.validation_samples == 0 {
+            return fail("validation needs at least one validation sample");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.saturating_sub(1).max(1)
+    }
+
+    pub(crate) fn queue_len(&self) -> usize {
+        if self.queue > 0 {
+            self.queue
+        } else {
+            2 * self.batch_size
+        }
+    }
+}
+
+/// The trainer's state beyond weights and moments, stored as the model card's `training`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub config: TrainConfig,
+    pub lr: f64,
+    pub plateau: Plateau,
+    /// Sum and count of the training losses of the period in progress.
+    pub period_loss_sum: f64,
+    pub period_steps_done: u64,
+}
+
+impl TrainState {
+    pub fn new(config: &TrainConfig) -> TrainState {
+        TrainState {
+            config: config.clone(),
+            lr: config.adam.lr,
+            plateau: Plateau::new(config.plateau),
+            period_loss_sum: 0.0,
+            period_steps_done: 0,
+        }
+    }
+}
+
+/// Why the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Finished,
+    /// The scheduler's early stop (long plateau or learning rate below the floor).
+    EarlyStopped,
+    /// Cancelled (Ctrl-C); a checkpoint was saved first.
+    Cancelled,
+}
+
+/// The result of [`pretrain`].
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    pub outcome: Outcome,
+    /// Steps done in total, including those before a resume.
+    pub step: u64,
+    /// The step the run (re)started from.
+    pub started_at: u64,
+    pub losses: Option<LossValues>,
+    pub validation: Option<f64>,
+    pub checkpoint: PathBuf,
+    /// `RUN_DIR/model.safetensors`, with its card `model.json`.
+    pub model: PathBuf,
+}

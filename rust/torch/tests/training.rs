@@ -1,0 +1,261 @@
+//! The pretraining loop on a fake in-memory sample source: learning, resume, cancel, bad input,
+//! and our Adam against libtorch's.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use layerseg_core::{NoProgress, Progress};
+use layerseg_torch::checkpoint::latest_checkpoint;
+use layerseg_torch::train::{
+    pretrain, Adam, AdamConfig, Outcome, RunOptions, Sample, SampleSource, SourceError,
+    TrainConfig,
+};
+use layerseg_torch::{BasicUNetConfig, Error};
+use ndarray::Array3;
+use tch::nn::OptimizerConfig;
+use tch::{Device, Kind, Tensor};
+
+const SIZE: usize = 16;
+
+/// A smooth healthy background with a bright cube whose place depends on the index.
+struct Cubes {
+    fail_at: Option<u64>,
+}
+
+impl SampleSource for Cubes {
+    fn sample(&self, index: u64) -> Result<Sample, SourceError> {
+        if Some(index) == self.fail_at {
+            return Err(format!("cannot synthesise case {index}").into());
+        }
+        let offset = (index % 7) as usize;
+        let healthy = Array3::from_shape_fn((SIZE, SIZE, SIZE), |(z, y, x)| {
+            ((z + 2 * y + 3 * x + offset) as f32 / 24.0).sin()
+        });
+        let mask = Array3::from_shape_fn((SIZE, SIZE, SIZE), |(z, y, x)| {
+            let inside = |v: usize| (3 + offset..8 + offset).contains(&v);
+            f32::from(u8::from(inside(z) && inside(y) && inside(x)))
+        });
+        let tumour = healthy.mapv(|h| 2.0 + 0.5 * h);
+        let image = &healthy * &mask.mapv(|m| 1.0 - m) + &tumour * &mask;
+        Ok(Sample {
+            image,
+            healthy,
+            tumour,
+            mask,
+        })
+    }
+}
+
+fn net() -> BasicUNetConfig {
+    BasicUNetConfig {
+        features: [4, 4, 4, 4, 4, 4],
+        ..BasicUNetConfig::default()
+    }
+}
+
+fn settings(steps: u64) -> TrainConfig {
+    TrainConfig {
+        steps,
+        batch_size: 2,
+        period_steps: 5,
+        checkpoint_every: 3,
+        validate_every: 4,
+        validation_samples: 2,
+        workers: 2,
+        ..TrainConfig::default()
+    }
+}
+
+fn train(dir: &Path, config: &TrainConfig, resume: bool, progress: &dyn Progress) -> Result<layerseg_torch::train::TrainReport, Error> {
+    let run = RunOptions {
+        run_dir: dir,
+        device: Device::Cpu,
+        resume,
+        progress,
+    };
+    pretrain(Arc::new(Cubes { fail_at: None }), &net(), config, &run)
+}
+
+fn weights(path: &Path) -> Vec<(String, Tensor)> {
+    let mut w = Tensor::read_safetensors(path).unwrap();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+fn read_metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn loss_goes_down() {
+    tch::manual_seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = settings(40);
+    config.adam.lr = 3e-3;
+    config.period_steps = 1000;
+    let report = train(dir.path(), &config, false, &NoProgress).unwrap();
+    assert_eq!(report.outcome, Outcome::Finished);
+    assert_eq!(report.step, 40);
+    let losses: Vec<f64> = read_metrics(dir.path())
+        .iter()
+        .filter_map(|m| m["loss"]["total"].as_f64())
+        .collect();
+    assert_eq!(losses.len(), 40);
+    let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = losses[35..].iter().sum::<f64>() / 5.0;
+    assert!(last < 0.7 * first, "first {first}, last {last}");
+    assert!(report.validation.is_some());
+    assert!(dir.path().join("model.safetensors").is_file());
+    assert!(dir.path().join("model.json").is_file());
+}
+
+#[test]
+fn resume_gives_the_same_weights_as_not_stopping() {
+    let straight = tempfile::tempdir().unwrap();
+    tch::manual_seed(1);
+    train(straight.path(), &settings(8), false, &NoProgress).unwrap();
+
+    let stopped = tempfile::tempdir().unwrap();
+    tch::manual_seed(1);
+    let first = train(stopped.path(), &settings(5), false, &NoProgress).unwrap();
+    assert_eq!(first.step, 5);
+    let second = train(stopped.path(), &settings(8), true, &NoProgress).unwrap();
+    assert_eq!((second.started_at, second.step), (5, 8));
+
+    let a = weights(&straight.path().join("model.safetensors"));
+    let b = weights(&stopped.path().join("model.safetensors"));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let diff = (x - y).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "{name}: {diff}");
+    }
+    let card_a = latest_checkpoint(straight.path()).unwrap().unwrap().card;
+    let card_b = latest_checkpoint(stopped.path()).unwrap().unwrap().card;
+    assert_eq!(card_a.step, card_b.step);
+    assert_eq!(card_a.training["lr"], card_b.training["lr"]);
+    assert_eq!(card_a.training["plateau"], card_b.training["plateau"]);
+}
+
+/// Cancels once `after` steps have been reported.
+struct CancelAfter {
+    after: u64,
+    done: AtomicU64,
+}
+
+impl Progress for CancelAfter {
+    fn advance(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::SeqCst);
+    }
+    fn cancelled(&self) -> bool {
+        self.done.load(Ordering::SeqCst) >= self.after
+    }
+}
+
+#[test]
+fn cancel_saves_a_checkpoint_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let progress = CancelAfter {
+        after: 4,
+        done: AtomicU64::new(0),
+    };
+    let report = train(dir.path(), &settings(50), false, &progress).unwrap();
+    assert_eq!(report.outcome, Outcome::Cancelled);
+    assert_eq!(report.step, 4);
+    let latest = latest_checkpoint(dir.path()).unwrap().unwrap();
+    assert_eq!(latest.card.step, 4);
+    assert!(latest.card.optimizer_state);
+}
+
+#[test]
+fn refuses_to_overwrite_or_resume_another_width() {
+    let dir = tempfile::tempdir().unwrap();
+    train(dir.path(), &settings(3), false, &NoProgress).unwrap();
+    let err = train(dir.path(), &settings(6), false, &NoProgress).unwrap_err();
+    assert!(err.to_string().contains("already has checkpoints"), "{err}");
+
+    let wider = BasicUNetConfig {
+        features: [8, 8, 8, 8, 8, 8],
+        ..net()
+    };
+    let run = RunOptions {
+        run_dir: dir.path(),
+        device: Device::Cpu,
+        resume: true,
+        progress: &NoProgress,
+    };
+    let err = pretrain(Arc::new(Cubes { fail_at: None }), &wider, &settings(6), &run).unwrap_err();
+    assert!(err.to_string().contains("another network width"), "{err}");
+}
+
+#[test]
+fn a_failing_sample_names_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunOptions {
+        run_dir: dir.path(),
+        device: Device::Cpu,
+        resume: false,
+        progress: &NoProgress,
+    };
+    let mut config = settings(10);
+    config.validate_every = 0;
+    let err = pretrain(Arc::new(Cubes { fail_at: Some(5) }), &net(), &config, &run).unwrap_err();
+    assert!(matches!(err, Error::Source { index: 5, .. }), "{err}");
+}
+
+#[test]
+fn adam_matches_libtorch() {
+    let make = || {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let w = root.var("w", &[3, 4], tch::nn::Init::Const(0.5));
+        let b = root.var("sub.b", &[4], tch::nn::Init::Const(-1.0));
+        (vs, w, b)
+    };
+    let (ours_vs, w1, b1) = make();
+    let (theirs_vs, w2, b2) = make();
+    let config = AdamConfig {
+        lr: 0.05,
+        weight_decay: 0.1,
+        ..AdamConfig::default()
+    };
+    let mut adam = Adam::new(&ours_vs, config).unwrap();
+    let mut reference = tch::nn::Adam {
+        beta1: config.beta1,
+        beta2: config.beta2,
+        wd: config.weight_decay,
+        eps: config.eps,
+        amsgrad: false,
+    }
+    .build(&theirs_vs, config.lr)
+    .unwrap();
+    let target = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.25]);
+    let loss = |w: &Tensor, b: &Tensor| {
+        (w.sum_dim_intlist(0, false, Kind::Float) * b - &target)
+            .square()
+            .sum(Kind::Float)
+    };
+    for step in 0..20 {
+        if step == 10 {
+            adam.set_lr(0.01);
+            reference.set_lr(0.01);
+        }
+        adam.zero_grad();
+        loss(&w1, &b1).backward();
+        adam.step().unwrap();
+        reference.zero_grad();
+        loss(&w2, &b2).backward();
+        reference.step();
+    }
+    assert_eq!(adam.steps(), 20);
+    for (ours, theirs) in [(&w1, &w2), (&b1, &b2)] {
+        let diff = (ours - theirs).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "{diff}");
+    }
+    let moved = (&b1 + 1.0).abs().max().double_value(&[]);
+    assert!(moved > 0.1, "the test should move the parameters");
+}
