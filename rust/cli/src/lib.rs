@@ -7,7 +7,9 @@ use std::ffi::OsString;
 
 pub mod commands;
 pub mod figures;
+pub mod models;
 pub mod output;
+pub mod progress;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +30,10 @@ pub enum Command {
     Evaluate(commands::evaluate::Args),
     /// Show what libtorch sees: CUDA backend, GPUs, CPU threads.
     Runtime(commands::runtime::Args),
+    /// Segment tumours: scans in, masks out on each scan's own grid.
+    Segment(commands::segment::Args),
+    /// Blend synthetic tumours into a healthy scan: image, mask and layers per case.
+    Synthesize(commands::synthesize::Args),
 }
 
 /// Parse `args` (program name first), run the command, print errors, return the exit code.
@@ -48,6 +54,8 @@ where
         Command::Info(args) => commands::info::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Runtime(args) => commands::runtime::run(args),
+        Command::Segment(args) => commands::segment::run(args),
+        Command::Synthesize(args) => commands::synthesize::run(args),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,195 @@
+use anyhow::{bail, Context, Result};
+use layerseg_core::io::{read_image, read_labels, write_image, write_labels, ReadOptions};
+use layerseg_core::{Profile, Progress};
+use layerseg_torch::inference::{segment, SegmentOptions};
+use layerseg_torch::network::Model;
+use layerseg_torch::{select_device, DeviceChoice};
+use std::path::{Path, PathBuf};
+
+use crate::commands::evaluate::{case_name, nifti_files};
+use crate::figures::{write_three_views, Outline, RED};
+use crate::models;
+use crate::progress::Bar;
+
+/// `layerseg segment`: scans in, tumour masks out, each on its scan's own grid.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// NIfTI scans, or folders of them.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The mask file (one input), or a folder (several inputs): NAME.nii.gz per scan.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Weights (.safetensors, or a PyTorch state dict); default: the model shipped for the profile.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Built-in profile name or a profile JSON; default: the model card's profile, else brain-mri.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Organ or brain mask on the scan's grid (a folder, matched by name, for several inputs).
+    #[arg(long)]
+    pub organ_mask: Option<PathBuf>,
+    /// Also write the tumour probability (float32) here (a folder for several inputs).
+    #[arg(long)]
+    pub prob: Option<PathBuf>,
+    /// Also write the healthy and tumour layers into this folder.
+    #[arg(long)]
+    pub layers: Option<PathBuf>,
+    /// Also write a PNG with the mask outlined on the scan (a folder for several inputs).
+    #[arg(long)]
+    pub overlay: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Threshold on the mask probability (default: the profile's).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Sliding-window overlap (default: the profile's).
+    #[arg(long)]
+    pub overlap: Option<f64>,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Average with mirrored copies along each axis (4 passes).
+    #[arg(long)]
+    pub tta: bool,
+    /// Remove connected components smaller than this many mm^3.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_size_mm3: f64,
+}
+
+/// Output paths of one case.
+struct Case {
+    input: PathBuf,
+    organ: Option<PathBuf>,
+    mask: PathBuf,
+    prob: Option<PathBuf>,
+    overlay: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let cases = plan_cases(&args)?;
+    let model_file = models::resolve(args.model.as_deref(), &profile_name(&args))?;
+    let profile_arg = args.profile.clone().or_else(|| model_file.card.as_ref().and_then(|c| c.profile.clone()));
+    let profile = Profile::load(profile_arg.as_deref().unwrap_or("brain-mri"))?;
+    let device = select_device(args.device)?;
+    let model = Model::load(&model_file.config(&profile), device, &model_file.weights)
+        .with_context(|| format!("{}: cannot load the model", model_file.weights.display()))?;
+    let opts = SegmentOptions {
+        threshold: args.threshold,
+        overlap: args.overlap,
+        batch_size: Some(args.batch_size),
+        flip_tta: args.tta,
+        min_component_mm3: args.min_size_mm3,
+    };
+    let bar = Bar::new();
+    let mut failed = 0;
+    for (n, case) in cases.iter().enumerate() {
+        if bar.cancelled() {
+            bail!("cancelled after {n} of {} scans", cases.len());
+        }
+        if cases.len() > 1 {
+            bar.message(&format!("[{}/{}] {}", n + 1, cases.len(), case.input.display()));
+        }
+        match run_case(case, &args, &profile, &model, &opts, &bar) {
+            Ok(voxels) => eprintln!("{}: {voxels} tumour voxels -> {}", case.input.display(), case.mask.display()),
+            Err(e) if cases.len() > 1 && !bar.cancelled() => {
+                eprintln!("layerseg: error: {}: {e:#}", case.input.display());
+                failed += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} scans failed", cases.len());
+    }
+    Ok(())
+}
+
+fn profile_name(args: &Args) -> String {
+    args.profile.clone().unwrap_or_else(|| "brain-mri".into())
+}
+
+fn run_case(case: &Case, args: &Args, profile: &Profile, model: &Model, opts: &SegmentOptions, bar: &Bar) -> Result<usize> {
+    let read = ReadOptions::default();
+    let (image, meta) = read_image(&case.input, &read)?;
+    crate::warn_all(&meta);
+    let organ = match &case.organ {
+        Some(path) => Some(read_labels(path, &read)?.0),
+        None => None,
+    };
+    let result = segment(&image, organ.as_ref(), profile, model, opts, bar)
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(|| format!("{}", case.input.display()))?;
+    let voxels = result.mask.data.iter().filter(|&&v| v > 0).count();
+    write_labels(&case.mask, &result.mask, Some(&meta))?;
+    if let Some(path) = &case.prob {
+        write_image(path, &result.probability, Some(&meta))?;
+    }
+    if let Some(dir) = &args.layers {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        let name = case_name(&case.input);
+        write_image(dir.join(format!("{name}_healthy.nii.gz")), &result.healthy, Some(&meta))?;
+        write_image(dir.join(format!("{name}_tumour.nii.gz")), &result.tumour, Some(&meta))?;
+    }
+    if let Some(path) = &case.overlay {
+        let mask = result.mask.data.mapv(|v| v > 0);
+        write_three_views(path, &image, &[Outline { mask: &mask, color: RED }], None)?;
+    }
+    Ok(voxels)
+}
+
+/// One input file: outputs are files. Several, or a folder: outputs are folders of NAME.nii.gz.
+fn plan_cases(args: &Args) -> Result<Vec<Case>> {
+    let mut inputs = Vec::new();
+    for input in &args.inputs {
+        if input.is_dir() {
+            inputs.extend(nifti_files(input)?);
+        } else {
+            inputs.push(input.clone());
+        }
+    }
+    if inputs.is_empty() {
+        bail!("no NIfTI scans in {}", args.inputs[0].display());
+    }
+    let batch = inputs.len() > 1 || args.inputs[0].is_dir();
+    let in_folder = |dir: &Path, input: &Path, suffix: &str| dir.join(format!("{}{suffix}", case_name(input)));
+    let mut cases = Vec::new();
+    for input in inputs {
+        let (mask, prob, overlay, organ) = if batch {
+            std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create folder", args.out.display()))?;
+            for dir in [&args.prob, &args.overlay].into_iter().flatten() {
+                std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+            }
+            (
+                in_folder(&args.out, &input, ".nii.gz"),
+                args.prob.as_ref().map(|d| in_folder(d, &input, ".nii.gz")),
+                args.overlay.as_ref().map(|d| in_folder(d, &input, ".png")),
+                args.organ_mask.as_ref().map(|d| if d.is_dir() { d.join(input.file_name().unwrap()) } else { d.clone() }),
+            )
+        } else {
+            (args.out.clone(), args.prob.clone(), args.overlay.clone(), args.organ_mask.clone())
+        };
+        for out in [Some(&mask), prob.as_ref(), overlay.as_ref()].into_iter().flatten() {
+            if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
+            }
+        }
+        refuse_overwriting_input(&input, &mask)?;
+        for out in prob.iter() {
+            refuse_overwriting_input(&input, out)?;
+        }
+        cases.push(Case { input, organ, mask, prob, overlay });
+    }
+    Ok(cases)
+}
+
+fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {
+    let same = match (input.canonicalize(), output.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        bail!("{}: the output would overwrite the input scan", output.display());
+    }
+    Ok(())
+}

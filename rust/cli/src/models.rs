@@ -1,0 +1,72 @@
+//! Finding the weights to run: a `--model` file, or the model shipped for the profile.
+
+use anyhow::{bail, Context, Result};
+use layerseg_core::Profile;
+use layerseg_torch::checkpoint::ModelCard;
+use layerseg_torch::BasicUNetConfig;
+use std::path::{Path, PathBuf};
+
+/// Weights plus what is known about them.
+pub struct ModelFile {
+    pub weights: PathBuf,
+    /// The model card beside the weights (`NAME.json`), when there is one.
+    pub card: Option<ModelCard>,
+}
+
+impl ModelFile {
+    /// The network shape: the card's, else the profile's.
+    pub fn config(&self, profile: &Profile) -> BasicUNetConfig {
+        match &self.card {
+            Some(card) => card.config.clone(),
+            None => BasicUNetConfig {
+                in_channels: profile.network.in_channels as i64,
+                out_channels: profile.network.out_channels as i64,
+                features: profile.network.features.map(|f| f as i64),
+            },
+        }
+    }
+}
+
+/// Folders searched for shipped models, in order: `$LAYERSEG_MODELS`, `models/` beside the
+/// repository that holds this binary, and the repository this binary was built from.
+pub fn model_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("LAYERSEG_MODELS") {
+        dirs.push(PathBuf::from(dir));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
+            dirs.push(repo.join("models"));
+        }
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    dirs
+}
+
+/// `--model` when given, else `<profile>.safetensors` from the first folder that has it.
+pub fn resolve(model: Option<&Path>, profile_name: &str) -> Result<ModelFile> {
+    let weights = match model {
+        Some(path) => {
+            if !path.exists() {
+                bail!("{}: file not found", path.display());
+            }
+            path.to_path_buf()
+        }
+        None => {
+            let file = format!("{profile_name}.safetensors");
+            match model_dirs().into_iter().map(|d| d.join(&file)).find(|p| p.exists()) {
+                Some(p) => p,
+                None => bail!(
+                    "no shipped model for profile {profile_name} (looked for {file} in $LAYERSEG_MODELS and models/); pass --model, or train one with `layerseg pretrain`"
+                ),
+            }
+        }
+    };
+    let card_path = weights.with_extension("json");
+    let card = if card_path.exists() {
+        Some(ModelCard::read(&card_path).with_context(|| format!("{}: unreadable model card", card_path.display()))?)
+    } else {
+        None
+    };
+    Ok(ModelFile { weights, card })
+}
