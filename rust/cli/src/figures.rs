@@ -203,7 +203,7 @@ pub fn write_overlay_figure(
 
 /// The voxel nearest the centroid of the largest connected component.
 pub fn largest_component_center(mask: &Array3<bool>) -> Option<[usize; 3]> {
-    let (labels, n) = ndarray_ndimage::label::<u32>(mask, &ndarray_ndimage::Kernel3d::Full.generate());
+    let (labels, n) = layerseg_core::postprocess::components(mask);
     if n == 0 {
         return None;
     }

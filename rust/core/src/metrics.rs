@@ -3,10 +3,10 @@
 //! and lesion-wise detection.
 
 use ndarray::{Array3, Zip};
-use ndarray_ndimage::{label, Kernel3d};
 use serde::Serialize;
 
 use crate::distance::distance_to;
+use crate::postprocess::components;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Metrics {
@@ -127,9 +127,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// (truth lesions, of which detected, predicted components touching no lesion).
 fn lesion_counts(pred: &Array3<bool>, truth: &Array3<bool>) -> (usize, usize, usize) {
-    let kernel = Kernel3d::Full.generate();
-    let (truth_labels, n_truth) = label::<u32>(truth, &kernel);
-    let (pred_labels, n_pred) = label::<u32>(pred, &kernel);
+    let (truth_labels, n_truth) = components(truth);
+    let (pred_labels, n_pred) = components(pred);
     let mut lesion_hit = vec![false; n_truth + 1];
     let mut component_hits = vec![false; n_pred + 1];
     Zip::from(&truth_labels).and(&pred_labels).for_each(|&t, &p| {

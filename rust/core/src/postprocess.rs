@@ -3,6 +3,14 @@
 use ndarray::{Array3, Zip};
 use ndarray_ndimage::{label, label_histogram, Kernel3d};
 
+/// Connected components with 26-connectivity: (labels 1..=n, n).
+///
+/// ndarray-ndimage's `label` scans lines in iteration order and silently splits components of
+/// a Fortran-ordered array (as NIfTI volumes are), so the input goes in C order.
+pub fn components(mask: &Array3<bool>) -> (Array3<u32>, usize) {
+    label::<u32>(&mask.as_standard_layout(), &Kernel3d::Full.generate())
+}
+
 /// `probability >= threshold`, kept only inside `region` when one is given.
 pub fn threshold(probability: &Array3<f32>, threshold: f32, region: Option<&Array3<bool>>) -> Array3<bool> {
     match region {
@@ -16,7 +24,7 @@ pub fn remove_small_components(mask: &Array3<bool>, spacing: [f64; 3], min_mm3: 
     if min_mm3 <= 0.0 {
         return mask.clone();
     }
-    let (labels, count) = label::<u32>(mask, &Kernel3d::Full.generate());
+    let (labels, count) = components(mask);
     let sizes = label_histogram(&labels, count);
     let voxel_mm3 = spacing.iter().product::<f64>();
     let keep: Vec<bool> = sizes.iter().map(|&n| n as f64 * voxel_mm3 >= min_mm3).collect();
@@ -26,6 +34,16 @@ pub fn remove_small_components(mask: &Array3<bool>, spacing: [f64; 3], min_mm3: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fortran_ordered_masks_are_labelled_like_c_ordered_ones() {
+        use ndarray::ShapeBuilder;
+        let shape = (6, 5, 4);
+        let pattern = |(i, j, k): (usize, usize, usize)| (i + j + k) % 3 == 0 || i == j;
+        let c = Array3::from_shape_fn(shape, pattern);
+        let f = Array3::from_shape_fn(shape.f(), pattern);
+        assert_eq!(components(&c).1, components(&f).1);
+    }
 
     #[test]
     fn small_blobs_go_big_ones_stay() {

@@ -3,10 +3,13 @@
 
 use pyo3::prelude::*;
 
-pub fn without_gil<T, F>(py: Python<'_>, work: F) -> PyResult<T>
+use crate::errors::IntoPyErr;
+
+pub fn without_gil<T, E, F>(py: Python<'_>, work: F) -> PyResult<T>
 where
     T: Send,
-    F: Send + FnOnce() -> Result<T, layerseg_core::Error>,
+    E: IntoPyErr + Send,
+    F: Send + FnOnce() -> Result<T, E>,
 {
-    py.detach(work).map_err(crate::errors::to_py)
+    py.detach(work).map_err(IntoPyErr::into_py_err)
 }

@@ -1,10 +1,12 @@
 //! The `layerseg._layerseg` extension: a thin layer over the Rust crates. Every long call goes
-//! through [`gate::without_gil`], and every error through [`errors::to_py`].
+//! through [`gate::without_gil`], and every error through [`errors::IntoPyErr`].
 
 use pyo3::prelude::*;
 
 mod errors;
 mod gate;
+mod inference;
+mod synthesis;
 mod volumes;
 
 /// Run the `layerseg` command line in this process; returns its exit code.
@@ -26,5 +28,7 @@ fn _layerseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(runtime, m)?)?;
     volumes::register(m)?;
+    inference::register(m)?;
+    synthesis::register(m)?;
     Ok(())
 }

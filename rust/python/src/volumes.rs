@@ -17,7 +17,7 @@ fn affine_to_py<'py>(py: Python<'py>, a: &Affine) -> Bound<'py, PyArray2<f64>> {
     Array2::from_shape_fn((4, 4), |(r, c)| a[r][c]).into_pyarray(py)
 }
 
-fn affine_from_py(a: PyReadonlyArray2<'_, f64>) -> PyResult<Affine> {
+pub fn affine_from_py(a: PyReadonlyArray2<'_, f64>) -> PyResult<Affine> {
     let a = a.as_array();
     if a.shape() != [4, 4] || a.iter().any(|v| !v.is_finite()) {
         return Err(LayerSegError::new_err(format!(

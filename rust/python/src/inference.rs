@@ -1,0 +1,101 @@
+//! Segmentation and raw sliding-window inference on numpy arrays.
+
+use numpy::{IntoPyArray, PyArray4, PyReadonlyArray2, PyReadonlyArray3};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+
+use layerseg_core::{NoProgress, Profile, Volume};
+use layerseg_torch::inference::{segment as run_segment, sliding_window as run_windows, SegmentOptions, WindowOptions};
+use layerseg_torch::network::Model;
+use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
+
+use crate::errors::{IntoPyErr, LayerSegError};
+use crate::gate::without_gil;
+use crate::volumes::affine_from_py;
+
+fn device(name: &str) -> PyResult<tch::Device> {
+    let choice: DeviceChoice = name.parse().map_err(|e: layerseg_torch::device::DeviceError| LayerSegError::new_err(e.to_string()))?;
+    select_device(choice).map_err(|e| LayerSegError::new_err(e.to_string()))
+}
+
+fn anyhow_to_py(e: anyhow::Error) -> PyErr {
+    LayerSegError::new_err(format!("{e:#}"))
+}
+
+/// Run the network over `volume` ([D, H, W] float32) in Gaussian-weighted windows, exactly as
+/// MONAI's `sliding_window_inference(mode="gaussian")`; returns the raw [C, D, H, W] outputs.
+#[pyfunction]
+#[pyo3(signature = (weights, volume, roi, overlap=0.25, batch_size=1, features=None, tta=false, device="cpu"))]
+#[allow(clippy::too_many_arguments)]
+fn sliding_window<'py>(
+    py: Python<'py>,
+    weights: PathBuf,
+    volume: PyReadonlyArray3<'py, f32>,
+    roi: [usize; 3],
+    overlap: f64,
+    batch_size: usize,
+    features: Option<[i64; 6]>,
+    tta: bool,
+    device: &str,
+) -> PyResult<Bound<'py, PyArray4<f32>>> {
+    let device = self::device(device)?;
+    let input = volume.as_array().to_owned();
+    let mut config = BasicUNetConfig::default();
+    if let Some(f) = features {
+        config.features = f;
+    }
+    let opts = WindowOptions { roi, overlap, batch_size: batch_size.max(1), flip_tta: tta };
+    let out = without_gil(py, || {
+        let model = Model::load(&config, device, &weights)?;
+        run_windows(&model, input.view(), &opts, &NoProgress)
+    })?;
+    Ok(out.into_pyarray(py))
+}
+
+/// Segment one scan given as (`image` [i, j, k], 4x4 `affine`). Returns a dict with `mask`
+/// (uint8), `probability`, `healthy` and `tumour` (float32), all on the input grid.
+#[pyfunction]
+#[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto"))]
+#[allow(clippy::too_many_arguments)]
+fn segment<'py>(
+    py: Python<'py>,
+    image: PyReadonlyArray3<'py, f32>,
+    affine: PyReadonlyArray2<'py, f64>,
+    model: Option<PathBuf>,
+    profile: &str,
+    organ_mask: Option<PyReadonlyArray3<'py, u8>>,
+    threshold: Option<f64>,
+    overlap: Option<f64>,
+    tta: bool,
+    min_size_mm3: f64,
+    device: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let affine = affine_from_py(affine)?;
+    let image = Volume::new(image.as_array().to_owned(), affine);
+    if image.data.iter().any(|v| !v.is_finite()) {
+        return Err(LayerSegError::new_err("image holds NaN or infinite values"));
+    }
+    let organ = organ_mask.map(|m| Volume::new(m.as_array().to_owned(), affine));
+    let profile = Profile::load(profile).map_err(IntoPyErr::into_py_err)?;
+    let file = layerseg_cli::models::resolve(model.as_deref(), &profile.name).map_err(anyhow_to_py)?;
+    let config = file.config(&profile);
+    let device = self::device(device)?;
+    let opts = SegmentOptions { threshold, overlap, batch_size: Some(1), flip_tta: tta, min_component_mm3: min_size_mm3 };
+    let result = without_gil(py, || {
+        let model = Model::load(&config, device, &file.weights)?;
+        run_segment(&image, organ.as_ref(), &profile, &model, &opts, &NoProgress)
+    })?;
+    let out = PyDict::new(py);
+    out.set_item("mask", result.mask.data.into_pyarray(py))?;
+    out.set_item("probability", result.probability.data.into_pyarray(py))?;
+    out.set_item("healthy", result.healthy.data.into_pyarray(py))?;
+    out.set_item("tumour", result.tumour.data.into_pyarray(py))?;
+    Ok(out)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(sliding_window, m)?)?;
+    m.add_function(wrap_pyfunction!(segment, m)?)?;
+    Ok(())
+}
