@@ -1,4 +1,5 @@
-//! Segmentation metrics in physical units, as medpy computes them (the paper's evaluation):
+//! Segmentation metrics in physical units, as MONAI computes them (`compute_dice`,
+//! `compute_hausdorff_distance(percentile=95)`, `compute_average_surface_distance(symmetric=True)`):
 //! Dice, Jaccard, HD95 and average symmetric surface distance in mm, sensitivity, specificity,
 //! and lesion-wise detection.
 
@@ -13,11 +14,11 @@ pub struct Metrics {
     /// 1.0 when both masks are empty.
     pub dice: f64,
     pub jaccard: f64,
-    /// 95th percentile of the surface distances both ways (medpy `hd95`); `None` when either
-    /// mask is empty.
+    /// The larger of the two directed 95th-percentile surface distances (MONAI's HD95); `None`
+    /// when either mask is empty.
     pub hd95_mm: Option<f64>,
-    /// Mean of the two directed mean surface distances (medpy `assd`); `None` when either mask is
-    /// empty.
+    /// Mean of all surface distances, both directions pooled (MONAI's symmetric ASD); `None`
+    /// when either mask is empty.
     pub assd_mm: Option<f64>,
     pub sensitivity: f64,
     pub specificity: f64,
@@ -76,7 +77,7 @@ pub fn evaluate(
     }
 }
 
-/// Voxels of the mask with a face neighbour outside it (or on the array's edge), as medpy's
+/// Voxels of the mask with a face neighbour outside it (or on the array's edge), as MONAI's
 /// `mask ^ binary_erosion(mask)` with face connectivity and a background border.
 pub fn surface(mask: &Array3<bool>) -> Array3<bool> {
     let (nx, ny, nz) = mask.dim();
@@ -110,15 +111,15 @@ fn surface_distances(pred: &Array3<bool>, truth: &Array3<bool>, spacing: [f64; 3
                 acc
             })
     };
-    let (d1, d2) = (directed(&sp, &st), directed(&st, &sp));
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let assd = (mean(&d1) + mean(&d2)) / 2.0;
-    let mut all: Vec<f64> = d1.into_iter().chain(d2).collect();
-    all.sort_by(f64::total_cmp);
-    (Some(percentile(&all, 95.0)), Some(assd))
+    let (mut d1, mut d2) = (directed(&sp, &st), directed(&st, &sp));
+    let assd = (d1.iter().sum::<f64>() + d2.iter().sum::<f64>()) / (d1.len() + d2.len()) as f64;
+    d1.sort_by(f64::total_cmp);
+    d2.sort_by(f64::total_cmp);
+    let hd95 = percentile(&d1, 95.0).max(percentile(&d2, 95.0));
+    (Some(hd95), Some(assd))
 }
 
-/// numpy's default (linear) percentile of sorted values.
+/// The linear-interpolation percentile of sorted values (numpy's and torch.quantile's default).
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     let rank = q / 100.0 * (sorted.len() - 1) as f64;
     let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
