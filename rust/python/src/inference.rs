@@ -12,6 +12,7 @@ use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
 
 use crate::errors::{IntoPyErr, LayerSegError};
 use crate::gate::without_gil;
+use crate::progress::PyProgress;
 use crate::volumes::affine_from_py;
 
 fn device(name: &str) -> PyResult<tch::Device> {
@@ -56,7 +57,7 @@ fn sliding_window<'py>(
 /// Segment one scan given as (`image` [i, j, k], 4x4 `affine`). Returns a dict with `mask`
 /// (uint8), `probability`, `healthy` and `tumour` (float32), all on the input grid.
 #[pyfunction]
-#[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto"))]
+#[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto", progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn segment<'py>(
     py: Python<'py>,
@@ -70,6 +71,7 @@ fn segment<'py>(
     tta: bool,
     min_size_mm3: f64,
     device: &str,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let affine = affine_from_py(affine)?;
     let image = Volume::new(image.as_array().to_owned(), affine);
@@ -82,10 +84,12 @@ fn segment<'py>(
     let config = file.config(&profile);
     let device = self::device(device)?;
     let opts = SegmentOptions { threshold, overlap, batch_size: Some(1), flip_tta: tta, min_component_mm3: min_size_mm3 };
+    let reporter = PyProgress::new(progress);
     let result = without_gil(py, || {
         let model = Model::load(&config, device, &file.weights)?;
-        run_segment(&image, organ.as_ref(), &profile, &model, &opts, &NoProgress)
-    })?;
+        run_segment(&image, organ.as_ref(), &profile, &model, &opts, &reporter)
+    })
+    .map_err(|e| reporter.take_error().unwrap_or(e))?;
     let out = PyDict::new(py);
     out.set_item("mask", result.mask.data.into_pyarray(py))?;
     out.set_item("probability", result.probability.data.into_pyarray(py))?;
@@ -97,5 +101,34 @@ fn segment<'py>(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sliding_window, m)?)?;
     m.add_function(wrap_pyfunction!(segment, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     Ok(())
+}
+
+/// Compare a predicted mask with the truth (both [i, j, k], non-zero = tumour) on a grid with
+/// `spacing` in mm. Returns the metrics as a dict (see `layerseg evaluate`).
+#[pyfunction]
+#[pyo3(signature = (pred, truth, spacing, region=None))]
+fn evaluate<'py>(
+    py: Python<'py>,
+    pred: PyReadonlyArray3<'py, u8>,
+    truth: PyReadonlyArray3<'py, u8>,
+    spacing: [f64; 3],
+    region: Option<PyReadonlyArray3<'py, u8>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (pred, truth) = (pred.as_array().mapv(|v| v > 0), truth.as_array().mapv(|v| v > 0));
+    let region = region.map(|r| r.as_array().mapv(|v| v > 0));
+    if pred.shape() != truth.shape() || region.as_ref().is_some_and(|r| r.shape() != truth.shape()) {
+        return Err(LayerSegError::new_err(format!(
+            "pred {:?}, truth {:?} and region must have the same shape",
+            pred.shape(),
+            truth.shape()
+        )));
+    }
+    if spacing.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
+        return Err(LayerSegError::new_err(format!("spacing must be positive, got {spacing:?}")));
+    }
+    let metrics = py.detach(|| layerseg_core::metrics::evaluate(&pred, &truth, spacing, region.as_ref()));
+    let json = serde_json::to_string(&metrics).map_err(|e| LayerSegError::new_err(e.to_string()))?;
+    py.import("json")?.call_method1("loads", (json,))
 }

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod errors;
 mod gate;
 mod inference;
+mod progress;
 mod synthesis;
 mod volumes;
 

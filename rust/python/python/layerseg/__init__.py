@@ -10,6 +10,7 @@ from __future__ import annotations
 # resolves its libtorch symbols against those, so no LD_LIBRARY_PATH is needed.
 import torch  # noqa: F401  # isort: skip
 
+from layerseg.api import evaluate, segment
 from layerseg._layerseg import (
     LayerSegError,
     __version__,
@@ -23,6 +24,8 @@ from layerseg._layerseg import (
 
 __all__ = [
     "LayerSegError",
+    "evaluate",
+    "segment",
     "__version__",
     "read_image",
     "read_labels",

@@ -1,6 +1,8 @@
 """Type stubs for the Rust extension module."""
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,3 +41,38 @@ def write_labels(
     reference: str | os.PathLike[str] | None = None,
 ) -> None:
     """Write a uint8 label map atomically; ``reference`` copies that file's header geometry."""
+
+def sliding_window(
+    weights: str | os.PathLike[str],
+    volume: npt.NDArray[np.float32],
+    roi: list[int],
+    overlap: float = 0.25,
+    batch_size: int = 1,
+    features: list[int] | None = None,
+    tta: bool = False,
+    device: str = "cpu",
+) -> npt.NDArray[np.float32]:
+    """MONAI-exact Gaussian sliding-window inference; returns raw [C, D, H, W] outputs."""
+
+def segment(
+    image: npt.NDArray[np.float32],
+    affine: Affine,
+    model: str | os.PathLike[str] | None = None,
+    profile: str = "brain-mri",
+    organ_mask: npt.NDArray[np.uint8] | None = None,
+    threshold: float | None = None,
+    overlap: float | None = None,
+    tta: bool = False,
+    min_size_mm3: float = 0.0,
+    device: str = "auto",
+    progress: Callable[[str, int, int], object] | None = None,
+) -> dict[str, npt.NDArray[Any]]:
+    """Segment one scan; see ``layerseg.segment``."""
+
+def evaluate(
+    pred: npt.NDArray[np.uint8],
+    truth: npt.NDArray[np.uint8],
+    spacing: list[float],
+    region: npt.NDArray[np.uint8] | None = None,
+) -> dict[str, Any]:
+    """Segmentation metrics; see ``layerseg.evaluate``."""

@@ -1,0 +1,102 @@
+"""Path-or-array front ends over the Rust functions: ``segment`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from layerseg import _layerseg
+
+PathLike = str | os.PathLike[str]
+Progress = Callable[[str, int, int], object]
+
+
+def _as_volume(name: str, array: Any, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    arr = np.asarray(array)
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must be a 3D array [i, j, k], got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def segment(
+    image: PathLike | npt.ArrayLike,
+    affine: npt.ArrayLike | None = None,
+    *,
+    model: PathLike | None = None,
+    profile: str = "brain-mri",
+    organ_mask: PathLike | npt.ArrayLike | None = None,
+    out: PathLike | None = None,
+    threshold: float | None = None,
+    overlap: float | None = None,
+    tta: bool = False,
+    min_size_mm3: float = 0.0,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> dict[str, npt.NDArray[Any]]:
+    """Segment tumours in one scan.
+
+    ``image`` is a NIfTI path, or a 3D array ``[i, j, k]`` with its 4x4 voxel-to-RAS ``affine``.
+    ``organ_mask`` (path or array on the same grid) narrows the search. With ``out`` the uint8
+    mask is also written there, with the scan's header geometry when ``image`` is a path.
+    ``progress(what, done, total)`` is called as windows finish; raising from it, or Ctrl-C,
+    cancels. Returns ``mask`` (uint8), ``probability``, ``healthy`` and ``tumour`` (float32),
+    all on the input grid. The GIL is released while the network runs.
+    """
+    reference = None
+    if isinstance(image, (str, os.PathLike)):
+        reference = image
+        data, affine_arr = _layerseg.read_image(image)
+    else:
+        if affine is None:
+            raise ValueError("an image array needs its 4x4 affine")
+        data = _as_volume("image", image, np.float32)
+        affine_arr = np.asarray(affine, dtype=np.float64)
+    if isinstance(organ_mask, (str, os.PathLike)):
+        organ, _ = _layerseg.read_labels(organ_mask)
+    elif organ_mask is not None:
+        organ = _as_volume("organ_mask", organ_mask, np.uint8)
+    else:
+        organ = None
+    result: dict[str, npt.NDArray[Any]] = _layerseg.segment(
+        data, affine_arr, model=model, profile=profile, organ_mask=organ, threshold=threshold,
+        overlap=overlap, tta=tta, min_size_mm3=min_size_mm3, device=device, progress=progress,
+    )
+    if out is not None:
+        _layerseg.write_labels(out, result["mask"], affine_arr, reference=reference)
+    return result
+
+
+def evaluate(
+    pred: PathLike | npt.ArrayLike,
+    truth: PathLike | npt.ArrayLike,
+    *,
+    spacing: tuple[float, float, float] | None = None,
+    organ_mask: PathLike | npt.ArrayLike | None = None,
+) -> dict[str, Any]:
+    """Dice, Jaccard, HD95 and ASSD (mm), sensitivity, specificity and lesion detection.
+
+    Paths are read as label maps (non-zero = tumour) and their spacing comes from the header;
+    arrays need ``spacing``. Values follow MONAI's metrics; see ``layerseg evaluate``.
+    """
+    def load(x: PathLike | npt.ArrayLike, name: str) -> tuple[npt.NDArray[Any], Any]:
+        if isinstance(x, (str, os.PathLike)):
+            arr, aff = _layerseg.read_labels(x)
+            return arr, np.sqrt((np.asarray(aff)[:3, :3] ** 2).sum(axis=0))
+        return _as_volume(name, np.asarray(x) != 0, np.uint8), None
+
+    p, _ = load(pred, "pred")
+    t, header_spacing = load(truth, "truth")
+    region = None if organ_mask is None else load(organ_mask, "organ_mask")[0]
+    sp = spacing if spacing is not None else header_spacing
+    if sp is None:
+        raise ValueError("arrays need spacing=(sx, sy, sz) in mm")
+    result: dict[str, Any] = _layerseg.evaluate(p, t, [float(v) for v in sp], region)
+    return result
