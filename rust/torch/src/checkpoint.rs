@@ -144,7 +144,11 @@ fn sync_dir(dir: &Path) {
 pub fn export_model(vs: &VarStore, card: &ModelCard, weights_path: &Path) -> Result<PathBuf> {
     write_atomic(weights_path, |tmp| save_safetensors(vs, tmp))?;
     let card_path = weights_path.with_extension("json");
-    let json = card.to_json()?;
+    let json = ModelCard {
+        optimizer_state: false,
+        ..card.clone()
+    }
+    .to_json()?;
     write_atomic(&card_path, |tmp| {
         std::fs::write(tmp, &json).map_err(|e| Error::io(tmp, e))
     })?;
@@ -225,7 +229,8 @@ pub fn save_checkpoint(
     std::fs::write(&card_path, card.to_json()?).map_err(|e| Error::io(&card_path, e))?;
     for name in [WEIGHTS_FILE, OPTIMIZER_FILE, CARD_FILE] {
         if let Ok(f) = std::fs::File::open(staging.path().join(name)) {
-            f.sync_all().map_err(|e| Error::io(staging.path().join(name), e))?;
+            f.sync_all()
+                .map_err(|e| Error::io(staging.path().join(name), e))?;
         }
     }
     // A checkpoint of the same step (saved again after a resume) is moved aside, not deleted,
@@ -295,10 +300,9 @@ fn prune(run_dir: &Path, keep_last: usize) -> Result<()> {
     let excess = all.len().saturating_sub(keep_last);
     for old in &all[..excess] {
         // Renamed first so that an interrupted deletion never leaves a half checkpoint.
-        let doomed = old.dir.with_file_name(format!(
-            "{TEMP_PREFIX}pruned-{:09}",
-            old.card.step
-        ));
+        let doomed = old
+            .dir
+            .with_file_name(format!("{TEMP_PREFIX}pruned-{:09}", old.card.step));
         std::fs::rename(&old.dir, &doomed).map_err(|e| Error::io(&old.dir, e))?;
         std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))?;
     }

@@ -102,7 +102,11 @@ pub fn sliding_window(
     let volume = to_tensor(input, device)?;
     let mut total: Option<Tensor> = None;
     for dims in flips {
-        let x = if dims.is_empty() { volume.shallow_clone() } else { volume.f_flip(*dims)? };
+        let x = if dims.is_empty() {
+            volume.shallow_clone()
+        } else {
+            volume.f_flip(*dims)?
+        };
         let mut y = stitch(model, &x, opts, progress)?;
         if !dims.is_empty() {
             y = y.f_flip(*dims)?;
@@ -112,12 +116,19 @@ pub fn sliding_window(
             None => y,
         });
     }
-    let mean = total.expect("at least one pass").f_div_scalar(flips.len() as f64)?;
+    let mean = total
+        .expect("at least one pass")
+        .f_div_scalar(flips.len() as f64)?;
     to_array4(&mean.f_squeeze_dim(0)?)
 }
 
 /// One pass of windows over a [1, 1, D, H, W] tensor; returns [1, C, D, H, W].
-fn stitch(model: &Model, volume: &Tensor, opts: &WindowOptions, progress: &dyn Progress) -> Result<Tensor> {
+fn stitch(
+    model: &Model,
+    volume: &Tensor,
+    opts: &WindowOptions,
+    progress: &dyn Progress,
+) -> Result<Tensor> {
     let dims = volume.size();
     let shape = [dims[2] as usize, dims[3] as usize, dims[4] as usize];
     let plan = plan_windows(shape, opts.roi, opts.overlap);
@@ -180,7 +191,10 @@ pub fn to_tensor(a: ArrayView3<'_, f32>, device: Device) -> Result<Tensor> {
 
 /// [C, D, H, W] float tensor to an array on the CPU.
 pub fn to_array4(t: &Tensor) -> Result<Array4<f32>> {
-    let t = t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+    let t = t
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?;
     let size: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
     let values = Vec::<f32>::try_from(t.f_flatten(0, -1)?)?;
     Array4::from_shape_vec((size[0], size[1], size[2], size[3]), values).map_err(|_| Error::Shape {
@@ -208,15 +222,24 @@ mod tests {
     #[test]
     fn one_window_equals_a_plain_forward_pass() {
         let model = small_model();
-        let input = Array3::from_shape_fn((16, 16, 16), |(i, j, k)| ((i * 7 + j * 3 + k) % 11) as f32 / 11.0);
-        let opts = WindowOptions { roi: [16, 16, 16], overlap: 0.25, batch_size: 1, flip_tta: false };
+        let input = Array3::from_shape_fn((16, 16, 16), |(i, j, k)| {
+            ((i * 7 + j * 3 + k) % 11) as f32 / 11.0
+        });
+        let opts = WindowOptions {
+            roi: [16, 16, 16],
+            overlap: 0.25,
+            batch_size: 1,
+            flip_tta: false,
+        };
         let stitched = sliding_window(&model, input.view(), &opts, &NoProgress).unwrap();
         let direct = {
             let _g = tch::no_grad_guard();
             let x = to_tensor(input.view(), Device::Cpu).unwrap();
             to_array4(&model.net.forward_t(&x, false).unwrap().squeeze_dim(0)).unwrap()
         };
-        let diff = (&stitched - &direct).mapv(f32::abs).fold(0.0f32, |a, &b| a.max(b));
+        let diff = (&stitched - &direct)
+            .mapv(f32::abs)
+            .fold(0.0f32, |a, &b| a.max(b));
         assert!(diff < 1e-5, "max diff {diff}");
     }
 
@@ -225,7 +248,12 @@ mod tests {
         let model = small_model();
         let input = Array3::from_shape_fn((40, 20, 12), |(i, j, k)| (i + j + k) as f32 / 72.0);
         for batch_size in [1, 3] {
-            let opts = WindowOptions { roi: [16, 16, 16], overlap: 0.5, batch_size, flip_tta: batch_size == 3 };
+            let opts = WindowOptions {
+                roi: [16, 16, 16],
+                overlap: 0.5,
+                batch_size,
+                flip_tta: batch_size == 3,
+            };
             let out = sliding_window(&model, input.view(), &opts, &NoProgress).unwrap();
             assert_eq!(out.shape(), &[3, 40, 20, 12]);
             assert!(out.iter().all(|v| v.is_finite()));

@@ -73,7 +73,10 @@ pub struct LossValues {
 impl Losses {
     /// Reads the values (one device synchronisation).
     pub fn values(&self) -> Result<LossValues> {
-        let v = |t: &Tensor| t.f_double_value(&[]).context(|| "reading a loss".to_string());
+        let v = |t: &Tensor| {
+            t.f_double_value(&[])
+                .context(|| "reading a loss".to_string())
+        };
         Ok(LossValues {
             total: v(&self.total)?,
             dice: v(&self.dice)?,
@@ -164,9 +167,17 @@ pub fn layer_losses(
         let total = selected.numel() as f64;
         // 1 when the batch has tumour and non-tumour voxels, else 0.
         let active = count.f_gt(0.0)?.f_logical_and(&count.f_lt(total)?)?;
-        let scale = active.f_to_kind(Kind::Float)?.f_div(&count.f_clamp_min(1.0)?)?;
-        let healthy_in = healthy_error.f_mul(&selected)?.f_sum(Kind::Float)?.f_mul(&scale)?;
-        let tumour_in = tumour_error.f_mul(&selected)?.f_sum(Kind::Float)?.f_mul(&scale)?;
+        let scale = active
+            .f_to_kind(Kind::Float)?
+            .f_div(&count.f_clamp_min(1.0)?)?;
+        let healthy_in = healthy_error
+            .f_mul(&selected)?
+            .f_sum(Kind::Float)?
+            .f_mul(&scale)?;
+        let tumour_in = tumour_error
+            .f_mul(&selected)?
+            .f_sum(Kind::Float)?
+            .f_mul(&scale)?;
         Ok((healthy_l1, tumour_l1, healthy_in, tumour_in))
     };
     let (healthy_l1, tumour_l1, healthy_in, tumour_in) =
@@ -231,7 +242,10 @@ mod tests {
 
     fn close(t: &Tensor, expected: f64) {
         let got = t.double_value(&[]);
-        assert!((got - expected).abs() < 1e-6, "got {got}, expected {expected}");
+        assert!(
+            (got - expected).abs() < 1e-6,
+            "got {got}, expected {expected}"
+        );
     }
 
     #[test]
@@ -351,6 +365,9 @@ mod tests {
             layer_losses(&two_channels, &good, &good, &good, &w),
             Err(Error::Shape { .. })
         ));
-        assert!(matches!(recomposition_l1(&pred, &bad), Err(Error::Shape { .. })));
+        assert!(matches!(
+            recomposition_l1(&pred, &bad),
+            Err(Error::Shape { .. })
+        ));
     }
 }

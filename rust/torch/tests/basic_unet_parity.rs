@@ -29,10 +29,11 @@ fn config() -> BasicUNetConfig {
 }
 
 fn golden_io() -> (Tensor, Tensor) {
-    let io: BTreeMap<String, Tensor> = read_state_dict(&golden("basicunet_io.safetensors"), Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let io: BTreeMap<String, Tensor> =
+        read_state_dict(&golden("basicunet_io.safetensors"), Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .collect();
     (io["input"].shallow_clone(), io["output"].shallow_clone())
 }
 
@@ -140,8 +141,7 @@ fn writes_weights_for_python() {
     let (x, _) = golden_io();
     let y = run(&model, &x);
     let io = [("input".to_string(), x), ("output".to_string(), y)];
-    layerseg_torch::network::weights::write_tensors(&io, &dir.join("ours_io.safetensors"))
-        .unwrap();
+    layerseg_torch::network::weights::write_tensors(&io, &dir.join("ours_io.safetensors")).unwrap();
 }
 
 #[test]
@@ -180,7 +180,11 @@ fn unknown_formats_and_missing_files_are_refused() {
 #[test]
 fn too_small_or_wrong_rank_inputs_are_shape_errors() {
     let model = Model::new(&config(), Device::Cpu).unwrap();
-    for shape in [vec![1i64, 1, 16, 16, 15], vec![1, 2, 16, 16, 16], vec![16, 16, 16]] {
+    for shape in [
+        vec![1i64, 1, 16, 16, 15],
+        vec![1, 2, 16, 16, 16],
+        vec![16, 16, 16],
+    ] {
         let x = Tensor::zeros(shape.as_slice(), (Kind::Float, Device::Cpu));
         let err = model.net.forward_t(&x, false).unwrap_err();
         assert!(matches!(err, Error::Shape { .. }), "{shape:?}: {err}");

@@ -121,7 +121,11 @@ fn failed_atomic_write_leaves_nothing_and_keeps_the_old_file() {
     assert!(!path.exists());
     assert!(leftovers(dir.path()).is_empty());
 
-    write_atomic(&path, |tmp| Ok(std::fs::write(tmp, "old").unwrap())).unwrap();
+    write_atomic(&path, |tmp| {
+        std::fs::write(tmp, "old").unwrap();
+        Ok(())
+    })
+    .unwrap();
     assert!(write_atomic(&path, fail).is_err());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
     assert!(leftovers(dir.path()).is_empty());
@@ -175,7 +179,12 @@ fn sigkill_while_writing_keeps_a_loadable_checkpoint() {
     for (round, delay_ms) in [0u64, 7, 23, 41].into_iter().enumerate() {
         let run = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "checkpoint_writer_child", "--nocapture"])
+            .args([
+                "--ignored",
+                "--exact",
+                "checkpoint_writer_child",
+                "--nocapture",
+            ])
             .env("LAYERSEG_SIGKILL_RUN", run.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -183,7 +192,10 @@ fn sigkill_while_writing_keeps_a_loadable_checkpoint() {
             .unwrap();
         let start = Instant::now();
         while list_checkpoints(run.path()).unwrap().is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(60), "child wrote nothing");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "child wrote nothing"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         std::thread::sleep(Duration::from_millis(delay_ms));

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use layerseg_core::{NoProgress, Progress};
-use layerseg_torch::checkpoint::latest_checkpoint;
+use layerseg_torch::checkpoint::{latest_checkpoint, ModelCard};
 use layerseg_torch::train::{
-    pretrain, Adam, AdamConfig, Outcome, RunOptions, Sample, SampleSource, SourceError,
-    TrainConfig,
+    pretrain, Adam, AdamConfig, Outcome, RunOptions, Sample, SampleSource, SourceError, TrainConfig,
 };
 use layerseg_torch::{BasicUNetConfig, Error};
 use ndarray::Array3;
@@ -67,7 +66,12 @@ fn settings(steps: u64) -> TrainConfig {
     }
 }
 
-fn train(dir: &Path, config: &TrainConfig, resume: bool, progress: &dyn Progress) -> Result<layerseg_torch::train::TrainReport, Error> {
+fn train(
+    dir: &Path,
+    config: &TrainConfig,
+    resume: bool,
+    progress: &dyn Progress,
+) -> Result<layerseg_torch::train::TrainReport, Error> {
     let run = RunOptions {
         run_dir: dir,
         device: Device::Cpu,
@@ -111,7 +115,9 @@ fn loss_goes_down() {
     assert!(last < 0.7 * first, "first {first}, last {last}");
     assert!(report.validation.is_some());
     assert!(dir.path().join("model.safetensors").is_file());
-    assert!(dir.path().join("model.json").is_file());
+    let card = ModelCard::read(&dir.path().join("model.json")).unwrap();
+    assert_eq!((card.step, &card.config), (40, &net()));
+    assert!(card.losses.is_some() && card.validation.is_some() && !card.optimizer_state);
 }
 
 #[test]
@@ -124,8 +130,11 @@ fn resume_gives_the_same_weights_as_not_stopping() {
     tch::manual_seed(1);
     let first = train(stopped.path(), &settings(5), false, &NoProgress).unwrap();
     assert_eq!(first.step, 5);
+    // As if killed after step 5 but before its checkpoint: the newest left is step 3, and the
+    // metrics of steps 4 and 5 are redone, not duplicated.
+    std::fs::remove_dir_all(stopped.path().join("checkpoints/step-000000005")).unwrap();
     let second = train(stopped.path(), &settings(8), true, &NoProgress).unwrap();
-    assert_eq!((second.started_at, second.step), (5, 8));
+    assert_eq!((second.started_at, second.step), (3, 8));
 
     let a = weights(&straight.path().join("model.safetensors"));
     let b = weights(&stopped.path().join("model.safetensors"));
@@ -134,6 +143,14 @@ fn resume_gives_the_same_weights_as_not_stopping() {
         let diff = (x - y).abs().max().double_value(&[]);
         assert!(diff <= 1e-6, "{name}: {diff}");
     }
+    let steps = |dir: &Path| -> Vec<u64> {
+        read_metrics(dir)
+            .iter()
+            .filter(|m| m.get("loss").is_some())
+            .map(|m| m["step"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(steps(stopped.path()), (1..=8).collect::<Vec<u64>>());
     let card_a = latest_checkpoint(straight.path()).unwrap().unwrap().card;
     let card_b = latest_checkpoint(stopped.path()).unwrap().unwrap().card;
     assert_eq!(card_a.step, card_b.step);
@@ -188,7 +205,13 @@ fn refuses_to_overwrite_or_resume_another_width() {
         resume: true,
         progress: &NoProgress,
     };
-    let err = pretrain(Arc::new(Cubes { fail_at: None }), &wider, &settings(6), &run).unwrap_err();
+    let err = pretrain(
+        Arc::new(Cubes { fail_at: None }),
+        &wider,
+        &settings(6),
+        &run,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("another network width"), "{err}");
 }
 
@@ -213,7 +236,7 @@ fn adam_matches_libtorch() {
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let root = vs.root();
         let w = root.var("w", &[3, 4], tch::nn::Init::Const(0.5));
-        let b = root.var("sub.b", &[4], tch::nn::Init::Const(-1.0));
+        let b = (&root / "sub").var("b", &[4], tch::nn::Init::Const(-1.0));
         (vs, w, b)
     };
     let (ours_vs, w1, b1) = make();

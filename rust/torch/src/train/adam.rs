@@ -55,7 +55,11 @@ impl Adam {
             if !param.requires_grad() {
                 continue;
             }
-            let zeros = || param.f_zeros_like().context(|| format!("Adam state of {name}"));
+            let zeros = || {
+                param
+                    .f_zeros_like()
+                    .context(|| format!("Adam state of {name}"))
+            };
             slots.insert(
                 name.clone(),
                 Slot {
@@ -120,7 +124,10 @@ impl Adam {
         let mut out = Vec::with_capacity(2 * self.slots.len());
         for (name, slot) in &self.slots {
             out.push((format!("exp_avg.{name}"), slot.exp_avg.shallow_clone()));
-            out.push((format!("exp_avg_sq.{name}"), slot.exp_avg_sq.shallow_clone()));
+            out.push((
+                format!("exp_avg_sq.{name}"),
+                slot.exp_avg_sq.shallow_clone(),
+            ));
         }
         out
     }
@@ -142,9 +149,9 @@ impl Adam {
                     ("exp_avg_sq", &mut slot.exp_avg_sq),
                 ] {
                     let key = format!("{prefix}.{name}");
-                    let src = given.get(key.as_str()).ok_or_else(|| {
-                        Error::Config(format!("optimiser state lacks {key}"))
-                    })?;
+                    let src = given
+                        .get(key.as_str())
+                        .ok_or_else(|| Error::Config(format!("optimiser state lacks {key}")))?;
                     if src.size() != dst.size() {
                         return Err(Error::Config(format!(
                             "optimiser state {key}: shape {:?}, expected {:?}",

@@ -34,7 +34,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub adam: AdamConfig,
     pub plateau: PlateauConfig,
-    /// Steps per scheduler period (the paper's epoch: 285 samples at batch 2 is 143 steps).
+    /// Steps per scheduler period (the paper's epoch: 285 samples at batch 2 is 143 steps). The
+    /// scheduler sees the period's mean training loss (the paper rounds each step's loss to two
+    /// decimals first; we do not).
     pub period_steps: u64,
     pub loss_weights: LossWeights,
     pub checkpoint_every: u64,
@@ -87,8 +89,15 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.adam.beta1) || !(0.0..1.0).contains(&self.adam.beta2) {
             return fail("Adam betas must be in [0, 1)");
         }
-        if self.validate_every > 0 && self.validation_samples == 0 {
-            return fail("validation needs at least one validation sample");
+        if self.validate_every > 0 && !(1..=1 << 20).contains(&self.validation_samples) {
+            return fail("validation needs between 1 and 2^20 validation samples");
+        }
+        if self
+            .steps
+            .checked_mul(self.batch_size as u64)
+            .is_none_or(|n| n >= VALIDATION_BASE)
+        {
+            return fail("steps x batch_size exceeds the training sample indices (2^62)");
         }
         Ok(())
     }

@@ -11,7 +11,9 @@ use tch::{Device, Tensor};
 
 use super::source::{Batch, Loader, Sample, SampleSource, VALIDATION_BASE};
 use super::{Adam, Outcome, TrainConfig, TrainReport, TrainState};
-use crate::checkpoint::{export_model, latest_checkpoint, save_checkpoint, Checkpoint, ModelCard};
+use crate::checkpoint::{
+    export_model, latest_checkpoint, save_checkpoint, write_atomic, Checkpoint, ModelCard,
+};
 use crate::error::{Error, Result};
 use crate::losses::{layer_losses, recomposition_l1, LossValues};
 use crate::network::{load_weights, BasicUNetConfig, Model};
@@ -68,20 +70,28 @@ impl Trainer {
         Ok(trainer)
     }
 
-    fn restore(&mut self, checkpoint: &Checkpoint, net: &BasicUNetConfig, run: &RunOptions) -> Result<()> {
+    fn restore(
+        &mut self,
+        checkpoint: &Checkpoint,
+        net: &BasicUNetConfig,
+        run: &RunOptions,
+    ) -> Result<()> {
         checkpoint.check_config(net)?;
         load_weights(&mut self.model.vs, &checkpoint.weights_path())?;
-        let saved: TrainState = serde_json::from_value(checkpoint.card.training.clone())
-            .map_err(|e| Error::Checkpoint {
-                path: checkpoint.dir.clone(),
-                reason: format!("unreadable training state: {e}"),
+        let saved: TrainState =
+            serde_json::from_value(checkpoint.card.training.clone()).map_err(|e| {
+                Error::Checkpoint {
+                    path: checkpoint.dir.clone(),
+                    reason: format!("unreadable training state: {e}"),
+                }
             })?;
         let moments = checkpoint.optimizer_state(run.device)?;
         if moments.is_empty() {
             run.progress
                 .message("the checkpoint has no optimiser state: Adam moments start at zero");
         } else {
-            self.adam.load_state(&moments, checkpoint.card.step, saved.lr)?;
+            self.adam
+                .load_state(&moments, checkpoint.card.step, saved.lr)?;
         }
         self.adam.set_lr(saved.lr);
         // The new settings (e.g. more steps) apply; the schedule continues where it was.
@@ -130,7 +140,10 @@ impl Trainer {
                 let pred = self.model.net.forward_t(&batch.image, false)?;
                 recomposition_l1(&pred, &batch.image)
             })?;
-            total += f64::try_from(scores.sum(tch::Kind::Double)).map_err(Error::from)?;
+            total += scores
+                .f_sum(tch::Kind::Double)
+                .and_then(|t| t.f_double_value(&[]))
+                .map_err(Error::from)?;
         }
         Ok(total / samples.len() as f64)
     }
@@ -159,8 +172,27 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn open(run_dir: &Path) -> Result<Metrics> {
+    /// Opens the metrics for appending after dropping the records of steps past `step`: those
+    /// of an interrupted session that the resumed one is about to redo.
+    fn open(run_dir: &Path, step: u64) -> Result<Metrics> {
         let path = run_dir.join(METRICS_FILE);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|record| record["step"].as_u64())
+                        .is_some_and(|s| s <= step)
+                })
+                .flat_map(|line| [line, "\n"])
+                .collect();
+            if kept.len() != text.len() {
+                write_atomic(&path, |tmp| {
+                    std::fs::write(tmp, &kept).map_err(|e| Error::io(tmp, e))
+                })?;
+            }
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -197,7 +229,7 @@ pub fn pretrain<S: SampleSource + ?Sized + 'static>(
     config.validate()?;
     std::fs::create_dir_all(run.run_dir).map_err(|e| Error::io(run.run_dir, e))?;
     let mut trainer = Trainer::new(net, config, run)?;
-    let mut metrics = Metrics::open(run.run_dir)?;
+    let mut metrics = Metrics::open(run.run_dir, trainer.adam.steps())?;
     let validation = if config.validate_every > 0 {
         validation_samples(source.as_ref(), config.validation_samples)?
     } else {

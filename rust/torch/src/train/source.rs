@@ -129,10 +129,9 @@ impl Loader {
                         if index >= VALIDATION_BASE {
                             break;
                         }
-                        let sample = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            source.sample(index)
-                        }))
-                        .unwrap_or_else(|_| Err("the sample source panicked".into()));
+                        let sample =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| source.sample(index)))
+                                .unwrap_or_else(|_| Err("the sample source panicked".into()));
                         if sender.send((index, sample)).is_err() {
                             break;
                         }
