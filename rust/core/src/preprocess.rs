@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::orientation::Reorientation;
 use crate::profile::{Normalisation, Profile, Resample, Roi};
 use crate::resample::{resize_linear, resize_nearest};
-use crate::volume::{Image, LabelMap, Volume};
+use crate::volume::{matmul, Affine, Image, LabelMap, Volume};
 
 /// The network's view of one scan.
 #[derive(Debug)]
@@ -57,6 +57,18 @@ impl GridMapping {
 /// Prepare `image` for the network as `profile` says. `organ` (on the image's grid) narrows the
 /// region of interest; profiles whose ROI is an organ mask require it.
 pub fn preprocess(image: &Image, organ: Option<&LabelMap>, profile: &Profile) -> Result<Prepared> {
+    let (grid, region, mapping) = network_grid(image, organ, profile)?;
+    Ok(Prepared {
+        input: normalise(grid.data, &profile.normalisation),
+        region: region.data.mapv(|v| v > 0),
+        mapping,
+    })
+}
+
+/// The scan on the network grid (reoriented to RAS, cropped to the region of interest, resized),
+/// not yet normalised, with that grid's affine; and the region (organ mask, else foreground) on
+/// the same grid. Training resamples healthy scans with this once, then synthesises on it.
+pub fn network_grid(image: &Image, organ: Option<&LabelMap>, profile: &Profile) -> Result<(Image, LabelMap, GridMapping)> {
     if let Some(mask) = organ {
         if !image.same_grid(mask) {
             return Err(Error::Mismatch {
@@ -87,8 +99,9 @@ pub fn preprocess(image: &Image, organ: Option<&LabelMap>, profile: &Profile) ->
     let [dx, dy, dz] = crop_shape;
     let window = s![x..x + dx, y..y + dy, z..z + dz];
     let net_shape = network_shape(&profile.resample, crop_shape, ras.spacing());
-    let input = normalise(resize_linear(ras.data.slice(window), net_shape), &profile.normalisation);
-    let region = resize_nearest(region_full.slice(window), net_shape);
+    let affine = resized_affine(&ras.affine, crop_start, crop_shape, net_shape);
+    let grid = Volume::new(resize_linear(ras.data.slice(window), net_shape), affine);
+    let region = Volume::new(resize_nearest(region_full.mapv(u8::from).slice(window), net_shape), affine);
     let mapping = GridMapping {
         reorientation,
         ras: ras.with_data(Array3::from_elem(ras.data.raw_dim(), ())),
@@ -96,7 +109,20 @@ pub fn preprocess(image: &Image, organ: Option<&LabelMap>, profile: &Profile) ->
         crop_shape,
         net_shape,
     };
-    Ok(Prepared { input, region, mapping })
+    Ok((grid, region, mapping))
+}
+
+/// The affine of a crop resized with torch's half-pixel rule: network voxel o sits at crop
+/// voxel (o + 0.5) * scale - 0.5.
+fn resized_affine(ras: &Affine, start: [usize; 3], crop: [usize; 3], net: [usize; 3]) -> Affine {
+    let mut m = [[0.0; 4]; 4];
+    m[3][3] = 1.0;
+    for d in 0..3 {
+        let scale = crop[d] as f64 / net[d] as f64;
+        m[d][d] = scale;
+        m[d][3] = start[d] as f64 + 0.5 * scale - 0.5;
+    }
+    matmul(ras, &m)
 }
 
 /// Start and shape of the box around `mask`, grown by `margin_mm` and clipped to the volume.
@@ -202,11 +228,44 @@ mod tests {
         // z-scored over the non-zero voxels
         let nonzero: Vec<f32> = prepared.input.iter().copied().filter(|&v| v.abs() > 1e-6).collect();
         assert!(nonzero.len() > 1000);
+        // The network grid's affine puts its voxels where they came from.
+        let (grid, _, _) = network_grid(&scan, None, &profile).unwrap();
+        assert_eq!(grid.orientation().code(), "RAS");
         // A label map goes there and back without moving: the foreground box is recovered.
         let fg = prepared.region.mapv(u8::from);
         let back = prepared.mapping.labels_to_input_grid(fg.view());
         assert_eq!(back.affine, scan.affine);
         assert_eq!(back.data, scan.data.mapv(|v| u8::from(v != 0.0)));
+    }
+
+    #[test]
+    fn a_blob_keeps_its_world_position_through_the_network_grid() {
+        let profile = Profile::builtin("brain-mri").unwrap();
+        let scan = lps_scan();
+        let mut organ = Array3::<u8>::zeros((20, 16, 12));
+        organ.slice_mut(s![6..9, 5..8, 4..6]).fill(1);
+        let organ = scan.with_data(organ);
+        let (_, region, mapping) = network_grid(&scan, Some(&organ), &profile).unwrap();
+        let centroid = |v: &LabelMap| -> [f64; 3] {
+            let mut sum = [0.0; 3];
+            let mut n = 0.0;
+            for ((i, j, k), &l) in v.data.indexed_iter() {
+                if l > 0 {
+                    let p = [i as f64, j as f64, k as f64, 1.0];
+                    for (r, s) in sum.iter_mut().enumerate() {
+                        *s += (0..4).map(|c| v.affine[r][c] * p[c]).sum::<f64>();
+                    }
+                    n += 1.0;
+                }
+            }
+            sum.map(|s| s / n)
+        };
+        let (world_in, world_net) = (centroid(&organ), centroid(&region));
+        for d in 0..3 {
+            assert!((world_in[d] - world_net[d]).abs() < 0.05, "{world_in:?} vs {world_net:?}");
+        }
+        let back = mapping.labels_to_input_grid(region.data.view());
+        assert_eq!(back.data, organ.data);
     }
 
     #[test]
