@@ -27,10 +27,15 @@ pub fn write_three_views<T: Copy + Into<f64>>(
     outlines: &[Outline<'_>],
     center: Option<[usize; 3]>,
 ) -> Result<()> {
-    let (ras_bg, _) = Reorientation::to_ras(&background.with_data(background.data.mapv(|v| v.into() as f32)));
+    let (ras_bg, _) =
+        Reorientation::to_ras(&background.with_data(background.data.mapv(|v| v.into() as f32)));
     let ras_masks: Vec<Array3<bool>> = outlines
         .iter()
-        .map(|o| Reorientation::to_ras(&background.with_data(o.mask.clone())).0.data)
+        .map(|o| {
+            Reorientation::to_ras(&background.with_data(o.mask.clone()))
+                .0
+                .data
+        })
         .collect();
     let center = match center {
         Some(c) => {
@@ -52,7 +57,10 @@ pub fn write_three_views<T: Copy + Into<f64>>(
     for (fixed, row_axis, col_axis) in [(2, 1, 0), (1, 2, 0), (0, 2, 1)] {
         let take = |a: &Array3<f32>| a.index_axis(Axis(fixed), center[fixed]).to_owned();
         let bg = take(&ras_bg.data);
-        let masks: Vec<Array2<bool>> = ras_masks.iter().map(|m| m.index_axis(Axis(fixed), center[fixed]).to_owned()).collect();
+        let masks: Vec<Array2<bool>> = ras_masks
+            .iter()
+            .map(|m| m.index_axis(Axis(fixed), center[fixed]).to_owned())
+            .collect();
         // After removing `fixed`, the remaining axes keep their order.
         let (r, c) = (reduced(row_axis, fixed), reduced(col_axis, fixed));
         panels.push(render_panel(
@@ -76,7 +84,9 @@ fn reduced(axis: usize, removed: usize) -> usize {
 }
 
 fn first_true(a: &Array3<bool>) -> Option<[usize; 3]> {
-    a.indexed_iter().find(|(_, &v)| v).map(|((i, j, k), _)| [i, j, k])
+    a.indexed_iter()
+        .find(|(_, &v)| v)
+        .map(|((i, j, k), _)| [i, j, k])
 }
 
 fn box_center(mask: &Array3<bool>) -> Option<[usize; 3]> {
@@ -142,12 +152,19 @@ fn render_panel(
             for col in 0..out_cols {
                 let inside = mask[at(row, col)];
                 let edge = inside
-                    && [(0i64, 1i64), (0, -1), (1, 0), (-1, 0)].iter().any(|&(dr, dc)| {
-                        let (r, c) = (row as i64 + dr, col as i64 + dc);
-                        r < 0 || c < 0 || r >= out_rows as i64 || c >= out_cols as i64 || !mask[at(r as usize, c as usize)]
-                    });
+                    && [(0i64, 1i64), (0, -1), (1, 0), (-1, 0)]
+                        .iter()
+                        .any(|&(dr, dc)| {
+                            let (r, c) = (row as i64 + dr, col as i64 + dc);
+                            r < 0
+                                || c < 0
+                                || r >= out_rows as i64
+                                || c >= out_cols as i64
+                                || !mask[at(r as usize, c as usize)]
+                        });
                 if edge {
-                    img.slice_mut(ndarray::s![row, col, ..]).assign(&ndarray::arr1(&outline.color));
+                    img.slice_mut(ndarray::s![row, col, ..])
+                        .assign(&ndarray::arr1(&outline.color));
                 }
             }
         }
@@ -158,13 +175,15 @@ fn render_panel(
 fn hstack(panels: &[Array3<u8>]) -> Array3<u8> {
     let height = panels.iter().map(|p| p.shape()[0]).max().unwrap_or(1);
     let gap = 4;
-    let width: usize = panels.iter().map(|p| p.shape()[1]).sum::<usize>() + gap * panels.len().saturating_sub(1);
+    let width: usize =
+        panels.iter().map(|p| p.shape()[1]).sum::<usize>() + gap * panels.len().saturating_sub(1);
     let mut out = Array3::<u8>::zeros((height, width, 3));
     let mut x = 0;
     for p in panels {
         let (h, w) = (p.shape()[0], p.shape()[1]);
         let top = (height - h) / 2;
-        out.slice_mut(ndarray::s![top..top + h, x..x + w, ..]).assign(p);
+        out.slice_mut(ndarray::s![top..top + h, x..x + w, ..])
+            .assign(p);
         x += w + gap;
     }
     out
@@ -196,7 +215,16 @@ pub fn write_overlay_figure(
     write_three_views(
         path,
         background,
-        &[Outline { mask: truth, color: GREEN }, Outline { mask: pred, color: RED }],
+        &[
+            Outline {
+                mask: truth,
+                color: GREEN,
+            },
+            Outline {
+                mask: pred,
+                color: RED,
+            },
+        ],
         center,
     )
 }

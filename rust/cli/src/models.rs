@@ -64,7 +64,10 @@ pub fn resolve(model: Option<&Path>, profile_name: &str) -> Result<ModelFile> {
     };
     let card_path = weights.with_extension("json");
     let card = if card_path.exists() {
-        Some(ModelCard::read(&card_path).with_context(|| format!("{}: unreadable model card", card_path.display()))?)
+        Some(
+            ModelCard::read(&card_path)
+                .with_context(|| format!("{}: unreadable model card", card_path.display()))?,
+        )
     } else {
         None
     };

@@ -17,15 +17,19 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&File) -> Result<()>) -> Res
     write(tmp.as_file())?;
     // Temporary files are private (0600); the output is an ordinary file.
     set_readable(tmp.path())?;
-    tmp.as_file().sync_all().with_context(|| format!("{}: cannot write", path.display()))?;
-    tmp.persist(path).with_context(|| format!("{}: cannot write", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
 }
 
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     write_atomic(path, |mut file| {
-        file.write_all(text.as_bytes()).with_context(|| format!("{}: cannot write", path.display()))
+        file.write_all(text.as_bytes())
+            .with_context(|| format!("{}: cannot write", path.display()))
     })
 }
 

@@ -74,12 +74,23 @@ mod tests {
     use super::*;
 
     fn brute(features: &Array3<bool>, spacing: [f64; 3]) -> Array3<f64> {
-        let pts: Vec<_> = features.indexed_iter().filter(|(_, &f)| f).map(|(i, _)| i).collect();
+        let pts: Vec<_> = features
+            .indexed_iter()
+            .filter(|(_, &f)| f)
+            .map(|(i, _)| i)
+            .collect();
         Array3::from_shape_fn(features.dim(), |(a, b, c)| {
             pts.iter()
                 .map(|&(x, y, z)| {
-                    let d = [a as f64 - x as f64, b as f64 - y as f64, c as f64 - z as f64];
-                    ((d[0] * spacing[0]).powi(2) + (d[1] * spacing[1]).powi(2) + (d[2] * spacing[2]).powi(2)).sqrt()
+                    let d = [
+                        a as f64 - x as f64,
+                        b as f64 - y as f64,
+                        c as f64 - z as f64,
+                    ];
+                    ((d[0] * spacing[0]).powi(2)
+                        + (d[1] * spacing[1]).powi(2)
+                        + (d[2] * spacing[2]).powi(2))
+                    .sqrt()
                 })
                 .fold(f64::INFINITY, f64::min)
         })

@@ -47,12 +47,14 @@ pub fn evaluate(
     };
     let (pred, truth) = (inside(pred), inside(truth));
     let (mut tp, mut fp, mut fn_, mut tn) = (0u64, 0u64, 0u64, 0u64);
-    Zip::from(&pred).and(&truth).for_each(|&p, &t| match (p, t) {
-        (true, true) => tp += 1,
-        (true, false) => fp += 1,
-        (false, true) => fn_ += 1,
-        (false, false) => tn += 1,
-    });
+    Zip::from(&pred)
+        .and(&truth)
+        .for_each(|&p, &t| match (p, t) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            (false, false) => tn += 1,
+        });
     if let Some(r) = region {
         tn -= r.iter().filter(|&&v| !v).count() as u64;
     }
@@ -95,7 +97,11 @@ pub fn surface(mask: &Array3<bool>) -> Array3<bool> {
     })
 }
 
-fn surface_distances(pred: &Array3<bool>, truth: &Array3<bool>, spacing: [f64; 3]) -> (Option<f64>, Option<f64>) {
+fn surface_distances(
+    pred: &Array3<bool>,
+    truth: &Array3<bool>,
+    spacing: [f64; 3],
+) -> (Option<f64>, Option<f64>) {
     let (sp, st) = (surface(pred), surface(truth));
     if !sp.iter().any(|&v| v) || !st.iter().any(|&v| v) {
         return (None, None);
@@ -132,12 +138,14 @@ fn lesion_counts(pred: &Array3<bool>, truth: &Array3<bool>) -> (usize, usize, us
     let (pred_labels, n_pred) = components(pred);
     let mut lesion_hit = vec![false; n_truth + 1];
     let mut component_hits = vec![false; n_pred + 1];
-    Zip::from(&truth_labels).and(&pred_labels).for_each(|&t, &p| {
-        if t > 0 && p > 0 {
-            lesion_hit[t as usize] = true;
-            component_hits[p as usize] = true;
-        }
-    });
+    Zip::from(&truth_labels)
+        .and(&pred_labels)
+        .for_each(|&t, &p| {
+            if t > 0 && p > 0 {
+                lesion_hit[t as usize] = true;
+                component_hits[p as usize] = true;
+            }
+        });
     let detected = lesion_hit.iter().skip(1).filter(|&&h| h).count();
     let false_positives = component_hits.iter().skip(1).filter(|&&h| !h).count();
     (n_truth, detected, false_positives)
@@ -149,7 +157,9 @@ mod tests {
 
     fn cube(shape: (usize, usize, usize), from: [usize; 3], to: [usize; 3]) -> Array3<bool> {
         Array3::from_shape_fn(shape, |(i, j, k)| {
-            (from[0]..to[0]).contains(&i) && (from[1]..to[1]).contains(&j) && (from[2]..to[2]).contains(&k)
+            (from[0]..to[0]).contains(&i)
+                && (from[1]..to[1]).contains(&j)
+                && (from[2]..to[2]).contains(&k)
         })
     }
 
@@ -157,8 +167,14 @@ mod tests {
     fn identical_masks_are_perfect() {
         let m = cube((10, 10, 10), [2, 2, 2], [6, 6, 6]);
         let r = evaluate(&m, &m, [1.0, 1.0, 2.0], None);
-        assert_eq!((r.dice, r.jaccard, r.hd95_mm, r.assd_mm), (1.0, 1.0, Some(0.0), Some(0.0)));
-        assert_eq!((r.lesions, r.lesions_detected, r.false_positive_components), (1, 1, 0));
+        assert_eq!(
+            (r.dice, r.jaccard, r.hd95_mm, r.assd_mm),
+            (1.0, 1.0, Some(0.0), Some(0.0))
+        );
+        assert_eq!(
+            (r.lesions, r.lesions_detected, r.false_positive_components),
+            (1, 1, 0)
+        );
         assert!((r.truth_ml - 64.0 * 2.0 / 1000.0).abs() < 1e-12);
     }
 

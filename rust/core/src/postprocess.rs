@@ -12,22 +12,35 @@ pub fn components(mask: &Array3<bool>) -> (Array3<u32>, usize) {
 }
 
 /// `probability >= threshold`, kept only inside `region` when one is given.
-pub fn threshold(probability: &Array3<f32>, threshold: f32, region: Option<&Array3<bool>>) -> Array3<bool> {
+pub fn threshold(
+    probability: &Array3<f32>,
+    threshold: f32,
+    region: Option<&Array3<bool>>,
+) -> Array3<bool> {
     match region {
-        Some(r) => Zip::from(probability).and(r).map_collect(|&p, &inside| inside && p >= threshold),
+        Some(r) => Zip::from(probability)
+            .and(r)
+            .map_collect(|&p, &inside| inside && p >= threshold),
         None => probability.mapv(|p| p >= threshold),
     }
 }
 
 /// Drop connected components (26-connectivity) smaller than `min_mm3`.
-pub fn remove_small_components(mask: &Array3<bool>, spacing: [f64; 3], min_mm3: f64) -> Array3<bool> {
+pub fn remove_small_components(
+    mask: &Array3<bool>,
+    spacing: [f64; 3],
+    min_mm3: f64,
+) -> Array3<bool> {
     if min_mm3 <= 0.0 {
         return mask.clone();
     }
     let (labels, count) = components(mask);
     let sizes = label_histogram(&labels, count);
     let voxel_mm3 = spacing.iter().product::<f64>();
-    let keep: Vec<bool> = sizes.iter().map(|&n| n as f64 * voxel_mm3 >= min_mm3).collect();
+    let keep: Vec<bool> = sizes
+        .iter()
+        .map(|&n| n as f64 * voxel_mm3 >= min_mm3)
+        .collect();
     labels.mapv(|l| l > 0 && keep[l as usize])
 }
 
@@ -64,6 +77,9 @@ mod tests {
         let p = Array3::from_shape_vec((1, 1, 3), vec![0.2, 0.6, 0.9]).unwrap();
         let region = Array3::from_shape_vec((1, 1, 3), vec![true, true, false]).unwrap();
         let m = threshold(&p, 0.5, Some(&region));
-        assert_eq!(m.iter().copied().collect::<Vec<_>>(), vec![false, true, false]);
+        assert_eq!(
+            m.iter().copied().collect::<Vec<_>>(),
+            vec![false, true, false]
+        );
     }
 }

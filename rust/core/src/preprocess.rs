@@ -49,7 +49,8 @@ impl GridMapping {
         let mut full = Array3::from_elem((a, b, c), fill);
         let [x, y, z] = self.crop_start;
         let [dx, dy, dz] = self.crop_shape;
-        full.slice_mut(s![x..x + dx, y..y + dy, z..z + dz]).assign(&crop);
+        full.slice_mut(s![x..x + dx, y..y + dy, z..z + dz])
+            .assign(&crop);
         self.reorientation.from_ras(&self.ras.with_data(full))
     }
 }
@@ -68,7 +69,11 @@ pub fn preprocess(image: &Image, organ: Option<&LabelMap>, profile: &Profile) ->
 /// The scan on the network grid (reoriented to RAS, cropped to the region of interest, resized),
 /// not yet normalised, with that grid's affine; and the region (organ mask, else foreground) on
 /// the same grid. Training resamples healthy scans with this once, then synthesises on it.
-pub fn network_grid(image: &Image, organ: Option<&LabelMap>, profile: &Profile) -> Result<(Image, LabelMap, GridMapping)> {
+pub fn network_grid(
+    image: &Image,
+    organ: Option<&LabelMap>,
+    profile: &Profile,
+) -> Result<(Image, LabelMap, GridMapping)> {
     if let Some(mask) = organ {
         if !image.same_grid(mask) {
             return Err(Error::Mismatch {
@@ -91,17 +96,25 @@ pub fn network_grid(image: &Image, organ: Option<&LabelMap>, profile: &Profile) 
             })
         }
     };
-    let (crop_start, crop_shape) = bounding_box(&region_full, ras.spacing(), margin_mm).ok_or_else(|| Error::Mismatch {
-        what: "region of interest".into(),
-        reason: if organ.is_some() { "the organ mask is empty".into() } else { "the scan is all zeros".into() },
-    })?;
+    let (crop_start, crop_shape) = bounding_box(&region_full, ras.spacing(), margin_mm)
+        .ok_or_else(|| Error::Mismatch {
+            what: "region of interest".into(),
+            reason: if organ.is_some() {
+                "the organ mask is empty".into()
+            } else {
+                "the scan is all zeros".into()
+            },
+        })?;
     let [x, y, z] = crop_start;
     let [dx, dy, dz] = crop_shape;
     let window = s![x..x + dx, y..y + dy, z..z + dz];
     let net_shape = network_shape(&profile.resample, crop_shape, ras.spacing());
     let affine = resized_affine(&ras.affine, crop_start, crop_shape, net_shape);
     let grid = Volume::new(resize_linear(ras.data.slice(window), net_shape), affine);
-    let region = Volume::new(resize_nearest(region_full.mapv(u8::from).slice(window), net_shape), affine);
+    let region = Volume::new(
+        resize_nearest(region_full.mapv(u8::from).slice(window), net_shape),
+        affine,
+    );
     let mapping = GridMapping {
         reorientation,
         ras: ras.with_data(Array3::from_elem(ras.data.raw_dim(), ())),
@@ -126,7 +139,11 @@ fn resized_affine(ras: &Affine, start: [usize; 3], crop: [usize; 3], net: [usize
 }
 
 /// Start and shape of the box around `mask`, grown by `margin_mm` and clipped to the volume.
-fn bounding_box(mask: &Array3<bool>, spacing: [f64; 3], margin_mm: f64) -> Option<([usize; 3], [usize; 3])> {
+fn bounding_box(
+    mask: &Array3<bool>,
+    spacing: [f64; 3],
+    margin_mm: f64,
+) -> Option<([usize; 3], [usize; 3])> {
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
     for ((i, j, k), &v) in mask.indexed_iter() {
@@ -185,14 +202,21 @@ pub fn normalise(mut data: Array3<f32>, rule: &Normalisation) -> Array3<f32> {
             if std >= min_std {
                 data.mapv_inplace(|v| ((v as f64 - mean) / std) as f32);
             } else {
-                let (lo, hi) = data.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                let (lo, hi) = data
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
                 if hi > lo {
                     data.mapv_inplace(|v| (v - lo) / (hi - lo));
                 }
             }
             data
         }
-        Normalisation::HuWindow { min, max, out_min, out_max } => {
+        Normalisation::HuWindow {
+            min,
+            max,
+            out_min,
+            out_max,
+        } => {
             let scale = (out_max - out_min) / (max - min);
             Zip::from(&mut data).par_for_each(|v| {
                 *v = (((*v as f64).clamp(min, max) - min) * scale + out_min) as f32;
@@ -208,7 +232,12 @@ mod tests {
     use crate::volume::IDENTITY;
 
     fn lps_scan() -> Image {
-        let affine = [[-1.0, 0.0, 0.0, 10.0], [0.0, -2.0, 0.0, 20.0], [0.0, 0.0, 1.5, -5.0], [0.0, 0.0, 0.0, 1.0]];
+        let affine = [
+            [-1.0, 0.0, 0.0, 10.0],
+            [0.0, -2.0, 0.0, 20.0],
+            [0.0, 0.0, 1.5, -5.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         let data = Array3::from_shape_fn((20, 16, 12), |(i, j, k)| {
             if (4..15).contains(&i) && (3..12).contains(&j) && (2..10).contains(&k) {
                 (i + j + k) as f32
@@ -226,7 +255,12 @@ mod tests {
         let prepared = preprocess(&scan, None, &profile).unwrap();
         assert_eq!(prepared.mapping.net_shape, [128, 128, 128]);
         // z-scored over the non-zero voxels
-        let nonzero: Vec<f32> = prepared.input.iter().copied().filter(|&v| v.abs() > 1e-6).collect();
+        let nonzero: Vec<f32> = prepared
+            .input
+            .iter()
+            .copied()
+            .filter(|&v| v.abs() > 1e-6)
+            .collect();
         assert!(nonzero.len() > 1000);
         // The network grid's affine puts its voxels where they came from.
         let (grid, _, _) = network_grid(&scan, None, &profile).unwrap();
@@ -262,7 +296,10 @@ mod tests {
         };
         let (world_in, world_net) = (centroid(&organ), centroid(&region));
         for d in 0..3 {
-            assert!((world_in[d] - world_net[d]).abs() < 0.05, "{world_in:?} vs {world_net:?}");
+            assert!(
+                (world_in[d] - world_net[d]).abs() < 0.05,
+                "{world_in:?} vs {world_net:?}"
+            );
         }
         let back = mapping.labels_to_input_grid(region.data.view());
         assert_eq!(back.data, organ.data);
@@ -272,17 +309,31 @@ mod tests {
     fn organ_profiles_need_a_mask_on_the_same_grid() {
         let profile = Profile::builtin("liver-ct").unwrap();
         let scan = Volume::new(Array3::from_elem((8, 8, 8), -1000.0f32), IDENTITY);
-        assert!(preprocess(&scan, None, &profile).unwrap_err().to_string().contains("organ mask"));
+        assert!(preprocess(&scan, None, &profile)
+            .unwrap_err()
+            .to_string()
+            .contains("organ mask"));
         let other = Volume::new(Array3::<u8>::ones((8, 8, 7)), IDENTITY);
-        assert!(preprocess(&scan, Some(&other), &profile).unwrap_err().to_string().contains("another grid"));
+        assert!(preprocess(&scan, Some(&other), &profile)
+            .unwrap_err()
+            .to_string()
+            .contains("another grid"));
         let empty = Volume::new(Array3::<u8>::zeros((8, 8, 8)), IDENTITY);
-        assert!(preprocess(&scan, Some(&empty), &profile).unwrap_err().to_string().contains("empty"));
+        assert!(preprocess(&scan, Some(&empty), &profile)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
     }
 
     #[test]
     fn hu_window_maps_linearly_and_clips() {
         let data = Array3::from_shape_vec((1, 1, 4), vec![-1000.0, -100.0, 100.0, 1000.0]).unwrap();
-        let rule = Normalisation::HuWindow { min: -100.0, max: 200.0, out_min: 0.0, out_max: 1.0 };
+        let rule = Normalisation::HuWindow {
+            min: -100.0,
+            max: 200.0,
+            out_min: 0.0,
+            out_max: 1.0,
+        };
         let out = normalise(data, &rule);
         let expected = [0.0, 0.0, 200.0 / 300.0, 1.0];
         for (a, b) in out.iter().zip(expected) {

@@ -43,20 +43,30 @@ pub fn resize_linear(data: ArrayView3<'_, f32>, shape: [usize; 3]) -> Array3<f32
         let mut next = Array3::<f32>::zeros(dim);
         let src_lanes: Vec<_> = current.lanes(Axis(axis)).into_iter().collect();
         let dst_lanes: Vec<_> = next.lanes_mut(Axis(axis)).into_iter().collect();
-        src_lanes.into_par_iter().zip(dst_lanes).for_each(|(src, mut dst)| {
-            for (d, &(i0, i1, w)) in dst.iter_mut().zip(&taps) {
-                *d = src[i0] * (1.0 - w) + src[i1] * w;
-            }
-        });
+        src_lanes
+            .into_par_iter()
+            .zip(dst_lanes)
+            .for_each(|(src, mut dst)| {
+                for (d, &(i0, i1, w)) in dst.iter_mut().zip(&taps) {
+                    *d = src[i0] * (1.0 - w) + src[i1] * w;
+                }
+            });
         current = next;
     }
     current
 }
 
 /// Nearest-neighbour resize (for label maps).
-pub fn resize_nearest<T: Copy + Send + Sync + Default>(data: ArrayView3<'_, T>, shape: [usize; 3]) -> Array3<T> {
+pub fn resize_nearest<T: Copy + Send + Sync + Default>(
+    data: ArrayView3<'_, T>,
+    shape: [usize; 3],
+) -> Array3<T> {
     let (a, b, c) = data.dim();
-    let (ta, tb, tc) = (nearest_taps(a, shape[0]), nearest_taps(b, shape[1]), nearest_taps(c, shape[2]));
+    let (ta, tb, tc) = (
+        nearest_taps(a, shape[0]),
+        nearest_taps(b, shape[1]),
+        nearest_taps(c, shape[2]),
+    );
     let mut out = Array3::<T>::default((shape[0], shape[1], shape[2]));
     Zip::indexed(&mut out).par_for_each(|(i, j, k), v| *v = data[[ta[i], tb[j], tc[k]]]);
     out
@@ -79,9 +89,15 @@ mod tests {
         // mode="trilinear", align_corners=False) -> [0, 2.5, 7.5, 10]
         let a = Array3::from_shape_vec((2, 1, 1), vec![0.0, 10.0]).unwrap();
         let up = resize_linear(a.view(), [4, 1, 1]);
-        assert_eq!(up.iter().copied().collect::<Vec<_>>(), vec![0.0, 2.5, 7.5, 10.0]);
+        assert_eq!(
+            up.iter().copied().collect::<Vec<_>>(),
+            vec![0.0, 2.5, 7.5, 10.0]
+        );
         let near = resize_nearest(a.view(), [4, 1, 1]);
-        assert_eq!(near.iter().copied().collect::<Vec<_>>(), vec![0.0, 0.0, 10.0, 10.0]);
+        assert_eq!(
+            near.iter().copied().collect::<Vec<_>>(),
+            vec![0.0, 0.0, 10.0, 10.0]
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@ use pyo3::types::PyDict;
 use std::path::PathBuf;
 
 use layerseg_core::{NoProgress, Profile, Volume};
-use layerseg_torch::inference::{segment as run_segment, sliding_window as run_windows, SegmentOptions, WindowOptions};
+use layerseg_torch::inference::{
+    segment as run_segment, sliding_window as run_windows, SegmentOptions, WindowOptions,
+};
 use layerseg_torch::network::Model;
 use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
 
@@ -16,7 +18,9 @@ use crate::progress::PyProgress;
 use crate::volumes::affine_from_py;
 
 fn device(name: &str) -> PyResult<tch::Device> {
-    let choice: DeviceChoice = name.parse().map_err(|e: layerseg_torch::device::DeviceError| LayerSegError::new_err(e.to_string()))?;
+    let choice: DeviceChoice = name
+        .parse()
+        .map_err(|e: layerseg_torch::device::DeviceError| LayerSegError::new_err(e.to_string()))?;
     select_device(choice).map_err(|e| LayerSegError::new_err(e.to_string()))
 }
 
@@ -46,7 +50,12 @@ fn sliding_window<'py>(
     if let Some(f) = features {
         config.features = f;
     }
-    let opts = WindowOptions { roi, overlap, batch_size: batch_size.max(1), flip_tta: tta };
+    let opts = WindowOptions {
+        roi,
+        overlap,
+        batch_size: batch_size.max(1),
+        flip_tta: tta,
+    };
     let out = without_gil(py, || {
         let model = Model::load(&config, device, &weights)?;
         run_windows(&model, input.view(), &opts, &NoProgress)
@@ -80,10 +89,17 @@ fn segment<'py>(
     }
     let organ = organ_mask.map(|m| Volume::new(m.as_array().to_owned(), affine));
     let profile = Profile::load(profile).map_err(IntoPyErr::into_py_err)?;
-    let file = layerseg_cli::models::resolve(model.as_deref(), &profile.name).map_err(anyhow_to_py)?;
+    let file =
+        layerseg_cli::models::resolve(model.as_deref(), &profile.name).map_err(anyhow_to_py)?;
     let config = file.config(&profile);
     let device = self::device(device)?;
-    let opts = SegmentOptions { threshold, overlap, batch_size: Some(1), flip_tta: tta, min_component_mm3: min_size_mm3 };
+    let opts = SegmentOptions {
+        threshold,
+        overlap,
+        batch_size: Some(1),
+        flip_tta: tta,
+        min_component_mm3: min_size_mm3,
+    };
     let reporter = PyProgress::new(progress);
     let result = without_gil(py, || {
         let model = Model::load(&config, device, &file.weights)?;
@@ -116,9 +132,13 @@ fn evaluate<'py>(
     spacing: [f64; 3],
     region: Option<PyReadonlyArray3<'py, u8>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (pred, truth) = (pred.as_array().mapv(|v| v > 0), truth.as_array().mapv(|v| v > 0));
+    let (pred, truth) = (
+        pred.as_array().mapv(|v| v > 0),
+        truth.as_array().mapv(|v| v > 0),
+    );
     let region = region.map(|r| r.as_array().mapv(|v| v > 0));
-    if pred.shape() != truth.shape() || region.as_ref().is_some_and(|r| r.shape() != truth.shape()) {
+    if pred.shape() != truth.shape() || region.as_ref().is_some_and(|r| r.shape() != truth.shape())
+    {
         return Err(LayerSegError::new_err(format!(
             "pred {:?}, truth {:?} and region must have the same shape",
             pred.shape(),
@@ -126,9 +146,13 @@ fn evaluate<'py>(
         )));
     }
     if spacing.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
-        return Err(LayerSegError::new_err(format!("spacing must be positive, got {spacing:?}")));
+        return Err(LayerSegError::new_err(format!(
+            "spacing must be positive, got {spacing:?}"
+        )));
     }
-    let metrics = py.detach(|| layerseg_core::metrics::evaluate(&pred, &truth, spacing, region.as_ref()));
-    let json = serde_json::to_string(&metrics).map_err(|e| LayerSegError::new_err(e.to_string()))?;
+    let metrics =
+        py.detach(|| layerseg_core::metrics::evaluate(&pred, &truth, spacing, region.as_ref()));
+    let json =
+        serde_json::to_string(&metrics).map_err(|e| LayerSegError::new_err(e.to_string()))?;
     py.import("json")?.call_method1("loads", (json,))
 }

@@ -33,7 +33,11 @@ impl PyProgress {
             let result = py.check_signals().and_then(|()| match &self.callback {
                 Some(cb) => {
                     let what = self.what.lock().unwrap().clone();
-                    let args = (what, self.done.load(Ordering::SeqCst), self.total.load(Ordering::SeqCst));
+                    let args = (
+                        what,
+                        self.done.load(Ordering::SeqCst),
+                        self.total.load(Ordering::SeqCst),
+                    );
                     cb.call1(py, args).map(|_| ())
                 }
                 None => Ok(()),

@@ -57,7 +57,10 @@ pub fn run(args: Args) -> Result<()> {
     print_table(&rows);
     let summary = summarize(&rows);
     if let Some(path) = &args.json {
-        let cases: Vec<_> = rows.iter().map(|(n, m)| json!({"case": n, "metrics": m})).collect();
+        let cases: Vec<_> = rows
+            .iter()
+            .map(|(n, m)| json!({"case": n, "metrics": m}))
+            .collect();
         let doc = json!({"cases": cases, "summary": summary});
         write_text_atomic(path, &serde_json::to_string_pretty(&doc)?)?;
     }
@@ -70,7 +73,12 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn evaluate_case(case: &Case, truth_label: Option<u8>, opts: &ReadOptions, figures: Option<&Path>) -> Result<Metrics> {
+fn evaluate_case(
+    case: &Case,
+    truth_label: Option<u8>,
+    opts: &ReadOptions,
+    figures: Option<&Path>,
+) -> Result<Metrics> {
     let (pred, _) = read_labels(&case.pred, opts)?;
     let (truth, _) = read_labels(&case.truth, opts)?;
     if !pred.same_grid(&truth) {
@@ -84,7 +92,10 @@ fn evaluate_case(case: &Case, truth_label: Option<u8>, opts: &ReadOptions, figur
         Some(path) => {
             let (organ, _) = read_labels(path, opts)?;
             if !organ.same_grid(&truth) {
-                bail!("{}: the organ mask is on another grid than the truth", path.display());
+                bail!(
+                    "{}: the organ mask is on another grid than the truth",
+                    path.display()
+                );
             }
             Some(organ.data.mapv(|v| v > 0))
         }
@@ -96,10 +107,21 @@ fn evaluate_case(case: &Case, truth_label: Option<u8>, opts: &ReadOptions, figur
     };
     let pred_mask = pred.data.mapv(|v| v > 0);
     if let Some(dir) = figures {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        crate::figures::write_overlay_figure(&dir.join(format!("{}.png", case.name)), &truth, &pred_mask, &truth_mask)?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        crate::figures::write_overlay_figure(
+            &dir.join(format!("{}.png", case.name)),
+            &truth,
+            &pred_mask,
+            &truth_mask,
+        )?;
     }
-    Ok(evaluate(&pred_mask, &truth_mask, truth.spacing(), region.as_ref()))
+    Ok(evaluate(
+        &pred_mask,
+        &truth_mask,
+        truth.spacing(),
+        region.as_ref(),
+    ))
 }
 
 /// Files pair up directly; folders pair up by file name (the truth folder decides the cases).
@@ -120,24 +142,39 @@ fn pair_cases(args: &Args) -> Result<Vec<Case>> {
         }]);
     }
     if !is_dir(&args.pred) {
-        bail!("{}: --truth is a folder, so --pred must be one too", args.pred.display());
+        bail!(
+            "{}: --truth is a folder, so --pred must be one too",
+            args.pred.display()
+        );
     }
     let mut cases = Vec::new();
     for truth in nifti_files(&args.truth)? {
         let file = truth.file_name().expect("listed files have names");
         let pred = args.pred.join(file);
         if !pred.exists() {
-            eprintln!("layerseg: warning: {}: no prediction for this case", pred.display());
+            eprintln!(
+                "layerseg: warning: {}: no prediction for this case",
+                pred.display()
+            );
             continue;
         }
         let organ = match &args.organ_mask {
             Some(dir) if dir.is_dir() => Some(dir.join(file)),
             other => other.clone(),
         };
-        cases.push(Case { name: case_name(&truth), pred, truth, organ });
+        cases.push(Case {
+            name: case_name(&truth),
+            pred,
+            truth,
+            organ,
+        });
     }
     if cases.is_empty() {
-        bail!("{}: no NIfTI truth file has a matching prediction in {}", args.truth.display(), args.pred.display());
+        bail!(
+            "{}: no NIfTI truth file has a matching prediction in {}",
+            args.truth.display(),
+            args.pred.display()
+        );
     }
     Ok(cases)
 }
@@ -156,13 +193,29 @@ pub fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub fn case_name(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    name.trim_end_matches(".gz").trim_end_matches(".nii").to_string()
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.trim_end_matches(".gz")
+        .trim_end_matches(".nii")
+        .to_string()
 }
 
 const COLUMNS: [&str; 13] = [
-    "dice", "jaccard", "hd95_mm", "assd_mm", "sensitivity", "specificity", "precision", "truth_ml", "pred_ml",
-    "lesions", "lesions_detected", "lesions_missed", "false_positive_components",
+    "dice",
+    "jaccard",
+    "hd95_mm",
+    "assd_mm",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "truth_ml",
+    "pred_ml",
+    "lesions",
+    "lesions_detected",
+    "lesions_missed",
+    "false_positive_components",
 ];
 
 fn values(m: &Metrics) -> Vec<Option<f64>> {
@@ -196,14 +249,24 @@ fn summarize(rows: &[(String, Metrics)]) -> serde_json::Value {
         let mean = vals.iter().sum::<f64>() / n;
         let std = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
         let mid = vals.len() / 2;
-        let median = if vals.len() % 2 == 0 { (vals[mid - 1] + vals[mid]) / 2.0 } else { vals[mid] };
-        out.insert(column.to_string(), json!({"mean": mean, "std": std, "median": median, "n": vals.len()}));
+        let median = if vals.len() % 2 == 0 {
+            (vals[mid - 1] + vals[mid]) / 2.0
+        } else {
+            vals[mid]
+        };
+        out.insert(
+            column.to_string(),
+            json!({"mean": mean, "std": std, "median": median, "n": vals.len()}),
+        );
     }
     serde_json::Value::Object(out)
 }
 
 fn print_table(rows: &[(String, Metrics)]) {
-    println!("{:<28} {:>7} {:>9} {:>9} {:>7} {:>7} {:>9}", "case", "dice", "hd95_mm", "assd_mm", "sens", "spec", "lesions");
+    println!(
+        "{:<28} {:>7} {:>9} {:>9} {:>7} {:>7} {:>9}",
+        "case", "dice", "hd95_mm", "assd_mm", "sens", "spec", "lesions"
+    );
     for (name, m) in rows {
         println!(
             "{:<28} {:>7.4} {:>9} {:>9} {:>7.4} {:>7.4} {:>4}/{:<4}",

@@ -69,7 +69,10 @@ struct Case {
 pub fn run(args: Args) -> Result<()> {
     let cases = plan_cases(&args)?;
     let model_file = models::resolve(args.model.as_deref(), &profile_name(&args))?;
-    let profile_arg = args.profile.clone().or_else(|| model_file.card.as_ref().and_then(|c| c.profile.clone()));
+    let profile_arg = args
+        .profile
+        .clone()
+        .or_else(|| model_file.card.as_ref().and_then(|c| c.profile.clone()));
     let profile = Profile::load(profile_arg.as_deref().unwrap_or("brain-mri"))?;
     let device = select_device(args.device)?;
     let model = Model::load(&model_file.config(&profile), device, &model_file.weights)
@@ -88,10 +91,19 @@ pub fn run(args: Args) -> Result<()> {
             bail!("cancelled after {n} of {} scans", cases.len());
         }
         if cases.len() > 1 {
-            bar.message(&format!("[{}/{}] {}", n + 1, cases.len(), case.input.display()));
+            bar.message(&format!(
+                "[{}/{}] {}",
+                n + 1,
+                cases.len(),
+                case.input.display()
+            ));
         }
         match run_case(case, &args, &profile, &model, &opts, &bar) {
-            Ok(voxels) => eprintln!("{}: {voxels} tumour voxels -> {}", case.input.display(), case.mask.display()),
+            Ok(voxels) => eprintln!(
+                "{}: {voxels} tumour voxels -> {}",
+                case.input.display(),
+                case.mask.display()
+            ),
             Err(e) if cases.len() > 1 && !bar.cancelled() => {
                 eprintln!("layerseg: error: {}: {e:#}", case.input.display());
                 failed += 1;
@@ -109,7 +121,14 @@ fn profile_name(args: &Args) -> String {
     args.profile.clone().unwrap_or_else(|| "brain-mri".into())
 }
 
-fn run_case(case: &Case, args: &Args, profile: &Profile, model: &Model, opts: &SegmentOptions, bar: &Bar) -> Result<usize> {
+fn run_case(
+    case: &Case,
+    args: &Args,
+    profile: &Profile,
+    model: &Model,
+    opts: &SegmentOptions,
+    bar: &Bar,
+) -> Result<usize> {
     let read = ReadOptions::default();
     let (image, meta) = read_image(&case.input, &read)?;
     crate::warn_all(&meta);
@@ -126,14 +145,31 @@ fn run_case(case: &Case, args: &Args, profile: &Profile, model: &Model, opts: &S
         write_image(path, &result.probability, Some(&meta))?;
     }
     if let Some(dir) = &args.layers {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
         let name = case_name(&case.input);
-        write_image(dir.join(format!("{name}_healthy.nii.gz")), &result.healthy, Some(&meta))?;
-        write_image(dir.join(format!("{name}_tumour.nii.gz")), &result.tumour, Some(&meta))?;
+        write_image(
+            dir.join(format!("{name}_healthy.nii.gz")),
+            &result.healthy,
+            Some(&meta),
+        )?;
+        write_image(
+            dir.join(format!("{name}_tumour.nii.gz")),
+            &result.tumour,
+            Some(&meta),
+        )?;
     }
     if let Some(path) = &case.overlay {
         let mask = result.mask.data.mapv(|v| v > 0);
-        write_three_views(path, &image, &[Outline { mask: &mask, color: RED }], None)?;
+        write_three_views(
+            path,
+            &image,
+            &[Outline {
+                mask: &mask,
+                color: RED,
+            }],
+            None,
+        )?;
     }
     Ok(voxels)
 }
@@ -152,33 +188,57 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
         bail!("no NIfTI scans in {}", args.inputs[0].display());
     }
     let batch = inputs.len() > 1 || args.inputs[0].is_dir();
-    let in_folder = |dir: &Path, input: &Path, suffix: &str| dir.join(format!("{}{suffix}", case_name(input)));
+    let in_folder =
+        |dir: &Path, input: &Path, suffix: &str| dir.join(format!("{}{suffix}", case_name(input)));
     let mut cases = Vec::new();
     for input in inputs {
         let (mask, prob, overlay, organ) = if batch {
-            std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create folder", args.out.display()))?;
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("{}: cannot create folder", args.out.display()))?;
             for dir in [&args.prob, &args.overlay].into_iter().flatten() {
-                std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("{}: cannot create folder", dir.display()))?;
             }
             (
                 in_folder(&args.out, &input, ".nii.gz"),
                 args.prob.as_ref().map(|d| in_folder(d, &input, ".nii.gz")),
                 args.overlay.as_ref().map(|d| in_folder(d, &input, ".png")),
-                args.organ_mask.as_ref().map(|d| if d.is_dir() { d.join(input.file_name().unwrap()) } else { d.clone() }),
+                args.organ_mask.as_ref().map(|d| {
+                    if d.is_dir() {
+                        d.join(input.file_name().unwrap())
+                    } else {
+                        d.clone()
+                    }
+                }),
             )
         } else {
-            (args.out.clone(), args.prob.clone(), args.overlay.clone(), args.organ_mask.clone())
+            (
+                args.out.clone(),
+                args.prob.clone(),
+                args.overlay.clone(),
+                args.organ_mask.clone(),
+            )
         };
-        for out in [Some(&mask), prob.as_ref(), overlay.as_ref()].into_iter().flatten() {
+        for out in [Some(&mask), prob.as_ref(), overlay.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("{}: cannot create folder", parent.display()))?;
             }
         }
         refuse_overwriting_input(&input, &mask)?;
         for out in prob.iter() {
             refuse_overwriting_input(&input, out)?;
         }
-        cases.push(Case { input, organ, mask, prob, overlay });
+        cases.push(Case {
+            input,
+            organ,
+            mask,
+            prob,
+            overlay,
+        });
     }
     Ok(cases)
 }
@@ -189,7 +249,10 @@ fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {
         _ => false,
     };
     if same {
-        bail!("{}: the output would overwrite the input scan", output.display());
+        bail!(
+            "{}: the output would overwrite the input scan",
+            output.display()
+        );
     }
     Ok(())
 }
