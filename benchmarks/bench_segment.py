@@ -28,24 +28,32 @@ def monai_pipeline(image: str, weights: str, out: str) -> None:
     from monai.transforms import CropForeground, LoadImage, NormalizeIntensity, Resize, SaveImage
     from safetensors.torch import load_file
 
-    net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=3,
-                    features=(32, 32, 64, 128, 256, 32))
+    net = BasicUNet(
+        spatial_dims=3, in_channels=1, out_channels=3, features=(32, 32, 64, 128, 256, 32)
+    )
     net.load_state_dict(load_file(weights), strict=True)
     net.eval()
     img = LoadImage(image_only=True, ensure_channel_first=True)(image)
-    cropped, start, end = CropForeground(select_fn=lambda x: x != 0, return_coords=True,
-                                         allow_smaller=True)(img)
+    cropped, start, end = CropForeground(
+        select_fn=lambda x: x != 0, return_coords=True, allow_smaller=True
+    )(img)
     x = NormalizeIntensity(nonzero=True)(Resize((128, 128, 128), mode="trilinear")(cropped))
     with torch.no_grad():
-        y = sliding_window_inference(x[None], (128, 128, 128), 1, net, overlap=0.25,
-                                     mode="gaussian")
+        y = sliding_window_inference(
+            x[None], (128, 128, 128), 1, net, overlap=0.25, mode="gaussian"
+        )
     prob = Resize(tuple(cropped.shape[1:]), mode="trilinear")(torch.sigmoid(y[0, 2:3]))
     full = torch.zeros_like(img)
     box = tuple(slice(int(a), int(b)) for a, b in zip(start, end, strict=True))
     full[(slice(None), *box)] = prob
     mask = (full > 0.5).to(torch.uint8)
-    SaveImage(output_dir=str(Path(out).parent), output_postfix="", separate_folder=False,
-              output_dtype="uint8", resample=False)(mask)
+    SaveImage(
+        output_dir=str(Path(out).parent),
+        output_postfix="",
+        separate_folder=False,
+        output_dtype="uint8",
+        resample=False,
+    )(mask)
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
@@ -93,23 +101,42 @@ def main() -> None:
     image = str(samples.sample_dir("mrbraintumor2") / "image.nii.gz")
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
-        net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=3,
-                        features=(32, 32, 64, 128, 256, 32))
+        net = BasicUNet(
+            spatial_dims=3, in_channels=1, out_channels=3, features=(32, 32, 64, 128, 256, 32)
+        )
         weights = str(Path(tmp) / "weights.safetensors")
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
-        ours_cmd = [str(REPO / "target/release/layerseg"), "segment", image, "--out",
-                    str(Path(tmp) / "ours.nii.gz"), "--model", weights, "--profile", "brain-mri",
-                    "--device", "cpu"]
-        monai_cmd = [sys.executable, __file__, "--monai-only", image, weights,
-                     str(Path(tmp) / "image.nii.gz")]
+        ours_cmd = [
+            str(REPO / "target/release/layerseg"),
+            "segment",
+            image,
+            "--out",
+            str(Path(tmp) / "ours.nii.gz"),
+            "--model",
+            weights,
+            "--profile",
+            "brain-mri",
+            "--device",
+            "cpu",
+        ]
+        monai_cmd = [
+            sys.executable,
+            __file__,
+            "--monai-only",
+            image,
+            weights,
+            str(Path(tmp) / "image.nii.gz"),
+        ]
         results: dict[str, list[tuple[float, float]]] = {"layerseg": [], "monai": []}
         for _ in range(args.repeat):
             results["layerseg"].append(run_isolated(ours_cmd))
             results["monai"].append(run_isolated(monai_cmd))
     best = {k: min(w for w, _ in v) for k, v in results.items()}
     peak = {k: max(m for _, m in v) for k, v in results.items()}
-    print(f"segment MRBrainTumor2 256x256x130 end to end, {torch.get_num_threads()} threads, "
-          f"best of {args.repeat}")
+    print(
+        f"segment MRBrainTumor2 256x256x130 end to end, {torch.get_num_threads()} threads, "
+        f"best of {args.repeat}"
+    )
     for k in ("layerseg", "monai"):
         print(f"  {k:9s} {best[k]:7.2f} s   peak RSS {peak[k]:7.0f} MiB")
     print(f"  ratio (MONAI / LayerSeg) {best['monai'] / best['layerseg']:.2f}x")

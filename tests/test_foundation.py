@@ -14,8 +14,12 @@ import pytest
 
 import layerseg
 
-CASES = [("mrbraintumor2", "image.nii.gz", "LPS"), ("colin27", "image.nii.gz", "RAS"),
-         ("mrhead", "image.nii.gz", "PIR"), ("totalseg_ct", "image.nii.gz", "RAS")]
+CASES = [
+    ("mrbraintumor2", "image.nii.gz", "LPS"),
+    ("colin27", "image.nii.gz", "RAS"),
+    ("mrhead", "image.nii.gz", "PIR"),
+    ("totalseg_ct", "image.nii.gz", "RAS"),
+]
 
 
 @pytest.mark.parametrize(("name", "file", "axcodes"), CASES)
@@ -78,22 +82,26 @@ def test_info_json_agrees_with_nibabel(sample_dirs: dict[str, Path], layerseg_bi
 
 def test_console_script_runs_the_same_cli(sample_dirs: dict[str, Path]) -> None:
     path = sample_dirs["colin27"] / "brain.nii.gz"
-    ok = subprocess.run([sys.executable, "-m", "layerseg", "info", "--json", str(path)],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "layerseg", "info", "--json", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["orientation"] == "RAS"
-    bad = subprocess.run([sys.executable, "-m", "layerseg", "info", "/missing.nii"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "layerseg", "info", "/missing.nii"], capture_output=True, text=True
+    )
     assert bad.returncode == 1
     assert bad.stderr.strip() == "layerseg: error: /missing.nii: file not found"
 
 
 def test_python_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.nii"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.nii"):
         layerseg.read_image(tmp_path / "missing.nii")
     junk = tmp_path / "junk.nii"
     junk.write_bytes(b"\0" * 400)
-    with pytest.raises(layerseg.LayerSegError, match="junk.nii"):
+    with pytest.raises(layerseg.LayerSegError, match=r"junk\.nii"):
         layerseg.read_image(junk)
     with pytest.raises(ValueError, match="affine"):
         layerseg.write_image(tmp_path / "x.nii", np.zeros((2, 2, 2), np.float32), np.eye(3))
@@ -101,8 +109,9 @@ def test_python_errors_name_the_file(tmp_path: Path) -> None:
 
 def _ldd(path: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
-    return subprocess.run(["ldd", str(path)], capture_output=True, text=True, env=env,
-                          check=True).stdout
+    return subprocess.run(
+        ["ldd", str(path)], capture_output=True, text=True, env=env, check=True
+    ).stdout
 
 
 def test_binary_finds_libtorch_and_keeps_cuda_backend(layerseg_bin: Path) -> None:

@@ -44,12 +44,21 @@ def test_sliding_window_matches_monai(
     volume = rng.normal(size=shape).astype(np.float32)
     with torch.no_grad():
         expected = sliding_window_inference(
-            torch.from_numpy(volume)[None, None], roi, batch, monai_net,
-            overlap=overlap, mode="gaussian", sigma_scale=0.125,
+            torch.from_numpy(volume)[None, None],
+            roi,
+            batch,
+            monai_net,
+            overlap=overlap,
+            mode="gaussian",
+            sigma_scale=0.125,
         )[0].numpy()
     ours = layerseg._layerseg.sliding_window(
-        GOLDEN / "basicunet_weights.safetensors", volume, list(roi),
-        overlap=overlap, batch_size=batch, features=list(FEATURES),
+        GOLDEN / "basicunet_weights.safetensors",
+        volume,
+        list(roi),
+        overlap=overlap,
+        batch_size=batch,
+        features=list(FEATURES),
     )
     assert ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=1e-4)
@@ -57,10 +66,12 @@ def test_sliding_window_matches_monai(
 
 def test_pytorch_state_dict_weights_give_the_same_output() -> None:
     volume = np.random.default_rng(1).normal(size=(32, 32, 32)).astype(np.float32)
-    a = layerseg._layerseg.sliding_window(GOLDEN / "basicunet_weights.safetensors", volume,
-                                          [32, 32, 32], features=list(FEATURES))
-    b = layerseg._layerseg.sliding_window(GOLDEN / "basicunet_weights.pt", volume,
-                                          [32, 32, 32], features=list(FEATURES))
+    a = layerseg._layerseg.sliding_window(
+        GOLDEN / "basicunet_weights.safetensors", volume, [32, 32, 32], features=list(FEATURES)
+    )
+    b = layerseg._layerseg.sliding_window(
+        GOLDEN / "basicunet_weights.pt", volume, [32, 32, 32], features=list(FEATURES)
+    )
     np.testing.assert_array_equal(a, b)
 
 
@@ -76,8 +87,11 @@ def test_evaluate_matches_monai_metrics(
     pred_path = tmp_path / "pred.nii.gz"
     layerseg.write_labels(pred_path, pred.astype(np.uint8), truth_img.affine, reference=truth_path)
     out_json = tmp_path / "metrics.json"
-    subprocess.run([layerseg_bin, "evaluate", "--pred", pred_path, "--truth", truth_path,
-                    "--json", out_json], check=True, capture_output=True)
+    subprocess.run(
+        [layerseg_bin, "evaluate", "--pred", pred_path, "--truth", truth_path, "--json", out_json],
+        check=True,
+        capture_output=True,
+    )
     metrics = json.loads(out_json.read_text())["cases"][0]["metrics"]
     spacing = [float(z) for z in truth_img.header.get_zooms()[:3]]
     p, t = (torch.from_numpy(m)[None, None].float() for m in (pred, truth))

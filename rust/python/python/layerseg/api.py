@@ -66,8 +66,17 @@ def segment(
     else:
         organ = None
     result: dict[str, npt.NDArray[Any]] = _layerseg.segment(
-        data, affine_arr, model=model, profile=profile, organ_mask=organ, threshold=threshold,
-        overlap=overlap, tta=tta, min_size_mm3=min_size_mm3, device=device, progress=progress,
+        data,
+        affine_arr,
+        model=model,
+        profile=profile,
+        organ_mask=organ,
+        threshold=threshold,
+        overlap=overlap,
+        tta=tta,
+        min_size_mm3=min_size_mm3,
+        device=device,
+        progress=progress,
     )
     if out is not None:
         _layerseg.write_labels(out, result["mask"], affine_arr, reference=reference)
@@ -86,6 +95,7 @@ def evaluate(
     Paths are read as label maps (non-zero = tumour) and their spacing comes from the header;
     arrays need ``spacing``. Values follow MONAI's metrics; see ``layerseg evaluate``.
     """
+
     def load(x: PathLike | npt.ArrayLike, name: str) -> tuple[npt.NDArray[Any], Any]:
         if isinstance(x, (str, os.PathLike)):
             arr, aff = _layerseg.read_labels(x)
