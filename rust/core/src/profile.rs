@@ -238,8 +238,9 @@ mod tests {
 
     #[test]
     fn inverted_range_names_the_key() {
-        let err = edited(|v| v["synthesis"]["opacity"] = serde_json::json!({"min": 0.8, "max": 0.2}))
-            .unwrap_err();
+        let err =
+            edited(|v| v["synthesis"]["opacity"] = serde_json::json!({"min": 0.8, "max": 0.2}))
+                .unwrap_err();
         assert_eq!(
             err.to_string(),
             "profile test.json: synthesis.opacity: min 0.8 > max 0.2"
@@ -248,7 +249,8 @@ mod tests {
 
     #[test]
     fn unknown_key_names_the_path() {
-        let err = edited(|v| v["synthesis"]["texture"]["elastic"]["wobble"] = 1.into()).unwrap_err();
+        let err =
+            edited(|v| v["synthesis"]["texture"]["elastic"]["wobble"] = 1.into()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("synthesis.texture"), "{text}");
         assert!(text.contains("unknown field `wobble`"), "{text}");

@@ -3,8 +3,8 @@
 //! per-seed statistics (insta) and the bad inputs that must give errors.
 
 use layerseg_core::io::{read_image, read_labels, ReadOptions};
-use layerseg_core::synth::{self, Inputs, SynthParams, Synthesized, Synthesizer};
 use layerseg_core::synth::params::{IntensityParams, TextureParams};
+use layerseg_core::synth::{self, Inputs, SynthParams, Synthesized, Synthesizer};
 use layerseg_core::{Error, Image, LabelMap, Profile, Volume};
 use ndarray::{s, Array3};
 use serde_json::json;
@@ -19,7 +19,11 @@ fn sample(name: &str, file: &str) -> PathBuf {
             PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/layerseg/samples")
         });
     let path = root.join(name).join(file);
-    assert!(path.exists(), "{} is missing: run `make samples` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make samples` first",
+        path.display()
+    );
     path
 }
 
@@ -37,10 +41,18 @@ fn scans() -> &'static Scans {
         let o = ReadOptions::default();
         Scans {
             colin: read_image(sample("colin27", "image.nii.gz"), &o).unwrap().0,
-            colin_brain: read_labels(sample("colin27", "brain.nii.gz"), &o).unwrap().0,
-            tumour_t1c: read_image(sample("mrbraintumor2", "image.nii.gz"), &o).unwrap().0,
-            ct: read_image(sample("totalseg_ct", "image.nii.gz"), &o).unwrap().0,
-            liver: read_labels(sample("totalseg_ct", "liver.nii.gz"), &o).unwrap().0,
+            colin_brain: read_labels(sample("colin27", "brain.nii.gz"), &o)
+                .unwrap()
+                .0,
+            tumour_t1c: read_image(sample("mrbraintumor2", "image.nii.gz"), &o)
+                .unwrap()
+                .0,
+            ct: read_image(sample("totalseg_ct", "image.nii.gz"), &o)
+                .unwrap()
+                .0,
+            liver: read_labels(sample("totalseg_ct", "liver.nii.gz"), &o)
+                .unwrap()
+                .0,
         }
     })
 }
@@ -71,7 +83,7 @@ fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
 
 fn bytes(out: &Synthesized) -> Vec<u8> {
     let mut v = Vec::new();
-    for img in [&out.image, &out.healthy, &out.tumour] {
+    for img in [&out.image, &out.tumour] {
         v.extend(img.data.iter().flat_map(|x| x.to_le_bytes()));
     }
     v.extend(out.mask.data.iter());
@@ -81,14 +93,23 @@ fn bytes(out: &Synthesized) -> Vec<u8> {
 #[test]
 fn byte_identical_for_1_and_4_threads() {
     let s = scans();
-    for (name, inputs) in [("brain-mri", brain_inputs(s)), ("liver-ct", liver_inputs(s))] {
+    for (name, inputs) in [
+        ("brain-mri", brain_inputs(s)),
+        ("liver-ct", liver_inputs(s)),
+    ] {
         let profile = Profile::builtin(name).unwrap();
         for seed in [3, 11] {
             let one = with_threads(1, || synth::generate(&profile, inputs, seed).unwrap());
             let four = with_threads(4, || synth::generate(&profile, inputs, seed).unwrap());
             assert_eq!(one.0, four.0, "{name} seed {seed}: parameters");
-            assert!(bytes(&one.1) == bytes(&four.1), "{name} seed {seed}: voxels differ");
-            assert!(one.1.mask.data.iter().any(|&m| m == 1), "{name} seed {seed}: no tumour");
+            assert!(
+                bytes(&one.1) == bytes(&four.1),
+                "{name} seed {seed}: voxels differ"
+            );
+            assert!(
+                one.1.mask.data.iter().any(|&m| m == 1),
+                "{name} seed {seed}: no tumour"
+            );
         }
     }
 }
@@ -99,7 +120,10 @@ fn replays_from_its_json() {
     let profile = Profile::builtin("brain-mri").unwrap();
     let (params, out) = synth::generate(&profile, brain_inputs(s), 5).unwrap();
     let again = SynthParams::from_json(&params.to_json()).unwrap();
-    assert!(params == again, "the JSON round trip changed the parameters");
+    assert!(
+        params == again,
+        "the JSON round trip changed the parameters"
+    );
     let replay = synth::synthesize(&again, brain_inputs(s)).unwrap();
     assert!(bytes(&out) == bytes(&replay));
 }
@@ -110,7 +134,6 @@ fn outputs_are_consistent_layers() {
     let profile = Profile::builtin("brain-mri").unwrap();
     let (_, out) = synth::generate(&profile, brain_inputs(s), 8).unwrap();
     assert!(out.image.same_grid(&s.colin) && out.mask.same_grid(&s.colin));
-    assert_eq!(out.healthy, s.colin);
     let mut outside_changed = 0;
     for ((idx, &m), &t) in out.mask.data.indexed_iter().zip(out.tumour.data.iter()) {
         let (x, n) = (out.image.data[idx], s.colin.data[idx]);
@@ -121,7 +144,10 @@ fn outputs_are_consistent_layers() {
             outside_changed += usize::from(x != n);
         }
     }
-    assert_eq!(outside_changed, 0, "a hard-edged blend changes only voxels in the mask");
+    assert_eq!(
+        outside_changed, 0,
+        "a hard-edged blend changes only voxels in the mask"
+    );
 }
 
 #[test]
@@ -165,10 +191,16 @@ fn sampled_sizes_span_the_configured_range() {
     let min = volumes.iter().copied().fold(f64::INFINITY, f64::min);
     let max = volumes.iter().copied().fold(0.0, f64::max);
     assert!(min >= lo - 1e-6 && max <= hi + 1e-6, "{min} {max}");
-    assert!(min < lo + 0.02 * (hi - lo) && max > hi - 0.02 * (hi - lo), "{min} {max}");
+    assert!(
+        min < lo + 0.02 * (hi - lo) && max > hi - 0.02 * (hi - lo),
+        "{min} {max}"
+    );
     // Uniform in volume: each quarter of the range holds about a quarter of the draws.
     for q in 0..4 {
-        let (a, b) = (lo + q as f64 * (hi - lo) / 4.0, lo + (q + 1) as f64 * (hi - lo) / 4.0);
+        let (a, b) = (
+            lo + q as f64 * (hi - lo) / 4.0,
+            lo + (q + 1) as f64 * (hi - lo) / 4.0,
+        );
         let n = volumes.iter().filter(|v| (a..b).contains(*v)).count();
         assert!((60..=140).contains(&n), "quarter {q}: {n}");
     }
@@ -181,7 +213,10 @@ fn sampled_sizes_span_the_configured_range() {
         for t in &p.tumours {
             let r = t.base_radius_mm;
             assert!([4.0, 8.0, 16.0, 32.0].contains(&r));
-            assert!(t.radii_mm.iter().all(|&x| x >= 0.75 * r - 1e-9 && x <= 1.25 * r + 1e-9));
+            assert!(t
+                .radii_mm
+                .iter()
+                .all(|&x| x >= 0.75 * r - 1e-9 && x <= 1.25 * r + 1e-9));
         }
         let n = p.tumours.len();
         match p.size_class.as_str() {
@@ -198,7 +233,9 @@ fn sampled_sizes_span_the_configured_range() {
 
 /// Mean of `f` over the voxels where it is `Some`.
 fn mean(values: impl Iterator<Item = Option<f64>>) -> f64 {
-    let (s, n) = values.flatten().fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    let (s, n) = values
+        .flatten()
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     s / n as f64
 }
 
@@ -207,7 +244,11 @@ fn mri_tumour_mean_is_the_drawn_ratio_of_the_healthy_mean() {
     let s = scans();
     let profile = Profile::builtin("brain-mri").unwrap();
     let brain_mean = mean(
-        s.colin.data.iter().zip(s.colin_brain.data.iter()).map(|(&v, &m)| (m != 0).then_some(v as f64)),
+        s.colin
+            .data
+            .iter()
+            .zip(s.colin_brain.data.iter())
+            .map(|(&v, &m)| (m != 0).then_some(v as f64)),
     );
     for seed in [1, 2, 4] {
         let (p, out) = synth::generate(&profile, brain_inputs(s), seed).unwrap();
@@ -223,7 +264,10 @@ fn mri_tumour_mean_is_the_drawn_ratio_of_the_healthy_mean() {
             (m == 1 && texture.abs() > 1e-3).then_some(texture)
         }));
         let got = texture_mean / brain_mean;
-        assert!((got - ratio).abs() < 2e-3 * ratio, "seed {seed}: {got} vs {ratio}");
+        assert!(
+            (got - ratio).abs() < 2e-3 * ratio,
+            "seed {seed}: {got} vs {ratio}"
+        );
     }
 }
 
@@ -249,7 +293,10 @@ fn ct_tumours_are_hypodense_by_the_drawn_drop() {
             }
         }
         let mean_drop = in_mask.iter().sum::<f64>() / in_mask.len() as f64;
-        assert!(mean_drop > 0.15 * drop_hu && mean_drop < drop_hu, "seed {seed}: {mean_drop}");
+        assert!(
+            mean_drop > 0.15 * drop_hu && mean_drop < drop_hu,
+            "seed {seed}: {mean_drop}"
+        );
     }
 }
 
@@ -266,17 +313,27 @@ fn t1c_rim_and_core_mode() {
     );
     profile = Profile::from_json(&text, "rim-core").unwrap();
     let (p, out) = synth::generate(&profile, brain_inputs(s), 2).unwrap();
-    let IntensityParams::RatioToHealthyMean { core: Some(core), .. } = p.intensity else {
+    let IntensityParams::RatioToHealthyMean {
+        core: Some(core), ..
+    } = p.intensity
+    else {
         panic!("the core mode was drawn")
     };
     assert_eq!(core.ratio, 0.5);
     let centre = p.tumours[0].centre_mm;
     let inv = layerseg_core::synth::grid::inverse(&s.colin.affine).unwrap();
     let c = layerseg_core::synth::grid::apply(&inv, centre).map(|v| v.round() as usize);
-    let near = out.image.data.slice(s![c[0] - 1..c[0] + 2, c[1] - 1..c[1] + 2, c[2] - 1..c[2] + 2]);
+    let near = out.image.data.slice(s![
+        c[0] - 1..c[0] + 2,
+        c[1] - 1..c[1] + 2,
+        c[2] - 1..c[2] + 2
+    ]);
     let centre_mean = near.mean().unwrap() as f64;
     let tumour_max = out.tumour.data.iter().copied().fold(0.0f32, f32::max) as f64;
-    assert!(centre_mean < 0.7 * tumour_max, "dark core {centre_mean} vs bright rim {tumour_max}");
+    assert!(
+        centre_mean < 0.7 * tumour_max,
+        "dark core {centre_mean} vs bright rim {tumour_max}"
+    );
 }
 
 fn stats(p: &SynthParams, out: &Synthesized) -> serde_json::Value {
@@ -291,13 +348,25 @@ fn stats(p: &SynthParams, out: &Synthesized) -> serde_json::Value {
     };
     let voxels = out.mask.data.iter().filter(|&&m| m == 1).count();
     let tumour_mean = mean(
-        out.tumour.data.iter().zip(out.mask.data.iter()).map(|(&t, &m)| (m == 1).then_some(t as f64)),
+        out.tumour
+            .data
+            .iter()
+            .zip(out.mask.data.iter())
+            .map(|(&t, &m)| (m == 1).then_some(t as f64)),
     );
     let texture = match &p.texture {
-        TextureParams::Scan { source, blur_sigma_mm, .. } => {
+        TextureParams::Scan {
+            source,
+            blur_sigma_mm,
+            ..
+        } => {
             json!({"source": source, "blur_sigma_mm": blur_sigma_mm.map(sig)})
         }
-        TextureParams::Noise { sigma_a_mm, sigma_b_mm, .. } => {
+        TextureParams::Noise {
+            sigma_a_mm,
+            sigma_b_mm,
+            ..
+        } => {
             json!({"sigma_a_mm": sig(*sigma_a_mm), "sigma_b_mm": sig(*sigma_b_mm)})
         }
     };
@@ -318,7 +387,10 @@ fn stats(p: &SynthParams, out: &Synthesized) -> serde_json::Value {
 #[test]
 fn per_seed_statistics() {
     let s = scans();
-    for (name, inputs) in [("brain-mri", brain_inputs(s)), ("liver-ct", liver_inputs(s))] {
+    for (name, inputs) in [
+        ("brain-mri", brain_inputs(s)),
+        ("liver-ct", liver_inputs(s)),
+    ] {
         let profile = Profile::builtin(name).unwrap();
         let all: Vec<_> = (0..3)
             .map(|seed| {
@@ -336,7 +408,7 @@ fn bad_inputs_are_clear_errors() {
     let brain = Profile::builtin("brain-mri").unwrap();
     let liver = Profile::builtin("liver-ct").unwrap();
     let expect = |r: Result<(SynthParams, Synthesized), Error>, needle: &str| {
-        let e = r.err().expect("an error");
+        let e = r.expect_err("an error");
         assert!(e.to_string().contains(needle), "{e}");
     };
 
@@ -347,7 +419,9 @@ fn bad_inputs_are_clear_errors() {
     expect(synth::generate(&brain, inputs, 0), "organ mask: its grid");
 
     // An empty organ mask.
-    let empty = s.liver.with_data(Array3::<u8>::zeros(s.liver.data.raw_dim()));
+    let empty = s
+        .liver
+        .with_data(Array3::<u8>::zeros(s.liver.data.raw_dim()));
     let mut inputs = liver_inputs(s);
     inputs.organ_mask = Some(&empty);
     expect(synth::generate(&liver, inputs, 0), "organ mask: is empty");
@@ -355,13 +429,21 @@ fn bad_inputs_are_clear_errors() {
     // No organ mask for a profile that places tumours inside one.
     let mut inputs = liver_inputs(s);
     inputs.organ_mask = None;
-    expect(synth::generate(&liver, inputs, 0), "pass one (--organ-mask)");
+    expect(
+        synth::generate(&liver, inputs, 0),
+        "pass one (--organ-mask)",
+    );
 
     // An all-zero texture scan.
-    let zeros = [s.tumour_t1c.with_data(Array3::<f32>::zeros(s.tumour_t1c.data.raw_dim()))];
+    let zeros = [s
+        .tumour_t1c
+        .with_data(Array3::<f32>::zeros(s.tumour_t1c.data.raw_dim()))];
     let mut inputs = brain_inputs(s);
     inputs.textures = &zeros;
-    expect(synth::generate(&brain, inputs, 0), "texture scan 1: all voxels are zero");
+    expect(
+        synth::generate(&brain, inputs, 0),
+        "texture scan 1: all voxels are zero",
+    );
 
     // Non-finite voxels.
     let mut nan = s.ct.clone();
@@ -384,5 +466,8 @@ fn bad_inputs_are_clear_errors() {
         r#""opacity": { "min": 0.8, "max": 0.2 }"#,
     );
     let err = Profile::from_json(&text, "mine.json").unwrap_err();
-    assert_eq!(err.to_string(), "profile mine.json: synthesis.opacity: min 0.8 > max 0.2");
+    assert_eq!(
+        err.to_string(),
+        "profile mine.json: synthesis.opacity: min 0.8 > max 0.2"
+    );
 }

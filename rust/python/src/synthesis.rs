@@ -28,7 +28,8 @@ fn affine(what: &str, a: &PyArrayLike2<'_, f64, AllowTypeChange>) -> Result<Affi
 /// scan to take the tumour texture from (on ``texture_affine``, default ``affine``); without it
 /// the image itself is used. Returns a dict of float32 arrays ``image``, ``healthy``,
 /// ``tumour``, a uint8 ``mask`` (all shaped like ``image``) and ``params``, the JSON of the
-/// parameters drawn for ``seed``.
+/// parameters drawn for ``seed``. ``healthy`` is the input as float32: the very same array
+/// object when it already was float32 (not a copy).
 #[pyfunction]
 #[pyo3(signature = (image, affine, profile="brain-mri", organ_mask=None, texture=None, seed=0, texture_affine=None))]
 #[allow(clippy::too_many_arguments)]
@@ -65,7 +66,7 @@ fn synthesize<'py>(
     })?;
     let dict = PyDict::new(py);
     dict.set_item("image", out.image.data.into_pyarray(py))?;
-    dict.set_item("healthy", out.healthy.data.into_pyarray(py))?;
+    dict.set_item("healthy", &**image)?;
     dict.set_item("tumour", out.tumour.data.into_pyarray(py))?;
     dict.set_item("mask", out.mask.data.into_pyarray(py))?;
     dict.set_item("params", params.to_json())?;

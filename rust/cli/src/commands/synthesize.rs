@@ -90,14 +90,22 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create the case folder", dir.display()))?;
         let file = |name: &str| dir.join(name);
-        for name in ["image.nii.gz", "mask.nii.gz", "healthy.nii.gz", "tumour.nii.gz"] {
+        for name in [
+            "image.nii.gz",
+            "mask.nii.gz",
+            "healthy.nii.gz",
+            "tumour.nii.gz",
+        ] {
             if inputs_paths.iter().any(|p| same_file(p, &file(name))) {
-                bail!("{}: is an input; refusing to overwrite it", file(name).display());
+                bail!(
+                    "{}: is an input; refusing to overwrite it",
+                    file(name).display()
+                );
             }
         }
         write_image(file("image.nii.gz"), &out.image, Some(&meta))?;
         write_labels(file("mask.nii.gz"), &out.mask, Some(&meta))?;
-        write_image(file("healthy.nii.gz"), &out.healthy, Some(&meta))?;
+        write_image(file("healthy.nii.gz"), &healthy, Some(&meta))?;
         write_image(file("tumour.nii.gz"), &out.tumour, Some(&meta))?;
         write_atomic(&file("params.json"), params.to_json().as_bytes())?;
         if args.preview {
@@ -112,7 +120,8 @@ pub fn run(args: Args) -> Result<()> {
         args.out.display(),
         profile.name,
         args.seed,
-        args.seed.wrapping_add(u64::from(args.count.saturating_sub(1)))
+        args.seed
+            .wrapping_add(u64::from(args.count.saturating_sub(1)))
     );
     Ok(())
 }
@@ -144,12 +153,18 @@ fn describe_input_error(e: layerseg_core::Error, args: &Args) -> anyhow::Error {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
 }
+
+/// A slice panel: width, height, and the RAS voxel shown at (column, row).
+type Panel<'a> = (usize, usize, Box<dyn Fn(usize, usize) -> [usize; 3] + 'a>);
 
 /// Axial, coronal and sagittal slices (RAS, radiological: patient right on the left) through
 /// the tumour's centre of mass, side by side, intensities windowed to the 1st..99th
@@ -177,11 +192,22 @@ pub fn preview_png(out: &Synthesized) -> Result<Vec<u8>> {
     values.sort_by(f32::total_cmp);
     let pick = |q: f64| values[((values.len() - 1) as f64 * q) as usize];
     let (lo, hi) = (pick(0.01), pick(0.99).max(pick(0.01) + 1e-6));
-    // (width, height, sampler(col, row) -> (value, mask)) per panel.
-    let panels: [(usize, usize, Box<dyn Fn(usize, usize) -> [usize; 3]>); 3] = [
-        (nx, ny, Box::new(|col, row| [nx - 1 - col, ny - 1 - row, centre[2]])),
-        (nx, nz, Box::new(|col, row| [nx - 1 - col, centre[1], nz - 1 - row])),
-        (ny, nz, Box::new(|col, row| [centre[0], ny - 1 - col, nz - 1 - row])),
+    let panels: [Panel; 3] = [
+        (
+            nx,
+            ny,
+            Box::new(|col, row| [nx - 1 - col, ny - 1 - row, centre[2]]),
+        ),
+        (
+            nx,
+            nz,
+            Box::new(|col, row| [nx - 1 - col, centre[1], nz - 1 - row]),
+        ),
+        (
+            ny,
+            nz,
+            Box::new(|col, row| [centre[0], ny - 1 - col, nz - 1 - row]),
+        ),
     ];
     let width: usize = panels.iter().map(|p| p.0).sum::<usize>() + 2 * 4;
     let height = panels.iter().map(|p| p.1).max().unwrap_or(1);

@@ -72,7 +72,10 @@ impl Profile {
                     BIG,
                 )?;
                 if min == max || out_min >= out_max {
-                    return fail("normalisation", "the window and output range must not be empty");
+                    return fail(
+                        "normalisation",
+                        "the window and output range must not be empty",
+                    );
                 }
             }
         }
@@ -135,10 +138,7 @@ impl Profile {
     fn validate_resample(&self) -> Check {
         let r = &self.resample;
         match (&r.target_size, &r.target_spacing_mm) {
-            (None, None) => fail(
-                "resample",
-                "set target_size or target_spacing_mm (or both)",
-            ),
+            (None, None) => fail("resample", "set target_size or target_spacing_mm (or both)"),
             (Some(s), _) if s.contains(&0) => fail("resample.target_size", "sizes must be >= 1"),
             (_, Some(s)) if s.iter().any(|v| !(v.is_finite() && *v > 0.0)) => {
                 fail("resample.target_spacing_mm", "spacings must be positive")
@@ -227,7 +227,12 @@ impl Synthesis {
         }
         self.validate_texture()?;
         range("synthesis.opacity", &self.opacity, 0.0, 1.0)?;
-        range("synthesis.edge_blur_sigma_mm", &self.edge_blur_sigma_mm, 0.0, 50.0)?;
+        range(
+            "synthesis.edge_blur_sigma_mm",
+            &self.edge_blur_sigma_mm,
+            0.0,
+            50.0,
+        )?;
         Ok(())
     }
 
@@ -239,12 +244,18 @@ impl Synthesis {
             } => {
                 let n = elastic.control_points;
                 if !(4..=64).contains(&n) {
-                    return fail("synthesis.texture.elastic.control_points", "must be in [4, 64]");
+                    return fail(
+                        "synthesis.texture.elastic.control_points",
+                        "must be in [4, 64]",
+                    );
                 }
                 if 2 * elastic.locked_borders >= n {
                     return fail(
                         "synthesis.texture.elastic.locked_borders",
-                        format!("{} locked layers on each side leave no free control point of {n}", elastic.locked_borders),
+                        format!(
+                            "{} locked layers on each side leave no free control point of {n}",
+                            elastic.locked_borders
+                        ),
                     );
                 }
                 range(

@@ -11,11 +11,11 @@ use super::grid::Region;
 use super::params::{IntensityParams, SynthParams};
 use crate::volume::{Image, LabelMap};
 
-/// The four outputs, all on the healthy scan's grid.
+/// The outputs, on the healthy scan's grid. The fourth, the healthy layer, is the healthy scan
+/// itself (`Inputs::healthy`), so it is not copied here.
 #[derive(Clone, Debug)]
 pub struct Synthesized {
     pub image: Image,
-    pub healthy: Image,
     pub tumour: Image,
     pub mask: LabelMap,
 }
@@ -37,12 +37,15 @@ fn ordered_sum(shape: [usize; 3], f: impl Fn(usize) -> Option<f64> + Sync) -> (f
             acc
         })
         .collect();
-    parts.iter().fold((0.0, 0), |(s, c), (ps, pc)| (s + ps, c + pc))
+    parts
+        .iter()
+        .fold((0.0, 0), |(s, c), (ps, pc)| (s + ps, c + pc))
 }
 
 /// The contiguous voxels of an array this module allocated (always C-ordered).
 fn flat<T>(a: &Array3<T>) -> &[T] {
-    a.as_slice().expect("region arrays are allocated in standard order")
+    a.as_slice()
+        .expect("region arrays are allocated in standard order")
 }
 
 fn mean_or(sum_count: (f64, u64), fallback: f64) -> f64 {
@@ -52,13 +55,22 @@ fn mean_or(sum_count: (f64, u64), fallback: f64) -> f64 {
     }
 }
 
-/// Zeros with the same shape and memory order as `like` (NIfTI volumes are Fortran-ordered).
-fn zeros_like<T: Clone + Default>(like: &Array3<f32>) -> Array3<T> {
-    let sh = like.raw_dim();
+// Zeros with the shape and memory order of `like` (NIfTI volumes are Fortran-ordered).
+// `zeros` asks the allocator for zeroed memory, so untouched pages cost nothing; only the
+// tumour's box is ever written.
+fn zeros_f32(like: &Array3<f32>) -> Array3<f32> {
     if like.is_standard_layout() {
-        Array3::from_elem(sh, T::default())
+        Array3::zeros(like.raw_dim())
     } else {
-        Array3::from_elem(sh.f(), T::default())
+        Array3::zeros(like.raw_dim().f())
+    }
+}
+
+fn zeros_u8(like: &Array3<f32>) -> Array3<u8> {
+    if like.is_standard_layout() {
+        Array3::zeros(like.raw_dim())
+    } else {
+        Array3::zeros(like.raw_dim().f())
     }
 }
 
@@ -67,9 +79,8 @@ pub fn untouched(ctx: &Context<'_>) -> Synthesized {
     let healthy = ctx.inputs.healthy;
     Synthesized {
         image: healthy.clone(),
-        healthy: healthy.clone(),
-        tumour: healthy.with_data(zeros_like(&healthy.data)),
-        mask: healthy.with_data(zeros_like(&healthy.data)),
+        tumour: healthy.with_data(zeros_f32(&healthy.data)),
+        mask: healthy.with_data(zeros_u8(&healthy.data)),
     }
 }
 

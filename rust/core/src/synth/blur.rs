@@ -86,12 +86,21 @@ fn blur_axis(data: &mut Array3<f32>, axis: usize, k: &[f32]) {
             |buf, (mut lane,)| {
                 buf.clear();
                 buf.extend((-r..n as isize + r).map(|i| lane[reflect(i, n)]));
-                for (i, out) in lane.iter_mut().enumerate() {
-                    *out = buf[i..i + k.len()]
-                        .iter()
-                        .zip(k)
-                        .map(|(a, b)| a * b)
-                        .sum();
+                if let Some(row) = lane.as_slice_mut() {
+                    // Tap by tap over the whole row: contiguous and vectorised.
+                    row.fill(0.0);
+                    for (t, &w) in k.iter().enumerate() {
+                        for (o, &v) in row.iter_mut().zip(&buf[t..t + n]) {
+                            *o += w * v;
+                        }
+                    }
+                } else {
+                    for (i, out) in lane.iter_mut().enumerate() {
+                        *out = buf[i..i + k.len()]
+                            .iter()
+                            .zip(k)
+                            .fold(0.0, |a, (v, w)| a + v * w);
+                    }
                 }
             },
         );

@@ -78,10 +78,7 @@ fn slice_index(outer: usize, s: usize, a: usize, b: usize) -> [usize; 3] {
 /// Bounding box, count and mean of the foreground (`mask != 0`, or non-zero voxels without a
 /// mask), and whether any voxel is NaN or infinite. Slices along the outermost memory axis run
 /// in parallel; inside a slice, lanes run along the innermost axis.
-pub fn foreground(
-    data: &Array3<f32>,
-    mask: Option<&Array3<u8>>,
-) -> (Option<Foreground>, bool) {
+pub fn foreground(data: &Array3<f32>, mask: Option<&Array3<u8>>) -> (Option<Foreground>, bool) {
     let outer = outer_axis(data);
     let slices: Vec<usize> = (0..data.len_of(Axis(outer))).collect();
     let partials: Vec<Partial> = slices
@@ -101,27 +98,58 @@ pub fn foreground(
             for (li, lane) in slice.lanes(Axis(inner)).into_iter().enumerate() {
                 let mlane = mslice.as_ref().map(|m| m.index_axis(Axis(1 - inner), li));
                 let (mut first, mut last, mut count, mut sum) = (usize::MAX, 0, 0u64, 0.0f64);
-                for (x, &v) in lane.iter().enumerate() {
-                    if !v.is_finite() {
-                        p.nonfinite = true;
-                        continue;
+                match (lane.as_slice(), &mlane) {
+                    // The common case (no mask, contiguous lane): skip runs of zeros quickly.
+                    (Some(values), None) => {
+                        p.nonfinite |= !values.iter().all(|v| v.is_finite());
+                        if let Some(f) = values.iter().position(|&v| v != 0.0 && v.is_finite()) {
+                            first = f;
+                            last = values
+                                .iter()
+                                .rposition(|&v| v != 0.0 && v.is_finite())
+                                .unwrap_or(f);
+                            for &v in &values[f..=last] {
+                                if v != 0.0 && v.is_finite() {
+                                    count += 1;
+                                    sum += v as f64;
+                                }
+                            }
+                        }
                     }
-                    let inside = match &mlane {
-                        Some(m) => m[x] != 0,
-                        None => v != 0.0,
-                    };
-                    if inside {
-                        first = first.min(x);
-                        last = x;
-                        count += 1;
-                        sum += v as f64;
+                    _ => {
+                        for (x, &v) in lane.iter().enumerate() {
+                            if !v.is_finite() {
+                                p.nonfinite = true;
+                                continue;
+                            }
+                            let inside = match &mlane {
+                                Some(m) => m[x] != 0,
+                                None => v != 0.0,
+                            };
+                            if inside {
+                                first = first.min(x);
+                                last = x;
+                                count += 1;
+                                sum += v as f64;
+                            }
+                        }
                     }
                 }
                 if count > 0 {
                     p.count += count;
                     p.sum += sum;
-                    let lo = slice_index(outer, s, if inner == 0 { first } else { li }, if inner == 1 { first } else { li });
-                    let hi = slice_index(outer, s, if inner == 0 { last } else { li }, if inner == 1 { last } else { li });
+                    let lo = slice_index(
+                        outer,
+                        s,
+                        if inner == 0 { first } else { li },
+                        if inner == 1 { first } else { li },
+                    );
+                    let hi = slice_index(
+                        outer,
+                        s,
+                        if inner == 0 { last } else { li },
+                        if inner == 1 { last } else { li },
+                    );
                     for ax in 0..3 {
                         p.lo[ax] = p.lo[ax].min(lo[ax]);
                         p.hi[ax] = p.hi[ax].max(hi[ax] + 1);
@@ -171,7 +199,10 @@ impl<'a> Context<'a> {
         let healthy = inputs.healthy;
         let shape = healthy.shape();
         if shape.contains(&0) {
-            return Err(invalid("healthy scan", format!("empty volume of shape {shape:?}")));
+            return Err(invalid(
+                "healthy scan",
+                format!("empty volume of shape {shape:?}"),
+            ));
         }
         let inverse = check_affine("healthy scan", &healthy.affine)?;
         if let Some(m) = inputs.organ_mask {
@@ -195,7 +226,10 @@ impl<'a> Context<'a> {
             }
             check_affine(&what, &t.affine)?;
             if !t.data.iter().any(|&v| v != 0.0) {
-                return Err(invalid(&what, "all voxels are zero: there is no anatomy to take a texture from"));
+                return Err(invalid(
+                    &what,
+                    "all voxels are zero: there is no anatomy to take a texture from",
+                ));
             }
         }
         let (fg, nonfinite) = foreground(&healthy.data, inputs.organ_mask.map(|m| &m.data));
@@ -205,7 +239,10 @@ impl<'a> Context<'a> {
         let fg = match (fg, inputs.organ_mask.is_some()) {
             (Some(fg), _) => fg,
             (None, true) => {
-                return Err(invalid("organ mask", "is empty: no voxel is inside the organ"))
+                return Err(invalid(
+                    "organ mask",
+                    "is empty: no voxel is inside the organ",
+                ))
             }
             (None, false) => {
                 return Err(invalid(

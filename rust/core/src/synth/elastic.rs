@@ -33,7 +33,11 @@ fn basis(u: f64) -> [f64; 4] {
 /// First control index and the 4 weights for position `x` in a domain of `len` voxels.
 fn taps(x: f64, len: usize, n: usize) -> (usize, [f64; 4]) {
     let cells = (n - 3) as f64;
-    let h = if len > 1 { (len - 1) as f64 / cells } else { 1.0 };
+    let h = if len > 1 {
+        (len - 1) as f64 / cells
+    } else {
+        1.0
+    };
     let t = (x / h).clamp(0.0, cells);
     let mut i = t.floor() as usize;
     let mut u = t - i as f64;
@@ -97,7 +101,8 @@ impl ControlGrid {
                     for z in 0..shape[2] {
                         t2[a * plane + y * shape[2] + z] = (0..4)
                             .map(|q| w[q] * t1[(a * n + s + q) * shape[2] + z])
-                            .sum::<f64>() as f32;
+                            .sum::<f64>()
+                            as f32;
                     }
                 }
             }

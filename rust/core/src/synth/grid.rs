@@ -100,7 +100,13 @@ pub fn voxel_box(inv: &Affine, lo: [f64; 3], hi: [f64; 3]) -> ([i64; 3], [i64; 3
     let mut vlo = [f64::INFINITY; 3];
     let mut vhi = [f64::NEG_INFINITY; 3];
     for corner in 0..8 {
-        let w = [0, 1, 2].map(|ax| if corner >> ax & 1 == 0 { lo[ax] } else { hi[ax] });
+        let w = [0, 1, 2].map(|ax| {
+            if corner >> ax & 1 == 0 {
+                lo[ax]
+            } else {
+                hi[ax]
+            }
+        });
         let p = apply(inv, w);
         for ax in 0..3 {
             vlo[ax] = vlo[ax].min(p[ax]);
@@ -142,6 +148,9 @@ mod tests {
         };
         assert_eq!(r.shape(), [2, 3, 4]);
         assert_eq!(r.padded([3, 0, 1], [5, 5, 6]).lo, [0, 2, 1]);
-        assert_eq!(Region::clipped([-3, 1, 2], [2, 9, 3], [4, 4, 4]).hi, [2, 4, 3]);
+        assert_eq!(
+            Region::clipped([-3, 1, 2], [2, 9, 3], [4, 4, 4]).hi,
+            [2, 4, 3]
+        );
     }
 }

@@ -25,7 +25,7 @@ pub mod sample;
 pub mod shape;
 pub mod texture;
 
-use ndarray::{Array3, Zip};
+use ndarray::{s, Array3, Axis, Zip};
 
 pub use blend::Synthesized;
 pub use context::Inputs;
@@ -148,18 +148,52 @@ fn synthesize_with(params: &SynthParams, ctx: &Context<'_>) -> Result<Synthesize
             .max()
             .unwrap_or(0)
     });
-    let region = union.padded(pad, ctx.shape);
-
-    let mut level = Array3::from_elem(region.shape(), f32::INFINITY);
+    // Rasterise over the shapes' boxes, then work only around the voxels actually inside.
+    let exact = matches!(
+        params.intensity,
+        params::IntensityParams::RatioToHealthyMean { core: Some(_), .. }
+    );
+    let mut level = Array3::from_elem(union.shape(), f32::INFINITY);
     for s in &shapes {
-        s.rasterize(&mut level, &region);
+        s.rasterize(&mut level, &union, exact);
     }
-    let organ = ctx.organ_region(&region, params.clip_to_organ);
-    let mut mask = Array3::<u8>::zeros(region.shape());
+    let organ = ctx.organ_region(&union, params.clip_to_organ);
+    let mut mask = Array3::<u8>::zeros(union.shape());
     Zip::from(&mut mask)
         .and(&level)
         .and(&organ)
         .par_for_each(|m, &l, &o| *m = u8::from(l <= 1.0 && o != 0));
+    let Some(tight) = bounding_box(&mask) else {
+        return Ok(blend::untouched(ctx));
+    };
+    let tight = Region {
+        lo: [0, 1, 2].map(|a| tight.lo[a] + union.lo[a]),
+        hi: [0, 1, 2].map(|a| tight.hi[a] + union.lo[a]),
+    };
+    let region = tight.padded(pad, ctx.shape);
+    // Level and mask over the working region (outside the shapes' boxes: no tumour).
+    let mut sub_level = Array3::from_elem(region.shape(), f32::INFINITY);
+    let mut sub_mask = Array3::<u8>::zeros(region.shape());
+    let both = Region {
+        lo: [0, 1, 2].map(|a| region.lo[a].max(union.lo[a])),
+        hi: [0, 1, 2].map(|a| region.hi[a].min(union.hi[a])),
+    };
+    let in_region = s![
+        both.lo[0] - region.lo[0]..both.hi[0] - region.lo[0],
+        both.lo[1] - region.lo[1]..both.hi[1] - region.lo[1],
+        both.lo[2] - region.lo[2]..both.hi[2] - region.lo[2]
+    ];
+    let in_union = s![
+        both.lo[0] - union.lo[0]..both.hi[0] - union.lo[0],
+        both.lo[1] - union.lo[1]..both.hi[1] - union.lo[1],
+        both.lo[2] - union.lo[2]..both.hi[2] - union.lo[2]
+    ];
+    sub_level
+        .slice_mut(in_region)
+        .assign(&level.slice(in_union));
+    sub_mask.slice_mut(in_region).assign(&mask.slice(in_union));
+    let (level, mask) = (sub_level, sub_mask);
+    let organ = ctx.organ_region(&region, params.clip_to_organ);
 
     let (tex, noise_texture) = match &params.texture {
         TextureParams::Scan {
@@ -168,7 +202,14 @@ fn synthesize_with(params: &SynthParams, ctx: &Context<'_>) -> Result<Synthesize
             displacements_mm,
             blur_sigma_mm,
         } => (
-            texture::scan(ctx, &region, *source, *control_points, displacements_mm, *blur_sigma_mm)?,
+            texture::scan(
+                ctx,
+                &region,
+                *source,
+                *control_points,
+                displacements_mm,
+                *blur_sigma_mm,
+            )?,
             false,
         ),
         TextureParams::Noise {
@@ -189,7 +230,10 @@ fn synthesize_with(params: &SynthParams, ctx: &Context<'_>) -> Result<Synthesize
                 mean_level: *mean_level,
                 threshold: *threshold,
             };
-            if [*sigma_a_mm, *sigma_b_mm].iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
+            if [*sigma_a_mm, *sigma_b_mm]
+                .iter()
+                .any(|s| !(s.is_finite() && *s >= 0.0))
+            {
                 return Err(bad("noise sigmas must be finite and >= 0"));
             }
             (texture::noise(ctx, &region, &spec), true)
@@ -218,4 +262,21 @@ fn synthesize_with(params: &SynthParams, ctx: &Context<'_>) -> Result<Synthesize
         &weight,
         noise_texture,
     ))
+}
+
+/// The box of the non-zero voxels of `mask`, in its own indices.
+fn bounding_box(mask: &Array3<u8>) -> Option<Region> {
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0; 3];
+    for (i, plane) in mask.axis_iter(Axis(0)).enumerate() {
+        for ((j, k), &m) in plane.indexed_iter() {
+            if m != 0 {
+                for (a, v) in [i, j, k].into_iter().enumerate() {
+                    lo[a] = lo[a].min(v);
+                    hi[a] = hi[a].max(v + 1);
+                }
+            }
+        }
+    }
+    (lo[0] != usize::MAX).then_some(Region { lo, hi })
 }

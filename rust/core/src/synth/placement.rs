@@ -37,7 +37,11 @@ impl<'c, 'a> Placer<'c, 'a> {
         match rule {
             Placement::BboxFraction { x, y, z } => {
                 let (lo, hi) = self.ctx.fg_world;
-                let f = [pick_interval(rng, x), pick_interval(rng, y), pick_interval(rng, z)];
+                let f = [
+                    pick_interval(rng, x),
+                    pick_interval(rng, y),
+                    pick_interval(rng, z),
+                ];
                 Ok([0, 1, 2].map(|a| lo[a] + f[a] * (hi[a] - lo[a])))
             }
             Placement::InsideMask => {

@@ -16,9 +16,12 @@ use super::params::{ShapeParams, TumourParams};
 use crate::error::{Error, Result};
 
 enum Kind {
-    Star { table: DirectionTable, amplitude: f32 },
+    Star {
+        table: DirectionTable,
+        amplitude: f32,
+    },
     /// Displacement (voxels) over the tumour's box, one array per axis.
-    Elastic { field: [Array3<f32>; 3] },
+    Elastic { field: Box<[Array3<f32>; 3]> },
 }
 
 pub struct TumourShape {
@@ -51,7 +54,10 @@ impl TumourShape {
     pub fn new(index: usize, t: &TumourParams, ctx: &Context<'_>) -> Result<TumourShape> {
         let finite = t.centre_mm.iter().chain(&t.radii_mm).chain(&t.rotation_deg);
         if finite.clone().any(|v| !v.is_finite()) || t.radii_mm.iter().any(|&r| r <= 0.0) {
-            return Err(bad(index, "centre, radii and rotation must be finite, radii > 0"));
+            return Err(bad(
+                index,
+                "centre, radii and rotation must be finite, radii > 0",
+            ));
         }
         let a = &ctx.inputs.healthy.affine;
         let rot = rotation(t.rotation_deg);
@@ -88,7 +94,10 @@ impl TumourShape {
                 lacunarity,
             } => {
                 if !(1..=12).contains(octaves) || !(0.0..1.0).contains(amplitude) {
-                    return Err(bad(index, "octaves must be in [1, 12] and amplitude in [0, 1)"));
+                    return Err(bad(
+                        index,
+                        "octaves must be in [1, 12] and amplitude in [0, 1)",
+                    ));
                 }
                 let table = DirectionTable::fbm(*octaves, *persistence, *lacunarity, *offset);
                 let grow = 1.0 + amplitude * table.max.max(0.0) as f64;
@@ -123,14 +132,20 @@ impl TumourShape {
                 let bbox = Region::clipped(lo, hi, ctx.shape);
                 let len = [0, 1, 2].map(|a| (hi[a] - lo[a]).max(1) as usize);
                 let field = grid.evaluate(lo, len, &bbox);
-                (bbox, Kind::Elastic { field })
+                (
+                    bbox,
+                    Kind::Elastic {
+                        field: Box::new(field),
+                    },
+                )
             }
         };
         Ok(TumourShape { m, m0, bbox, kind })
     }
 
     /// Lower `level` (indexed over `region`, which contains `self.bbox`) to this shape's level.
-    pub fn rasterize(&self, level: &mut Array3<f32>, region: &Region) {
+    /// With `exact` false, voxels surely inside get a level below 1 without a noise lookup.
+    pub fn rasterize(&self, level: &mut Array3<f32>, region: &Region, exact: bool) {
         if self.bbox.is_empty() {
             return;
         }
@@ -153,6 +168,7 @@ impl TumourShape {
                     match &self.kind {
                         Kind::Star { table, amplitude } => {
                             let outer = 1.0 + amplitude * table.max.max(0.0);
+                            let inner = 1.0 + amplitude * table.min.min(0.0);
                             for (dk, out) in row.iter_mut().enumerate() {
                                 let t = dk as f64;
                                 let q = [0, 1, 2].map(|x| start[x] + t * step[x]);
@@ -162,6 +178,8 @@ impl TumourShape {
                                 }
                                 let l = if rho == 0.0 {
                                     0.0
+                                } else if !exact && rho < inner {
+                                    rho / inner
                                 } else {
                                     rho / (1.0 + amplitude * table.lookup(q))
                                 };

@@ -72,27 +72,28 @@ fn voxel_map(ctx: &Context<'_>, tex: &Image, what: &str) -> Result<[[f64; 4]; 3]
 #[inline]
 fn trilinear(v: &ArrayView3<f32>, p: [f64; 3]) -> f32 {
     let sh = v.shape();
-    let mut base = [0usize; 3];
+    let st = v.strides();
+    let mut offset = 0isize;
+    let mut step = [0isize; 3];
     let mut frac = [0f32; 3];
     for a in 0..3 {
         if !(p[a] >= 0.0 && p[a] <= (sh[a] - 1) as f64) {
             return 0.0;
         }
-        let f = p[a].floor();
-        base[a] = (f as usize).min(sh[a].saturating_sub(2));
-        frac[a] = (p[a] - base[a] as f64) as f32;
+        let base = (p[a].floor() as usize).min(sh[a].saturating_sub(2));
+        frac[a] = (p[a] - base as f64) as f32;
+        offset += base as isize * st[a];
+        step[a] = if sh[a] > 1 { st[a] } else { 0 };
     }
-    let step = [0, 1, 2].map(|a| usize::from(sh[a] > 1));
-    let at = |di: usize, dj: usize, dk: usize| {
-        let idx = [base[0] + di * step[0], base[1] + dj * step[1], base[2] + dk * step[2]];
-        // SAFETY: base + step <= shape - 1 on every axis, checked above.
-        unsafe { *v.uget(idx) }
-    };
+    // SAFETY: base + step stays inside the array on every axis (checked above), so every
+    // offset below addresses an element of `v`.
+    let at = |d: isize| unsafe { *v.as_ptr().offset(offset + d) };
     let [fx, fy, fz] = frac;
-    let c00 = at(0, 0, 0) * (1.0 - fz) + at(0, 0, 1) * fz;
-    let c01 = at(0, 1, 0) * (1.0 - fz) + at(0, 1, 1) * fz;
-    let c10 = at(1, 0, 0) * (1.0 - fz) + at(1, 0, 1) * fz;
-    let c11 = at(1, 1, 0) * (1.0 - fz) + at(1, 1, 1) * fz;
+    let [s0, s1, s2] = step;
+    let c00 = at(0) * (1.0 - fz) + at(s2) * fz;
+    let c01 = at(s1) * (1.0 - fz) + at(s1 + s2) * fz;
+    let c10 = at(s0) * (1.0 - fz) + at(s0 + s2) * fz;
+    let c11 = at(s0 + s1) * (1.0 - fz) + at(s0 + s1 + s2) * fz;
     let c0 = c00 * (1.0 - fy) + c01 * fy;
     let c1 = c10 * (1.0 - fy) + c11 * fy;
     c0 * (1.0 - fx) + c1 * fx
@@ -157,9 +158,8 @@ pub fn scan(
                     ];
                     let q = match &map {
                         None => p,
-                        Some(m) => [0, 1, 2].map(|r| {
-                            m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3]
-                        }),
+                        Some(m) => [0, 1, 2]
+                            .map(|r| m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3]),
                     };
                     *o = trilinear(&view, q);
                 }
@@ -175,10 +175,15 @@ pub fn masked_sum(a: &Array3<f32>, keep: impl Fn(f32) -> bool + Sync) -> (f64, u
         .axis_iter(Axis(0))
         .into_par_iter()
         .map(|plane| {
-            plane.iter().filter(|&&v| keep(v)).fold((0.0, 0), |(s, c), &v| (s + v as f64, c + 1))
+            plane
+                .iter()
+                .filter(|&&v| keep(v))
+                .fold((0.0, 0), |(s, c), &v| (s + v as f64, c + 1))
         })
         .collect();
-    parts.iter().fold((0.0, 0), |(s, c), (ps, pc)| (s + ps, c + pc))
+    parts
+        .iter()
+        .fold((0.0, 0), |(s, c), (ps, pc)| (s + ps, c + pc))
 }
 
 pub struct NoiseSpec {

@@ -13,10 +13,12 @@ import torch  # noqa: F401  # isort: skip
 from layerseg._layerseg import (
     LayerSegError,
     __version__,
+    profile_json,
     read_image,
     read_labels,
     run_cli,
     runtime,
+    synthesize,
     write_image,
     write_labels,
 )
@@ -26,11 +28,13 @@ __all__ = [
     "LayerSegError",
     "__version__",
     "evaluate",
+    "profile_json",
     "read_image",
     "read_labels",
     "run_cli",
     "runtime",
     "segment",
+    "synthesize",
     "write_image",
     "write_labels",
 ]

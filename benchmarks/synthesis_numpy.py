@@ -1,0 +1,190 @@
+"""The paper's brain synthesis recipe (method.md section 3) in plain NumPy/SciPy, written for the
+benchmark as the peer of LayerSeg's Rust engine. Same steps and ranges, on whole volumes as the
+official code does them:
+
+1. shape: star-shaped fBm (simplex, 4-7 octaves) around a rotated ellipsoid of nominal volume
+   U(7000, 200000) mm^3, aspect q ~ U(0.8, 1), centre by the paper's bounding-box rule;
+2. texture: B-spline elastic deformation of the texture scan (7^3 control points, 2 locked
+   layers, +-7.5 mm), trilinear resampling, Gaussian blur with per-axis sigma U(0, 2);
+3. intensity: texture mean inside the mask = k * healthy mean, k ~ U(1, 3);
+4. alpha blend with alpha ~ U(0.2, 0.8); mask clipped to the healthy foreground.
+
+The fBm is evaluated on a cube-map of directions (as LayerSeg does, and as the paper evaluates it
+only on its mesh vertices), so both sides do the same amount of noise work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+_GRAD3 = np.array(
+    [
+        [1, 1, 0], [-1, 1, 0], [1, -1, 0], [-1, -1, 0],
+        [1, 0, 1], [-1, 0, 1], [1, 0, -1], [-1, 0, -1],
+        [0, 1, 1], [0, -1, 1], [0, 1, -1], [0, -1, -1],
+    ],
+    dtype=np.float64,
+)  # fmt: skip
+_FACE_CELLS = 32
+
+
+def simplex3(p: F64, perm: npt.NDArray[np.int64]) -> F64:
+    """Gustavson's 3D simplex noise at points ``p`` (N, 3), vectorised."""
+    s = p.sum(axis=1) / 3.0
+    ijk = np.floor(p + s[:, None])
+    t = ijk.sum(axis=1) / 6.0
+    x0 = p - (ijk - t[:, None])
+    order = np.argsort(-x0, axis=1, kind="stable")
+    o1 = np.zeros_like(x0)
+    o2 = np.zeros_like(x0)
+    rows = np.arange(len(p))
+    o1[rows, order[:, 0]] = 1
+    o2[rows, order[:, 0]] = 1
+    o2[rows, order[:, 1]] = 1
+    corners = [np.zeros_like(x0), o1, o2, np.ones_like(x0)]
+    ii = ijk.astype(np.int64) & 255
+    total = np.zeros(len(p))
+    for c, off in enumerate(corners):
+        xc = x0 - off + c / 6.0
+        idx = ii + off.astype(np.int64)
+        g = perm[idx[:, 0] + perm[idx[:, 1] + perm[idx[:, 2]]]] % 12
+        tt = 0.6 - (xc * xc).sum(axis=1)
+        dot = (_GRAD3[g] * xc).sum(axis=1)
+        total += np.where(tt > 0, tt**4 * dot, 0.0)
+    return 32.0 * total
+
+
+def fbm(p: F64, octaves: int, perm: npt.NDArray[np.int64]) -> F64:
+    out = np.zeros(len(p))
+    amp, freq, norm = 1.0, 1.0, 0.0
+    for _ in range(octaves):
+        out += amp * simplex3(p * freq, perm)
+        norm += amp
+        amp *= 0.5
+        freq *= 2.0
+    return out / norm
+
+
+def direction_table(octaves: int, offset: float, perm: npt.NDArray[np.int64]) -> F64:
+    m = _FACE_CELLS + 1
+    g = np.linspace(-1.0, 1.0, m)
+    faces = []
+    for axis in range(3):
+        b, c = [a for a in range(3) if a != axis]
+        for sign in (-1.0, 1.0):
+            q = np.zeros((m, m, 3))
+            q[..., axis] = sign
+            q[..., b] = g[:, None]
+            q[..., c] = g[None, :]
+            u = q / np.linalg.norm(q, axis=-1, keepdims=True)
+            faces.append(fbm(u.reshape(-1, 3) + offset, octaves, perm).reshape(m, m))
+    return np.stack(faces)
+
+
+def lookup(table: F64, q: F64) -> F64:
+    a = np.abs(q)
+    axis = np.argmax(a, axis=1)
+    rows = np.arange(len(q))
+    other = np.array([[1, 2], [0, 2], [0, 1]])[axis]
+    face = axis * 2 + (q[rows, axis] >= 0)
+    scale = _FACE_CELLS * 0.5 / a[rows, axis]
+    s = np.clip(q[rows, other[:, 0]] * scale + _FACE_CELLS * 0.5, 0, _FACE_CELLS)
+    t = np.clip(q[rows, other[:, 1]] * scale + _FACE_CELLS * 0.5, 0, _FACE_CELLS)
+    i = np.minimum(s.astype(np.int64), _FACE_CELLS - 1)
+    j = np.minimum(t.astype(np.int64), _FACE_CELLS - 1)
+    fs, ft = s - i, t - j
+    top = table[face, i, j] * (1 - ft) + table[face, i, j + 1] * ft
+    bottom = table[face, i + 1, j] * (1 - ft) + table[face, i + 1, j + 1] * ft
+    return top * (1 - fs) + bottom * fs
+
+
+def rotation(deg: F64) -> F64:
+    a, b, c = np.radians(deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def bspline_basis(n_vox: int, n_ctrl: int = 7) -> F64:
+    """(n_vox, n_ctrl) cubic B-spline weights, control points spanning the axis (SimpleITK)."""
+    cells = n_ctrl - 3
+    t = np.clip(np.arange(n_vox) / ((n_vox - 1) / cells), 0, cells)
+    i = np.minimum(np.floor(t).astype(np.int64), cells - 1)
+    u = t - i
+    w = np.stack(
+        [(1 - u) ** 3, 3 * u**3 - 6 * u**2 + 4, -3 * u**3 + 3 * u**2 + 3 * u + 1, u**3], axis=1
+    )
+    out = np.zeros((n_vox, n_ctrl))
+    for q in range(4):
+        out[np.arange(n_vox), i + q] = w[:, q] / 6.0
+    return out
+
+
+def synthesize(healthy: F32, texture: F32, rng: np.random.Generator) -> dict[str, F32]:
+    shape = healthy.shape
+    # --- sample
+    volume = rng.uniform(7000, 200000)
+    r = (3 * volume / (4 * np.pi)) ** (1 / 3)
+    q = rng.uniform(0.8, 1.0)
+    radii = np.array([r * q, r / q, r])
+    rot = rotation(rng.uniform(0, 180, 3))
+    octaves = int(rng.integers(4, 8))
+    offset = rng.uniform(0, 999)
+    nz = np.argwhere(healthy != 0)
+    lo, hi = nz.min(axis=0), nz.max(axis=0)
+    frac = np.array(
+        [
+            rng.choice([rng.uniform(0.24, 0.44), rng.uniform(0.56, 0.76)]),
+            rng.uniform(0.3, 0.8),
+            rng.uniform(0.3, 0.8),
+        ]
+    )
+    centre = lo + frac * (hi - lo)
+    perm = np.tile(rng.permutation(256), 3).astype(np.int64)
+    # --- shape: implicit star-shaped test inside the bounding box
+    table = direction_table(octaves, offset, perm)
+    extent = 1.5 * np.sqrt(((rot * radii) ** 2).sum(axis=1))
+    b0 = np.maximum(np.floor(centre - extent).astype(int), 0)
+    b1 = np.minimum(np.ceil(centre + extent).astype(int) + 1, shape)
+    grid = np.stack(
+        np.meshgrid(*[np.arange(b0[a], b1[a]) for a in range(3)], indexing="ij"), axis=-1
+    ).reshape(-1, 3)
+    local = ((grid - centre) @ rot) / radii
+    rho = np.linalg.norm(local, axis=1)
+    inside = np.zeros(len(grid), bool)
+    cand = rho <= 1.5
+    inside[cand] = rho[cand] <= 1 + 0.5 * lookup(table, local[cand])
+    mask = np.zeros(shape, bool)
+    mask[b0[0] : b1[0], b0[1] : b1[1], b0[2] : b1[2]] = inside.reshape(b1 - b0)
+    mask &= healthy != 0
+    # --- texture: elastic deformation of the whole scan, then blur (as torchio does)
+    coarse = np.zeros((3, 7, 7, 7))
+    coarse[:, 2:5, 2:5, 2:5] = rng.uniform(-7.5, 7.5, (3, 3, 3, 3))
+    bx, by, bz = (bspline_basis(n) for n in texture.shape)
+    field = np.einsum("xi,dijk->dxjk", bx, coarse)
+    field = np.einsum("yj,dxjk->dxyk", by, field)
+    field = np.einsum("zk,dxyk->dxyz", bz, field)
+    coords = np.indices(texture.shape, dtype=np.float64) + field
+    deformed = ndimage.map_coordinates(texture, coords, order=1, mode="constant", cval=0.0)
+    blurred = ndimage.gaussian_filter(deformed, sigma=rng.uniform(0, 2, 3), mode="reflect")
+    # --- intensity rule and blend
+    tumour_tex = np.where(mask, blurred, 0.0)
+    k = rng.uniform(1.0, 3.0)
+    nonzero = tumour_tex[tumour_tex != 0]
+    if nonzero.size:
+        tumour_tex = tumour_tex / nonzero.mean() * k * healthy[healthy != 0].mean()
+    alpha = rng.uniform(0.2, 0.8)
+    m = mask.astype(np.float32)
+    image = (alpha * m * tumour_tex + (1 - alpha * m) * healthy).astype(np.float32)
+    return {
+        "image": image,
+        "healthy": healthy.copy(),
+        "tumour": np.where(mask, image, 0).astype(np.float32),
+        "mask": mask.astype(np.uint8),
+    }

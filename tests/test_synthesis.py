@@ -1,0 +1,116 @@
+"""Tumour synthesis from Python: the numpy API and the MONAI transform inside a real Compose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+from layerseg._layerseg import LayerSegError, synthesize
+from layerseg.monai import RandTumorSynthesis, RandTumorSynthesisd
+
+
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine)
+
+
+def test_numpy_api_layers_and_determinism(sample_dirs: dict[str, Path]) -> None:
+    image, affine = _load(sample_dirs["totalseg_ct"] / "image.nii.gz")
+    liver = np.asarray(nib.load(str(sample_dirs["totalseg_ct"] / "liver.nii.gz")).dataobj)
+    a = synthesize(image, affine, profile="liver-ct", organ_mask=liver, seed=4)
+    b = synthesize(image, affine, profile="liver-ct", organ_mask=liver, seed=4)
+    for key in ("image", "healthy", "tumour", "mask"):
+        assert a[key].shape == image.shape
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a["mask"].dtype == np.uint8 and a["mask"].any()
+    assert not (a["mask"].astype(bool) & (liver == 0)).any()
+    np.testing.assert_array_equal(a["healthy"], image)
+    params = json.loads(a["params"])
+    assert params["profile"] == "liver-ct" and params["seed"] == 4
+    drop = image - a["image"]
+    assert drop.min() >= -1e-3 and drop.max() <= params["intensity"]["drop_hu"] + 1e-3
+
+
+def test_numpy_api_errors(sample_dirs: dict[str, Path]) -> None:
+    image, affine = _load(sample_dirs["colin27"] / "image.nii.gz")
+    with pytest.raises(LayerSegError, match="organ mask: is empty"):
+        synthesize(image, affine, organ_mask=np.zeros(image.shape, np.uint8))
+    with pytest.raises(LayerSegError, match="its grid"):
+        synthesize(image, affine, organ_mask=np.ones((4, 4, 4), np.uint8))
+    with pytest.raises(LayerSegError, match="all voxels are zero"):
+        synthesize(image, affine, texture=np.zeros((8, 8, 8), np.float32))
+    with pytest.raises(LayerSegError, match="no built-in profile"):
+        synthesize(image, affine, profile="kidney-mri")
+
+
+def _pipeline(seed: int, prob: float = 1.0) -> Compose:
+    keys = ["image", "brain", "texture"]
+    return Compose(
+        [
+            LoadImaged(keys, image_only=True),
+            EnsureChannelFirstd(keys),
+            RandTumorSynthesisd(
+                "image",
+                profile="brain-mri",
+                organ_key="brain",
+                texture_key="texture",
+                params_key="synthesis",
+                prob=prob,
+            ),
+        ]
+    ).set_random_state(seed)
+
+
+def test_monai_compose_on_real_scans(sample_dirs: dict[str, Path]) -> None:
+    case = {
+        "image": str(sample_dirs["colin27"] / "image.nii.gz"),
+        "brain": str(sample_dirs["colin27"] / "brain.nii.gz"),
+        "texture": str(sample_dirs["mrbraintumor2"] / "image.nii.gz"),
+    }
+    out = _pipeline(7)(case)
+    image, mask = out["image"], out["tumour_mask"]
+    assert isinstance(image, MetaTensor) and image.shape == (1, 181, 217, 181)
+    assert isinstance(mask, MetaTensor) and mask.dtype == torch.uint8
+    assert torch.allclose(image.affine, out["brain"].affine)
+    brain = out["brain"] > 0
+    assert mask.any() and not (mask.bool() & ~brain).any()
+    inside = mask.bool()
+    assert torch.equal(out["image_tumour"][inside], image[inside])
+    assert not out["image_tumour"][~inside].any()
+    assert 1.0 <= out["synthesis"]["intensity"]["ratio"] <= 3.0
+
+    again = _pipeline(7)(case)
+    assert torch.equal(again["image"], image) and torch.equal(again["tumour_mask"], mask)
+    other = _pipeline(8)(case)
+    assert not torch.equal(other["tumour_mask"], mask)
+
+
+def test_monai_prob_zero_passes_through(sample_dirs: dict[str, Path]) -> None:
+    case = {
+        "image": str(sample_dirs["colin27"] / "image.nii.gz"),
+        "brain": str(sample_dirs["colin27"] / "brain.nii.gz"),
+        "texture": str(sample_dirs["mrbraintumor2"] / "image.nii.gz"),
+    }
+    out = _pipeline(1, prob=0.0)(case)
+    assert torch.equal(out["image"], out["image_healthy"])
+    assert not out["tumour_mask"].any() and out["synthesis"] is None
+
+
+def test_array_transform_on_numpy() -> None:
+    rng = np.random.default_rng(0)
+    img = np.zeros((1, 40, 40, 40), np.float32)
+    img[:, 5:35, 5:35, 5:35] = 100 + rng.normal(0, 5, (1, 30, 30, 30)).astype(np.float32)
+    t = RandTumorSynthesis(profile="brain-mri")
+    t.set_random_state(3)
+    image, healthy, _tumour, mask = t(img, affine=np.eye(4))
+    assert isinstance(image, np.ndarray) and image.shape == img.shape
+    np.testing.assert_array_equal(healthy, img)
+    assert mask.dtype == np.uint8 and mask.any()
+    assert t.params is not None and t.params["tumours"][0]["base_radius_mm"] > 0
