@@ -1,9 +1,11 @@
 use anyhow::{bail, Context, Result};
 use layerseg_core::io::{read_image, read_labels, write_image, write_labels, ReadOptions};
-use layerseg_core::synth::{Inputs, Synthesized, Synthesizer};
+use layerseg_core::synth::{Inputs, Synthesizer};
 use layerseg_core::{Image, Profile, Progress};
 use std::path::{Path, PathBuf};
 
+use crate::figures::{write_three_views, Outline, RED};
+use crate::output::write_text_atomic;
 use crate::progress::Bar;
 
 /// `layerseg synthesize`: blend synthetic tumours into a healthy scan.
@@ -107,9 +109,11 @@ pub fn run(args: Args) -> Result<()> {
         write_labels(file("mask.nii.gz"), &out.mask, Some(&meta))?;
         write_image(file("healthy.nii.gz"), &healthy, Some(&meta))?;
         write_image(file("tumour.nii.gz"), &out.tumour, Some(&meta))?;
-        write_atomic(&file("params.json"), params.to_json().as_bytes())?;
+        write_text_atomic(&file("params.json"), &params.to_json())?;
         if args.preview {
-            write_atomic(&file("preview.png"), &preview_png(&out)?)?;
+            let mask = out.mask.data.mapv(|v| v > 0);
+            let outline = [Outline { mask: &mask, color: RED }];
+            write_three_views(&file("preview.png"), &out.image, &outline, None)?;
         }
         bar.advance(1);
     }
@@ -150,100 +154,4 @@ fn describe_input_error(e: layerseg_core::Error, args: &Args) -> anyhow::Error {
         Some(p) => anyhow::Error::new(e).context(format!("{}", p.display())),
         None => e.into(),
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
-}
-
-/// A slice panel: width, height, and the RAS voxel shown at (column, row).
-type Panel<'a> = (usize, usize, Box<dyn Fn(usize, usize) -> [usize; 3] + 'a>);
-
-/// Axial, coronal and sagittal slices (RAS, radiological: patient right on the left) through
-/// the tumour's centre of mass, side by side, intensities windowed to the 1st..99th
-/// percentile, the mask outlined in red.
-pub fn preview_png(out: &Synthesized) -> Result<Vec<u8>> {
-    use layerseg_core::Reorientation;
-    let (img, _) = Reorientation::to_ras(&out.image);
-    let (mask, _) = Reorientation::to_ras(&out.mask);
-    let [nx, ny, nz] = img.shape();
-    let (mut c, mut n) = ([0.0f64; 3], 0.0);
-    for ((x, y, z), &m) in mask.data.indexed_iter() {
-        if m != 0 {
-            c[0] += x as f64;
-            c[1] += y as f64;
-            c[2] += z as f64;
-            n += 1.0;
-        }
-    }
-    let centre = if n > 0.0 {
-        c.map(|v| (v / n).round() as usize)
-    } else {
-        [nx / 2, ny / 2, nz / 2]
-    };
-    let mut values: Vec<f32> = img.data.iter().copied().collect();
-    values.sort_by(f32::total_cmp);
-    let pick = |q: f64| values[((values.len() - 1) as f64 * q) as usize];
-    let (lo, hi) = (pick(0.01), pick(0.99).max(pick(0.01) + 1e-6));
-    let panels: [Panel; 3] = [
-        (
-            nx,
-            ny,
-            Box::new(|col, row| [nx - 1 - col, ny - 1 - row, centre[2]]),
-        ),
-        (
-            nx,
-            nz,
-            Box::new(|col, row| [nx - 1 - col, centre[1], nz - 1 - row]),
-        ),
-        (
-            ny,
-            nz,
-            Box::new(|col, row| [centre[0], ny - 1 - col, nz - 1 - row]),
-        ),
-    ];
-    let width: usize = panels.iter().map(|p| p.0).sum::<usize>() + 2 * 4;
-    let height = panels.iter().map(|p| p.1).max().unwrap_or(1);
-    let mut rgb = vec![0u8; width * height * 3];
-    let mut x0 = 0;
-    for (w, h, at) in &panels {
-        let inside = |col: isize, row: isize| {
-            col >= 0
-                && row >= 0
-                && (col as usize) < *w
-                && (row as usize) < *h
-                && mask.data[at(col as usize, row as usize)] != 0
-        };
-        for row in 0..*h {
-            for col in 0..*w {
-                let v = img.data[at(col, row)];
-                let g = (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0) as u8;
-                let (ci, ri) = (col as isize, row as isize);
-                let edge = inside(ci, ri)
-                    && !(inside(ci - 1, ri)
-                        && inside(ci + 1, ri)
-                        && inside(ci, ri - 1)
-                        && inside(ci, ri + 1));
-                let px = (row * width + x0 + col) * 3;
-                rgb[px..px + 3].copy_from_slice(&if edge { [255, 32, 32] } else { [g, g, g] });
-            }
-        }
-        x0 += w + 4;
-    }
-    let mut bytes = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut bytes, width as u32, height as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().context("preview: PNG header")?;
-        writer.write_image_data(&rgb).context("preview: PNG data")?;
-    }
-    Ok(bytes)
 }
