@@ -99,6 +99,7 @@ fn segment<'py>(
         batch_size: Some(1),
         flip_tta: tta,
         min_component_mm3: min_size_mm3,
+        layers: true,
     };
     let reporter = PyProgress::new(progress);
     let result = without_gil(py, || {
@@ -109,8 +110,11 @@ fn segment<'py>(
     let out = PyDict::new(py);
     out.set_item("mask", result.mask.data.into_pyarray(py))?;
     out.set_item("probability", result.probability.data.into_pyarray(py))?;
-    out.set_item("healthy", result.healthy.data.into_pyarray(py))?;
-    out.set_item("tumour", result.tumour.data.into_pyarray(py))?;
+    for (key, layer) in [("healthy", result.healthy), ("tumour", result.tumour)] {
+        if let Some(layer) = layer {
+            out.set_item(key, layer.data.into_pyarray(py))?;
+        }
+    }
     Ok(out)
 }
 

@@ -37,6 +37,8 @@ pub struct SegmentOptions {
     pub flip_tta: bool,
     /// Drop connected components smaller than this (mm^3); 0 keeps everything.
     pub min_component_mm3: f64,
+    /// Also map the healthy and tumour layers back to the input grid.
+    pub layers: bool,
 }
 
 /// Everything `segment` produces, on the input scan's grid.
@@ -44,9 +46,9 @@ pub struct Segmentation {
     pub mask: LabelMap,
     /// Sigmoid of the mask channel.
     pub probability: Image,
-    /// The healthy and tumour layers, in the network's normalised intensity units.
-    pub healthy: Image,
-    pub tumour: Image,
+    /// The healthy and tumour layers, in the network's normalised intensity units (when asked).
+    pub healthy: Option<Image>,
+    pub tumour: Option<Image>,
 }
 
 /// Segment one scan. `organ` (on the scan's grid) restricts the search, as the profile says.
@@ -79,8 +81,12 @@ pub fn segment(
     }
     Ok(Segmentation {
         mask: image.with_data(mask.mapv(u8::from)),
-        healthy: map.to_input_grid(channel(HEALTHY_CHANNEL), 0.0),
-        tumour: map.to_input_grid(channel(TUMOUR_CHANNEL), 0.0),
+        healthy: opts
+            .layers
+            .then(|| map.to_input_grid(channel(HEALTHY_CHANNEL), 0.0)),
+        tumour: opts
+            .layers
+            .then(|| map.to_input_grid(channel(TUMOUR_CHANNEL), 0.0)),
         probability,
     })
 }

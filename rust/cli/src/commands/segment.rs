@@ -69,10 +69,16 @@ struct Case {
 pub fn run(args: Args) -> Result<()> {
     let cases = plan_cases(&args)?;
     let model_file = models::resolve(args.model.as_deref(), &profile_name(&args))?;
-    let profile_arg = args
-        .profile
-        .clone()
-        .or_else(|| model_file.card.as_ref().and_then(|c| c.profile.clone()));
+    let card_profile = model_file.card.as_ref().and_then(|c| c.profile.clone());
+    if let (Some(asked), Some(trained)) = (&args.profile, &card_profile) {
+        if Profile::load(asked)?.name != *trained {
+            bail!(
+                "{}: this model was trained with profile {trained}, not {asked}",
+                model_file.weights.display()
+            );
+        }
+    }
+    let profile_arg = args.profile.clone().or(card_profile);
     let profile = Profile::load(profile_arg.as_deref().unwrap_or("brain-mri"))?;
     let device = select_device(args.device)?;
     let model = Model::load(&model_file.config(&profile), device, &model_file.weights)
@@ -83,6 +89,7 @@ pub fn run(args: Args) -> Result<()> {
         batch_size: Some(args.batch_size),
         flip_tta: args.tta,
         min_component_mm3: args.min_size_mm3,
+        layers: args.layers.is_some(),
     };
     let bar = Bar::new();
     let mut failed = 0;
@@ -148,16 +155,12 @@ fn run_case(
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create folder", dir.display()))?;
         let name = case_name(&case.input);
-        write_image(
-            dir.join(format!("{name}_healthy.nii.gz")),
-            &result.healthy,
-            Some(&meta),
-        )?;
-        write_image(
-            dir.join(format!("{name}_tumour.nii.gz")),
-            &result.tumour,
-            Some(&meta),
-        )?;
+        for (layer, volume) in [("healthy", &result.healthy), ("tumour", &result.tumour)] {
+            if let Some(volume) = volume {
+                let path = dir.join(format!("{name}_{layer}.nii.gz"));
+                write_image(path, volume, Some(&meta))?;
+            }
+        }
     }
     if let Some(path) = &case.overlay {
         let mask = result.mask.data.mapv(|v| v > 0);
