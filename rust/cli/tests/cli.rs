@@ -3,28 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "../../test-support/samples.rs"]
+mod support;
+use support::sample;
+
 fn layerseg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_layerseg"))
         .args(args)
         .env_remove("LD_LIBRARY_PATH")
         .output()
         .expect("the layerseg binary runs")
-}
-
-/// The sample scans fetched by `python -m layerseg.samples fetch` (`make samples`).
-fn sample(name: &str, file: &str) -> PathBuf {
-    let root = std::env::var_os("LAYERSEG_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/layerseg/samples")
-        });
-    let path = root.join(name).join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: run `make samples` first",
-        path.display()
-    );
-    path
 }
 
 fn stderr(out: &Output) -> String {

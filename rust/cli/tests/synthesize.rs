@@ -5,6 +5,14 @@ use layerseg_core::synth::SynthParams;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+#[path = "../../test-support/samples.rs"]
+mod support;
+use support::sample;
+
+fn sample_str(name: &str, file: &str) -> String {
+    sample(name, file).to_string_lossy().into_owned()
+}
+
 fn layerseg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_layerseg"))
         .args(args)
@@ -13,28 +21,13 @@ fn layerseg(args: &[&str]) -> Output {
         .expect("the layerseg binary runs")
 }
 
-fn sample(name: &str, file: &str) -> String {
-    let root = std::env::var_os("LAYERSEG_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/layerseg/samples")
-        });
-    let path = root.join(name).join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: run `make samples` first",
-        path.display()
-    );
-    path.to_string_lossy().into_owned()
-}
-
 #[test]
 fn writes_cases_on_the_healthy_grid() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     let (ct, liver) = (
-        sample("totalseg_ct", "image.nii.gz"),
-        sample("totalseg_ct", "liver.nii.gz"),
+        sample_str("totalseg_ct", "image.nii.gz"),
+        sample_str("totalseg_ct", "liver.nii.gz"),
     );
     let out = layerseg(&[
         "synthesize",
@@ -83,9 +76,9 @@ fn writes_cases_on_the_healthy_grid() {
 fn bad_inputs_give_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().to_str().unwrap().to_string();
-    let colin = sample("colin27", "image.nii.gz");
-    let liver = sample("totalseg_ct", "liver.nii.gz");
-    let ct = sample("totalseg_ct", "image.nii.gz");
+    let colin = sample_str("colin27", "image.nii.gz");
+    let liver = sample_str("totalseg_ct", "liver.nii.gz");
+    let ct = sample_str("totalseg_ct", "image.nii.gz");
     for (args, needle) in [
         (
             vec!["--healthy", colin.as_str(), "--organ-mask", liver.as_str()],

@@ -11,21 +11,9 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// A sample scan fetched by `python -m layerseg.samples fetch` (`make samples`).
-fn sample(name: &str, file: &str) -> PathBuf {
-    let root = std::env::var_os("LAYERSEG_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/layerseg/samples")
-        });
-    let path = root.join(name).join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: run `make samples` first",
-        path.display()
-    );
-    path
-}
+#[path = "../../test-support/samples.rs"]
+mod support;
+use support::sample;
 
 struct Scans {
     colin: Image,
