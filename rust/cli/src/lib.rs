@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 
 pub mod commands;
+pub mod curves;
 pub mod figures;
 pub mod models;
 pub mod output;
@@ -28,6 +29,8 @@ pub enum Command {
     Info(commands::info::Args),
     /// Compare predicted masks with ground truth: Dice, HD95, surface distance, detection.
     Evaluate(commands::evaluate::Args),
+    /// Train the network on synthetic tumours blended into healthy scans.
+    Pretrain(commands::pretrain::Args),
     /// Show what libtorch sees: CUDA backend, GPUs, CPU threads.
     Runtime(commands::runtime::Args),
     /// Segment tumours: scans in, masks out on each scan's own grid.
@@ -53,6 +56,7 @@ where
     let result = match cli.command {
         Command::Info(args) => commands::info::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
+        Command::Pretrain(args) => commands::pretrain::run(args),
         Command::Runtime(args) => commands::runtime::run(args),
         Command::Segment(args) => commands::segment::run(args),
         Command::Synthesize(args) => commands::synthesize::run(args),

@@ -1,6 +1,6 @@
 //! The `layerseg` binary end to end: real sample scans, bad input, exit codes, libtorch linking.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 #[path = "../../test-support/samples.rs"]

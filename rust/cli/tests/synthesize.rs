@@ -2,7 +2,6 @@
 
 use layerseg_core::io::{read_image, read_labels, ReadOptions};
 use layerseg_core::synth::SynthParams;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 #[path = "../../test-support/samples.rs"]

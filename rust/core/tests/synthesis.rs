@@ -8,7 +8,6 @@ use layerseg_core::synth::{self, Inputs, SynthParams, Synthesized, Synthesizer};
 use layerseg_core::{Error, Image, LabelMap, Profile, Volume};
 use ndarray::{s, Array3};
 use serde_json::json;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 #[path = "../../test-support/samples.rs"]

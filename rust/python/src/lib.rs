@@ -8,6 +8,7 @@ mod gate;
 mod inference;
 mod progress;
 mod synthesis;
+mod training;
 mod volumes;
 
 /// Run the `layerseg` command line in this process; returns its exit code.
@@ -31,5 +32,6 @@ fn _layerseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     volumes::register(m)?;
     inference::register(m)?;
     synthesis::register(m)?;
+    training::register(m)?;
     Ok(())
 }

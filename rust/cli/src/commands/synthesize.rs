@@ -112,7 +112,10 @@ pub fn run(args: Args) -> Result<()> {
         write_text_atomic(&file("params.json"), &params.to_json())?;
         if args.preview {
             let mask = out.mask.data.mapv(|v| v > 0);
-            let outline = [Outline { mask: &mask, color: RED }];
+            let outline = [Outline {
+                mask: &mask,
+                color: RED,
+            }];
             write_three_views(&file("preview.png"), &out.image, &outline, None)?;
         }
         bar.advance(1);

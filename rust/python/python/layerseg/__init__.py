@@ -13,6 +13,7 @@ import torch  # noqa: F401  # isort: skip
 from layerseg._layerseg import (
     LayerSegError,
     __version__,
+    pretrain,
     profile_json,
     read_image,
     read_labels,
@@ -28,6 +29,7 @@ __all__ = [
     "LayerSegError",
     "__version__",
     "evaluate",
+    "pretrain",
     "profile_json",
     "read_image",
     "read_labels",

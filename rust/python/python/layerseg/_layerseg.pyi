@@ -90,3 +90,41 @@ def synthesize(
 
 def profile_json(name_or_path: str) -> str:
     """A built-in profile (brain-mri, liver-ct) or a profile file, validated, as JSON."""
+
+def pretrain(
+    healthy: str | os.PathLike[str] | list[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    profile: str = "brain-mri",
+    organ_masks: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
+    textures: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
+    steps: int | None = None,
+    batch: int | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: Callable[[str, int, int], object] | None = None,
+    validate_on: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
+    checkpoint_every: int = 500,
+    workers: int = 0,
+    seed: int = 0,
+    features: tuple[int, int, int, int, int, int] | list[int] | None = None,
+    lr: float | None = None,
+) -> dict[str, Any]:
+    """Pretrain on tumours synthesised on the fly into ``healthy`` scans (files, folders or
+    ``.txt`` lists), writing checkpoints, ``metrics.jsonl``, ``model.safetensors`` and
+    ``curves.png`` into ``out``. Settings come from the profile's training section; the
+    arguments override them. ``progress(what, done, total)`` is called after each step; raising
+    from it, or Ctrl-C, saves a checkpoint and re-raises. Returns ``outcome``, ``step``,
+    ``started_at``, ``loss``, ``validation``, ``validation_real``, ``checkpoint``, ``model`` and
+    ``curves``. The GIL is released while training runs."""
+
+def bench_train_step(
+    size: int,
+    batch: int = 2,
+    features: tuple[int, int, int, int, int, int] | list[int] | None = None,
+    steps: int = 5,
+    warmup: int = 2,
+    device: str = "cpu",
+    seed: int = 0,
+) -> float:
+    """Seconds per pretraining step (forward, losses, backward, Adam) on a fixed random batch
+    of ``batch`` volumes of ``size``^3, after ``warmup`` untimed steps."""

@@ -11,6 +11,7 @@ mod adam;
 mod plateau;
 mod run;
 mod source;
+mod synthetic;
 
 use std::path::PathBuf;
 
@@ -18,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 pub use adam::{Adam, AdamConfig};
 pub use plateau::{Plateau, PlateauConfig, PlateauDecision};
-pub use run::{pretrain, RunOptions};
+pub use run::{pretrain, pretrain_with_real, time_train_step, RunOptions, METRICS_FILE};
 pub use source::{Batch, Loader, Sample, SampleSource, SourceError, VALIDATION_BASE};
+pub use synthetic::{list_scans, load_real_validation, pair_masks, ScanInput, SynthesisSource};
 
 use crate::error::{Error, Result};
 use crate::losses::{LossValues, LossWeights};
@@ -163,6 +165,8 @@ pub struct TrainReport {
     pub started_at: u64,
     pub losses: Option<LossValues>,
     pub validation: Option<f64>,
+    /// The last recomposition L1 on unlabelled real scans, when some were given.
+    pub validation_real: Option<f64>,
     pub checkpoint: PathBuf,
     /// `RUN_DIR/model.safetensors`, with its card `model.json`.
     pub model: PathBuf,

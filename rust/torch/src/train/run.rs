@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use layerseg_core::Progress;
+use ndarray::Array3;
 use tch::{Device, Tensor};
 
 use super::source::{Batch, Loader, Sample, SampleSource, VALIDATION_BASE};
@@ -148,6 +149,24 @@ impl Trainer {
         Ok(total / samples.len() as f64)
     }
 
+    /// Mean recomposition L1 over unlabelled real volumes, one at a time (shapes may differ).
+    fn validate_real(&self, volumes: &[Array3<f32>], device: Device) -> Result<f64> {
+        let mut total = 0.0;
+        for volume in volumes {
+            let (d, h, w) = volume.dim();
+            let flat: Vec<f32> = volume.iter().copied().collect();
+            let score = tch::no_grad(|| -> Result<f64> {
+                let image = Tensor::f_from_slice(&flat)
+                    .and_then(|t| t.f_reshape([1, 1, d as i64, h as i64, w as i64]))
+                    .and_then(|t| t.f_to_device(device))?;
+                let pred = self.model.net.forward_t(&image, false)?;
+                Ok(recomposition_l1(&pred, &image)?.f_double_value(&[0])?)
+            })?;
+            total += score;
+        }
+        Ok(total / volumes.len() as f64)
+    }
+
     fn checkpoint(&mut self, run_dir: &Path, wall_time_s: f64) -> Result<PathBuf> {
         self.card.step = self.adam.steps();
         self.card.wall_time_s = wall_time_s;
@@ -226,6 +245,18 @@ pub fn pretrain<S: SampleSource + ?Sized + 'static>(
     config: &TrainConfig,
     run: &RunOptions,
 ) -> Result<TrainReport> {
+    pretrain_with_real(source, net, config, run, &[])
+}
+
+/// [`pretrain`], also scoring unlabelled real volumes (normalised, on the network grid, each
+/// (D, H, W)) by the recomposition L1 at every validation: `validation_real` in the metrics.
+pub fn pretrain_with_real<S: SampleSource + ?Sized + 'static>(
+    source: Arc<S>,
+    net: &BasicUNetConfig,
+    config: &TrainConfig,
+    run: &RunOptions,
+    real: &[Array3<f32>],
+) -> Result<TrainReport> {
     config.validate()?;
     std::fs::create_dir_all(run.run_dir).map_err(|e| Error::io(run.run_dir, e))?;
     let mut trainer = Trainer::new(net, config, run)?;
@@ -253,6 +284,7 @@ pub fn pretrain<S: SampleSource + ?Sized + 'static>(
     let mut outcome = Outcome::Finished;
     let mut last_losses = trainer.card.losses;
     let mut last_validation = trainer.card.validation;
+    let mut last_validation_real = None;
     let mut last_checkpoint = None;
     let mut step = started_at;
     while step < config.steps {
@@ -287,6 +319,11 @@ pub fn pretrain<S: SampleSource + ?Sized + 'static>(
             last_validation = Some(score);
             trainer.card.validation = Some(score);
             metrics.write(serde_json::json!({"step": step, "validation": score}))?;
+            if !real.is_empty() {
+                let score = trainer.validate_real(real, run.device)?;
+                last_validation_real = Some(score);
+                metrics.write(serde_json::json!({"step": step, "validation_real": score}))?;
+            }
         }
         run.progress.advance(1);
         run.progress.message(&format!(
@@ -315,7 +352,46 @@ pub fn pretrain<S: SampleSource + ?Sized + 'static>(
         started_at,
         losses: last_losses,
         validation: last_validation,
+        validation_real: last_validation_real,
         checkpoint,
         model,
     })
+}
+
+/// Seconds per training step (forward, losses, backward, Adam, reading the loss values, as in
+/// [`pretrain`]) on one fixed batch already on `device`, the mean over `steps` after `warmup`
+/// untimed ones. For benchmarks against other implementations of the same step.
+pub fn time_train_step(
+    net: &BasicUNetConfig,
+    config: &TrainConfig,
+    device: Device,
+    samples: &[Sample],
+    warmup: u64,
+    steps: u64,
+) -> Result<f64> {
+    let model = Model::new(net, device)?;
+    let adam = Adam::new(&model.vs, config.adam)?;
+    let mut trainer = Trainer {
+        model,
+        adam,
+        state: TrainState::new(config),
+        card: ModelCard::new(net, device),
+        config: config.clone(),
+    };
+    let batch = Batch::from_samples(samples, device)?;
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    for step in 0..warmup {
+        trainer.train_step(&batch, step)?;
+    }
+    sync();
+    let clock = Instant::now();
+    for step in 0..steps {
+        trainer.train_step(&batch, warmup + step)?;
+    }
+    sync();
+    Ok(clock.elapsed().as_secs_f64() / steps.max(1) as f64)
 }

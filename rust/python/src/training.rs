@@ -1,0 +1,185 @@
+//! `pretrain(...)`: the pretraining loop on synthetic samples, and `bench_train_step(...)`, the
+//! timing of its inner step. The GIL is released while they run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ndarray::Array3;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use layerseg_core::Profile;
+use layerseg_torch::train::{
+    list_scans, load_real_validation, pair_masks, pretrain_with_real, time_train_step, Outcome,
+    RunOptions, Sample, SynthesisSource, TrainConfig, METRICS_FILE,
+};
+use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
+
+use crate::errors::LayerSegError;
+use crate::gate::without_gil;
+use crate::progress::PyProgress;
+
+/// A path, or a sequence of paths (files, folders, .txt lists); None is empty.
+fn paths(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<PathBuf>> {
+    match obj {
+        None => Ok(Vec::new()),
+        Some(o) => match o.extract::<PathBuf>() {
+            Ok(p) => Ok(vec![p]),
+            Err(_) => o.extract::<Vec<PathBuf>>(),
+        },
+    }
+}
+
+fn device(name: &str) -> PyResult<tch::Device> {
+    let choice: DeviceChoice = name
+        .parse()
+        .map_err(|e: layerseg_torch::device::DeviceError| LayerSegError::new_err(e.to_string()))?;
+    select_device(choice).map_err(|e| LayerSegError::new_err(e.to_string()))
+}
+
+fn network(profile: &Profile, features: Option<[i64; 6]>) -> BasicUNetConfig {
+    BasicUNetConfig {
+        features: features.unwrap_or(profile.network.features.map(|f| f as i64)),
+        ..BasicUNetConfig::default()
+    }
+}
+
+/// Pretrain on tumours synthesised into ``healthy`` scans; see ``layerseg pretrain --help``.
+#[pyfunction]
+#[pyo3(signature = (healthy, out, profile="brain-mri", organ_masks=None, textures=None, steps=None, batch=None, device="auto", resume=false, progress=None, validate_on=None, checkpoint_every=500, workers=0, seed=0, features=None, lr=None))]
+#[allow(clippy::too_many_arguments)]
+fn pretrain<'py>(
+    py: Python<'py>,
+    healthy: &Bound<'py, PyAny>,
+    out: PathBuf,
+    profile: &str,
+    organ_masks: Option<&Bound<'py, PyAny>>,
+    textures: Option<&Bound<'py, PyAny>>,
+    steps: Option<u64>,
+    batch: Option<usize>,
+    device: &str,
+    resume: bool,
+    progress: Option<Py<PyAny>>,
+    validate_on: Option<&Bound<'py, PyAny>>,
+    checkpoint_every: u64,
+    workers: usize,
+    seed: u64,
+    features: Option<[i64; 6]>,
+    lr: Option<f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let device = self::device(device)?;
+    let (healthy, masks) = (paths(Some(healthy))?, paths(organ_masks)?);
+    let (textures, validate_on) = (paths(textures)?, paths(validate_on)?);
+    let profile = profile.to_string();
+    let reporter = PyProgress::new(progress);
+    let result = without_gil(py, || -> Result<_, layerseg_torch::Error> {
+        let profile = Profile::load(&profile)?;
+        let net = network(&profile, features);
+        net.validate()?;
+        let mut config = TrainConfig::from_profile(&profile);
+        config.steps = steps.unwrap_or(config.steps);
+        config.batch_size = batch.unwrap_or(config.batch_size);
+        config.adam.lr = lr.unwrap_or(config.adam.lr);
+        config.checkpoint_every = checkpoint_every;
+        config.validate_every = checkpoint_every;
+        config.workers = workers;
+        config.validate()?;
+        let healthy = list_scans(&healthy)?;
+        if healthy.is_empty() {
+            return Err(layerseg_torch::Error::Config(
+                "no healthy scans to synthesise training samples from".to_string(),
+            ));
+        }
+        let masks = pair_masks(&healthy, &masks)?;
+        let textures = list_scans(&textures)?;
+        let source = SynthesisSource::from_files(&profile, &healthy, &masks, &textures, seed)?;
+        let real = load_real_validation(&profile, &list_scans(&validate_on)?)?;
+        let run = RunOptions {
+            run_dir: &out,
+            device,
+            resume,
+            progress: &reporter,
+        };
+        pretrain_with_real(Arc::new(source), &net, &config, &run, &real)
+    })
+    .map_err(|e| reporter.take_error().unwrap_or(e))?;
+    if let Some(e) = reporter.take_error() {
+        return Err(e);
+    }
+    let curves = out.join("curves.png");
+    layerseg_cli::curves::write_curves(&out.join(METRICS_FILE), &curves)
+        .map_err(|e| LayerSegError::new_err(format!("{e:#}")))?;
+    let dict = PyDict::new(py);
+    let outcome = match result.outcome {
+        Outcome::Finished => "finished",
+        Outcome::EarlyStopped => "early_stopped",
+        Outcome::Cancelled => "cancelled",
+    };
+    dict.set_item("outcome", outcome)?;
+    dict.set_item("step", result.step)?;
+    dict.set_item("started_at", result.started_at)?;
+    dict.set_item("loss", result.losses.map(|l| l.total))?;
+    dict.set_item("validation", result.validation)?;
+    dict.set_item("validation_real", result.validation_real)?;
+    dict.set_item("checkpoint", result.checkpoint)?;
+    dict.set_item("model", result.model)?;
+    dict.set_item("curves", curves)?;
+    Ok(dict)
+}
+
+/// Seconds per training step of the pretraining loop (forward, losses, backward, Adam) on one
+/// fixed random batch of ``batch`` volumes of ``size``^3, after ``warmup`` untimed steps.
+#[pyfunction]
+#[pyo3(signature = (size, batch=2, features=None, steps=5, warmup=2, device="cpu", seed=0))]
+#[allow(clippy::too_many_arguments)]
+fn bench_train_step(
+    py: Python<'_>,
+    size: usize,
+    batch: usize,
+    features: Option<[i64; 6]>,
+    steps: u64,
+    warmup: u64,
+    device: &str,
+    seed: u64,
+) -> PyResult<f64> {
+    let device = self::device(device)?;
+    without_gil(py, move || {
+        let net = BasicUNetConfig {
+            features: features.unwrap_or(BasicUNetConfig::default().features),
+            ..BasicUNetConfig::default()
+        };
+        let samples: Vec<Sample> = (0..batch as u64).map(|i| blob(size, seed + i)).collect();
+        let config = TrainConfig {
+            batch_size: batch,
+            ..TrainConfig::default()
+        };
+        time_train_step(&net, &config, device, &samples, warmup, steps)
+    })
+}
+
+/// A smooth background with a bright ball: a fixed, cheap stand-in for a synthetic sample.
+fn blob(size: usize, seed: u64) -> Sample {
+    let c = size as f32 * (0.4 + 0.05 * (seed % 4) as f32);
+    let r = size as f32 / 6.0;
+    let healthy = Array3::from_shape_fn((size, size, size), |(z, y, x)| {
+        ((z + 2 * y + 3 * x) as f32 / 17.0).sin()
+    });
+    let mask = Array3::from_shape_fn((size, size, size), |(z, y, x)| {
+        let d = [z, y, x].map(|v| v as f32 - c);
+        f32::from(u8::from(d.iter().map(|v| v * v).sum::<f32>() < r * r))
+    });
+    let tumour = &mask * 2.0;
+    let image = &healthy * &mask.mapv(|m| 1.0 - m) + &tumour;
+    Sample {
+        image,
+        healthy,
+        tumour,
+        mask,
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(pretrain, m)?)?;
+    m.add_function(wrap_pyfunction!(bench_train_step, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+"""layerseg.pretrain and `layerseg pretrain` on the real sample scans, with a tiny network."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import layerseg
+
+TINY = ["--features", "4,4,8,8,16,4"]
+
+
+@pytest.fixture()
+def tiny_profile(tmp_path: Path) -> Path:
+    """brain-mri squashed onto a 32^3 grid, with a tiny network."""
+    profile = json.loads(layerseg.profile_json("brain-mri"))
+    profile["name"] = "tiny-brain"
+    profile["resample"]["target_size"] = [32, 32, 32]
+    profile["inference"]["patch_size"] = [32, 32, 32]
+    profile["network"]["features"] = [4, 4, 8, 8, 16, 4]
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(profile))
+    return path
+
+
+def _steps(run: Path) -> list[int]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def test_pretrain_from_python_with_progress_and_resume(
+    sample_dirs: dict[str, Path], tiny_profile: Path, tmp_path: Path
+) -> None:
+    colin = sample_dirs["colin27"]
+    calls: list[tuple[str, int, int]] = []
+    run = tmp_path / "run"
+    result = layerseg.pretrain(
+        [colin / "image.nii.gz"],
+        run,
+        profile=str(tiny_profile),
+        organ_masks=[colin / "brain.nii.gz"],
+        steps=6,
+        device="cpu",
+        checkpoint_every=3,
+        validate_on=sample_dirs["mrhead"] / "image.nii.gz",
+        progress=lambda what, done, total: calls.append((what, done, total)),
+    )
+    assert result["outcome"] == "finished"
+    assert (result["started_at"], result["step"]) == (0, 6)
+    assert result["validation"] is not None and result["validation_real"] is not None
+    assert calls[-1] == ("pretrain", 6, 6)
+    assert Path(result["model"]).is_file()
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    more = layerseg.pretrain(
+        colin / "image.nii.gz",
+        run,
+        profile=str(tiny_profile),
+        organ_masks=colin / "brain.nii.gz",
+        steps=8,
+        device="cpu",
+        resume=True,
+    )
+    assert (more["started_at"], more["step"]) == (6, 8)
+    assert _steps(run) == list(range(1, 9))
+
+
+def test_cancel_from_the_callback_saves_a_checkpoint(
+    sample_dirs: dict[str, Path], tiny_profile: Path, tmp_path: Path
+) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop(what: str, done: int, total: int) -> None:
+        if done >= 2:
+            raise Stop
+
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        layerseg.pretrain(
+            sample_dirs["mrhead"] / "image.nii.gz",
+            run,
+            profile=str(tiny_profile),
+            steps=50,
+            device="cpu",
+            progress=stop,
+        )
+    assert list((run / "checkpoints").iterdir())
+    again = layerseg.pretrain(
+        sample_dirs["mrhead"] / "image.nii.gz",
+        run,
+        profile=str(tiny_profile),
+        steps=4,
+        device="cpu",
+        resume=True,
+    )
+    assert again["started_at"] >= 2 and again["step"] == 4
+
+
+def _cli(layerseg_bin: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    argv = [str(layerseg_bin), "pretrain", *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, proc.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+def test_cli_trains_and_refuses_bad_input_before_training(
+    layerseg_bin: Path, sample_dirs: dict[str, Path], tiny_profile: Path, tmp_path: Path
+) -> None:
+    scan = sample_dirs["mrhead"] / "image.nii.gz"
+    run = tmp_path / "run"
+    ok = _cli(
+        layerseg_bin,
+        "--profile",
+        tiny_profile,
+        "--healthy",
+        scan,
+        "--out",
+        run,
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        *TINY,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert (run / "curves.png").is_file()
+
+    wider = _cli(
+        layerseg_bin,
+        "--profile",
+        tiny_profile,
+        "--healthy",
+        scan,
+        "--out",
+        run,
+        "--steps",
+        "4",
+        "--device",
+        "cpu",
+        "--resume",
+        "--features",
+        "8,8,8,8,16,8",
+    )
+    _one_line_error(wider, "another network width")
+    assert _steps(run) == [1, 2]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = _cli(layerseg_bin, "--healthy", empty, "--out", tmp_path / "r1", "--device", "cpu")
+    _one_line_error(none, "no healthy scans", str(empty))
+
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a scan")
+    listing = tmp_path / "scans.txt"
+    listing.write_text(f"{scan}\n# a comment\nbroken.nii.gz\n")
+    bad = _cli(
+        layerseg_bin,
+        "--profile",
+        tiny_profile,
+        "--healthy",
+        listing,
+        "--out",
+        tmp_path / "r2",
+        "--device",
+        "cpu",
+        *TINY,
+    )
+    _one_line_error(bad, str(broken))
+    assert not (tmp_path / "r2" / "metrics.jsonl").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cli_cuda_without_a_gpu(
+    layerseg_bin: Path, sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    proc = _cli(
+        layerseg_bin,
+        "--healthy",
+        sample_dirs["mrhead"] / "image.nii.gz",
+        "--out",
+        tmp_path / "run",
+        "--device",
+        "cuda",
+    )
+    _one_line_error(proc, "--device cuda", "no CUDA GPU")
