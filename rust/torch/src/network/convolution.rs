@@ -38,10 +38,16 @@ pub(crate) fn conv_params(
 /// so this evaluates `leaky_relu_backward(grad_output = x, self = x, slope)`, which is
 /// `x > 0 ? x : slope * x` in one kernel. `self` is detached so autograd only differentiates the
 /// `grad_output` argument, whose derivative is exactly LeakyReLU's.
+///
+/// Without autograd (inference) it writes into `x` itself, as MONAI's in-place LeakyReLU does,
+/// which saves one activation-sized allocation per convolution.
 pub(crate) fn leaky_relu(x: &Tensor) -> Result<Tensor> {
-    x.detach()
-        .f_leaky_relu_backward(x, NEGATIVE_SLOPE, false)
-        .context(|| "LeakyReLU".to_string())
+    let result = if x.requires_grad() {
+        x.detach().f_leaky_relu_backward(x, NEGATIVE_SLOPE, false)
+    } else {
+        x.f_leaky_relu_backward_grad_input(x, x, NEGATIVE_SLOPE, false)
+    };
+    result.context(|| "LeakyReLU".to_string())
 }
 
 /// Conv3d(k=3, padding=1, bias) then instance norm (affine, batch statistics always) then
