@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -88,3 +91,52 @@ def test_evaluate_on_paths_and_arrays(sample_dirs: dict[str, Path]) -> None:
     assert empty["lesions_missed"] == empty["lesions"] > 0
     both_empty = layerseg.evaluate(np.zeros_like(truth), np.zeros_like(truth), spacing=(1, 1, 1))
     assert both_empty["dice"] == 1.0 and both_empty["hd95_mm"] is None
+
+
+def _segment_cli(layerseg_bin: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        str(layerseg_bin),
+        "segment",
+        *map(str, args),
+        "--model",
+        str(MODEL),
+        "--profile",
+        PROFILE,
+        "--device",
+        "cpu",
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_cli_refuses_to_overwrite_its_input(
+    sample_dirs: dict[str, Path], layerseg_bin: Path, tmp_path: Path
+) -> None:
+    scan = tmp_path / "scan.nii.gz"
+    shutil.copy(sample_dirs["colin27"] / "image.nii.gz", scan)
+    before = hashlib.sha256(scan.read_bytes()).hexdigest()
+    proc = _segment_cli(layerseg_bin, scan, "--out", scan)
+    assert proc.returncode == 1
+    assert "would overwrite the input" in proc.stderr
+    assert hashlib.sha256(scan.read_bytes()).hexdigest() == before
+
+
+def test_cli_batch_reports_a_bad_case_and_does_the_rest(
+    sample_dirs: dict[str, Path], layerseg_bin: Path, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(sample_dirs["colin27"] / "image.nii.gz", inputs / "colin.nii.gz")
+    (inputs / "broken.nii.gz").write_bytes(b"not a scan")
+    out = tmp_path / "out"
+    proc = _segment_cli(layerseg_bin, inputs, "--out", out, "--overlay", tmp_path / "png")
+    assert proc.returncode == 1
+    assert "broken.nii.gz" in proc.stderr and "1 of 2 scans failed" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["colin.nii.gz"]
+    assert (tmp_path / "png" / "colin.png").stat().st_size > 1000
+
+
+def test_a_tiny_scan_is_resized_not_refused() -> None:
+    tiny = np.zeros((6, 5, 4), np.float32)
+    tiny[1:5, 1:4, 1:3] = 100.0
+    result = layerseg.segment(tiny, np.eye(4), model=MODEL, profile=PROFILE)
+    assert result["mask"].shape == tiny.shape
