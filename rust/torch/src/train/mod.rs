@@ -8,6 +8,7 @@
 //! weights, Adam moments, learning rate and scheduler state it saved.
 
 mod adam;
+mod amp;
 mod plateau;
 mod run;
 mod source;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use adam::{Adam, AdamConfig};
+pub use amp::GradScaler;
 pub use plateau::{Plateau, PlateauConfig, PlateauDecision};
 pub use run::{pretrain, pretrain_with_real, time_train_step, RunOptions, METRICS_FILE};
 pub use source::{Batch, Loader, Sample, SampleSource, SourceError, VALIDATION_BASE};
@@ -54,6 +56,8 @@ pub struct TrainConfig {
     pub queue: usize,
     /// The profile the samples come from, recorded in the model card.
     pub profile: Option<String>,
+    /// float16 autocast with a dynamic loss scale when training on CUDA (CPU stays float32).
+    pub mixed_precision: bool,
 }
 
 impl Default for TrainConfig {
@@ -72,6 +76,7 @@ impl Default for TrainConfig {
             workers: 0,
             queue: 0,
             profile: None,
+            mixed_precision: true,
         }
     }
 }
@@ -130,6 +135,9 @@ pub struct TrainState {
     /// Sum and count of the training losses of the period in progress.
     pub period_loss_sum: f64,
     pub period_steps_done: u64,
+    /// The loss scale of mixed-precision training (unused on the CPU).
+    #[serde(default)]
+    pub grad_scaler: GradScaler,
 }
 
 impl TrainState {
@@ -140,6 +148,7 @@ impl TrainState {
             plateau: Plateau::new(config.plateau),
             period_loss_sum: 0.0,
             period_steps_done: 0,
+            grad_scaler: GradScaler::default(),
         }
     }
 }

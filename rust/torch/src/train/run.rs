@@ -10,6 +10,7 @@ use layerseg_core::Progress;
 use ndarray::Array3;
 use tch::{Device, Tensor};
 
+use super::amp;
 use super::source::{Batch, Loader, Sample, SampleSource, VALIDATION_BASE};
 use super::{Adam, Outcome, TrainConfig, TrainReport, TrainState};
 use crate::checkpoint::{
@@ -108,7 +109,9 @@ impl Trainer {
     }
 
     fn train_step(&mut self, batch: &Batch, step: u64) -> Result<LossValues> {
-        let pred = self.model.net.forward_t(&batch.image, true)?;
+        let amp = self.config.mixed_precision && batch.image.device().is_cuda();
+        let pred = amp::forward(amp, || self.model.net.forward_t(&batch.image, true))?;
+        // The losses are computed in float32 whatever the forward pass ran in.
         let losses = layer_losses(
             &pred,
             &batch.healthy,
@@ -117,11 +120,26 @@ impl Trainer {
             &self.config.loss_weights,
         )?;
         self.adam.zero_grad();
-        losses.total.f_backward().map_err(|e| Error::Torch {
+        let to_backward = if amp {
+            self.state.grad_scaler.scale(&losses.total)?
+        } else {
+            losses.total.shallow_clone()
+        };
+        to_backward.f_backward().map_err(|e| Error::Torch {
             context: format!("backward pass of step {step}"),
             source: e,
         })?;
         let values = losses.values()?;
+        if amp {
+            // An overflow in float16 skips this update and lowers the scale, as GradScaler does.
+            let params = self.model.vs.trainable_variables();
+            let finite = self.state.grad_scaler.unscale(&params)? && values.total.is_finite();
+            if finite {
+                self.adam.step()?;
+            }
+            self.state.grad_scaler.update(finite);
+            return Ok(values);
+        }
         if !values.total.is_finite() {
             return Err(Error::Diverged {
                 step,
