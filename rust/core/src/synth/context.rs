@@ -1,5 +1,7 @@
 //! Checks on the inputs and the statistics every synthesis step needs (foreground box and mean).
 
+use std::sync::OnceLock;
+
 use ndarray::{s, Array3, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
@@ -42,6 +44,9 @@ pub struct Context<'a> {
     pub fg: Foreground,
     /// The foreground's RAS bounding box (mm).
     pub fg_world: ([f64; 3], [f64; 3]),
+    /// Per texture scan, once asked for: [`nonzero_box`] of its voxels, kept for all the cases
+    /// drawn from these inputs.
+    texture_boxes: Vec<OnceLock<(Option<Region>, bool)>>,
 }
 
 fn invalid(what: &str, reason: impl Into<String>) -> Error {
@@ -186,6 +191,74 @@ pub fn foreground(data: &Array3<f32>, mask: Option<&Array3<u8>>) -> (Option<Fore
     (fg, total.nonfinite)
 }
 
+/// The bounding box of the non-zero voxels (`None`: all zero), as [`foreground`]'s without a
+/// mask, and whether any voxel is NaN or infinite. Without the sum and count it needs no
+/// ordered float additions, so it is a few times faster.
+pub fn nonzero_box(data: &Array3<f32>) -> (Option<Region>, bool) {
+    let outer = outer_axis(data);
+    let slices: Vec<usize> = (0..data.len_of(Axis(outer))).collect();
+    let partials: Vec<([usize; 3], [usize; 3], bool)> = slices
+        .into_par_iter()
+        .map(|s| {
+            let slice: ArrayView2<f32> = data.index_axis(Axis(outer), s);
+            let st = slice.strides();
+            let inner = usize::from(st[1].unsigned_abs() < st[0].unsigned_abs());
+            let (mut lo, mut hi, mut nonfinite) = ([usize::MAX; 3], [0; 3], false);
+            for (li, lane) in slice.lanes(Axis(inner)).into_iter().enumerate() {
+                let span = match lane.as_slice() {
+                    Some(values) => {
+                        // Branch-free, so that it vectorises: any exponent all ones.
+                        nonfinite |= values.iter().fold(false, |acc, v| {
+                            acc | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+                        });
+                        values
+                            .iter()
+                            .position(|&v| v != 0.0)
+                            .map(|f| (f, values.iter().rposition(|&v| v != 0.0).unwrap_or(f)))
+                    }
+                    None => {
+                        nonfinite |= lane.iter().any(|v| !v.is_finite());
+                        lane.iter()
+                            .position(|&v| v != 0.0)
+                            .map(|f| (f, lane.iter().rposition(|&v| v != 0.0).unwrap_or(f)))
+                    }
+                };
+                if let Some((first, last)) = span {
+                    let a = slice_index(
+                        outer,
+                        s,
+                        if inner == 0 { first } else { li },
+                        if inner == 1 { first } else { li },
+                    );
+                    let b = slice_index(
+                        outer,
+                        s,
+                        if inner == 0 { last } else { li },
+                        if inner == 1 { last } else { li },
+                    );
+                    for ax in 0..3 {
+                        lo[ax] = lo[ax].min(a[ax]);
+                        hi[ax] = hi[ax].max(b[ax] + 1);
+                    }
+                }
+            }
+            (lo, hi, nonfinite)
+        })
+        .collect();
+    let (mut lo, mut hi, mut nonfinite) = ([usize::MAX; 3], [0; 3], false);
+    for (plo, phi, pnonfinite) in partials {
+        nonfinite |= pnonfinite;
+        for ax in 0..3 {
+            lo[ax] = lo[ax].min(plo[ax]);
+            hi[ax] = hi[ax].max(phi[ax]);
+        }
+    }
+    (
+        (lo[0] != usize::MAX).then_some(Region { lo, hi }),
+        nonfinite,
+    )
+}
+
 /// An invertible affine with finite entries, or an error naming `what`.
 pub fn check_affine(what: &str, a: &Affine) -> Result<Affine> {
     if a.iter().flatten().any(|v| !v.is_finite()) {
@@ -259,7 +332,13 @@ impl<'a> Context<'a> {
             inverse,
             fg,
             fg_world,
+            texture_boxes: inputs.textures.iter().map(|_| OnceLock::new()).collect(),
         })
+    }
+
+    /// [`nonzero_box`] of texture scan `i`, computed once.
+    pub fn texture_box(&self, i: usize) -> (Option<Region>, bool) {
+        *self.texture_boxes[i].get_or_init(|| nonzero_box(&self.inputs.textures[i].data))
     }
 
     /// 1 where a tumour may go inside `region` (organ mask, or non-zero healthy voxels); all 1

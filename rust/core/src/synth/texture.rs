@@ -5,12 +5,11 @@ use ndarray::{s, Array3, ArrayView3, Axis, Zip};
 use rayon::prelude::*;
 
 use super::blur;
-use super::context::{check_affine, foreground, Context};
+use super::context::{check_affine, Context};
 use super::elastic::ControlGrid;
 use super::grid::{world_box, Region};
 use super::noise::uniform;
 use crate::error::{Error, Result};
-use crate::volume::Image;
 
 fn bad(reason: impl Into<String>) -> Error {
     Error::InvalidInput {
@@ -26,20 +25,21 @@ pub fn sigma_voxels(sigma_mm: [f64; 3], spacing: [f64; 3]) -> [f64; 3] {
 
 /// Healthy voxel -> texture voxel, a 3x4 matrix. The two scans are aligned through the RAS
 /// bounding boxes of their non-zero voxels, as the paper aligns them through their crops.
-fn voxel_map(ctx: &Context<'_>, tex: &Image, what: &str) -> Result<[[f64; 4]; 3]> {
+fn voxel_map(ctx: &Context<'_>, index: usize, what: &str) -> Result<[[f64; 4]; 3]> {
+    let tex = &ctx.inputs.textures[index];
     let inv_t = check_affine(what, &tex.affine)?;
-    let (fg, nonfinite) = foreground(&tex.data, None);
+    let (bbox, nonfinite) = ctx.texture_box(index);
     if nonfinite {
         return Err(Error::InvalidInput {
             what: what.into(),
             reason: "contains NaN or infinite voxels".into(),
         });
     }
-    let fg = fg.ok_or_else(|| Error::InvalidInput {
+    let bbox = bbox.ok_or_else(|| Error::InvalidInput {
         what: what.into(),
         reason: "all voxels are zero: there is no anatomy to take a texture from".into(),
     })?;
-    let (tlo, thi) = world_box(&tex.affine, &fg.bbox);
+    let (tlo, thi) = world_box(&tex.affine, &bbox);
     let (hlo, hhi) = ctx.fg_world;
     let a = &ctx.inputs.healthy.affine;
     // world_t = s * (A p + t - hlo) + tlo, then p_t = inv_t * world_t.
@@ -80,7 +80,8 @@ fn trilinear(v: &ArrayView3<f32>, p: [f64; 3]) -> f32 {
         if !(p[a] >= 0.0 && p[a] <= (sh[a] - 1) as f64) {
             return 0.0;
         }
-        let base = (p[a].floor() as usize).min(sh[a].saturating_sub(2));
+        // `p >= 0` here, so truncation is the floor (without a call to libm's `floor`).
+        let base = (p[a] as usize).min(sh[a].saturating_sub(2));
         frac[a] = (p[a] - base as f64) as f32;
         offset += base as isize * st[a];
         step[a] = if sh[a] > 1 { st[a] } else { 0 };
@@ -129,7 +130,7 @@ pub fn scan(
                 ))
             })?;
             let what = format!("texture scan {}", i + 1);
-            (tex, Some(voxel_map(ctx, tex, &what)?))
+            (tex, Some(voxel_map(ctx, i, &what)?))
         }
     };
     let sp = ctx.spacing;
