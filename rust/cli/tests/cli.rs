@@ -1,19 +1,10 @@
 //! The `layerseg` binary end to end: real sample scans, bad input, exit codes, libtorch linking.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-#[path = "../../test-support/samples.rs"]
-mod support;
-use support::sample;
-
-fn layerseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_layerseg"))
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .expect("the layerseg binary runs")
-}
+mod common;
+use common::{layerseg, sample};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -2,22 +2,12 @@
 
 use layerseg_core::io::{read_image, read_labels, ReadOptions};
 use layerseg_core::synth::SynthParams;
-use std::process::{Command, Output};
 
-#[path = "../../test-support/samples.rs"]
-mod support;
-use support::sample;
+mod common;
+use common::{layerseg, sample};
 
 fn sample_str(name: &str, file: &str) -> String {
     sample(name, file).to_string_lossy().into_owned()
-}
-
-fn layerseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_layerseg"))
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .expect("the layerseg binary runs")
 }
 
 #[test]
