@@ -1,5 +1,5 @@
 use anyhow::{bail, Context, Result};
-use layerseg_core::io::{read_labels, ReadOptions};
+use layerseg_core::io::{case_name, nifti_files, read_labels, ReadOptions};
 use layerseg_core::metrics::{evaluate, Metrics};
 use ndarray::Array3;
 use serde_json::json;
@@ -177,29 +177,6 @@ fn pair_cases(args: &Args) -> Result<Vec<Case>> {
         );
     }
     Ok(cases)
-}
-
-pub fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list folder", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.to_string_lossy();
-            p.is_file() && (name.ends_with(".nii") || name.ends_with(".nii.gz"))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-pub fn case_name(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    name.trim_end_matches(".gz")
-        .trim_end_matches(".nii")
-        .to_string()
 }
 
 const COLUMNS: [&str; 13] = [

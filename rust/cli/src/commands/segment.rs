@@ -1,12 +1,13 @@
 use anyhow::{bail, Context, Result};
-use layerseg_core::io::{read_image, read_labels, write_image, write_labels, ReadOptions};
+use layerseg_core::io::{
+    case_name, nifti_files, read_image, read_labels, write_image, write_labels, ReadOptions,
+};
 use layerseg_core::{Profile, Progress};
 use layerseg_torch::inference::{segment, SegmentOptions};
 use layerseg_torch::network::Model;
 use layerseg_torch::{select_device, DeviceChoice};
 use std::path::{Path, PathBuf};
 
-use crate::commands::evaluate::{case_name, nifti_files};
 use crate::figures::{write_three_views, Outline, RED};
 use crate::models;
 use crate::progress::Bar;

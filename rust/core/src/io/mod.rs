@@ -243,3 +243,30 @@ pub(crate) fn nifti_error(path: &Path, e: nifti::NiftiError) -> Error {
         },
     }
 }
+
+/// The `.nii` and `.nii.gz` files directly inside `dir`, sorted by path.
+pub fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_nifti(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A scan's name without the folder and the `.nii`/`.nii.gz` extension.
+pub fn case_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.trim_end_matches(".gz")
+        .trim_end_matches(".nii")
+        .to_string()
+}
+
+fn is_nifti(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(".nii") || name.ends_with(".nii.gz")
+}

@@ -286,13 +286,7 @@ pub fn list_scans(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let entries = std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_nifti(p) && p.is_file())
-                .collect();
-            found.sort();
-            out.extend(found);
+            out.extend(layerseg_core::io::nifti_files(input)?);
         } else if input.extension().is_some_and(|e| e == "txt") {
             let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
             let base = input.parent().unwrap_or(Path::new("."));
@@ -326,11 +320,6 @@ pub fn pair_masks(healthy: &[PathBuf], masks: &[PathBuf]) -> Result<Vec<PathBuf>
             .collect(),
         _ => list_scans(masks),
     }
-}
-
-fn is_nifti(p: &Path) -> bool {
-    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
 /// Unlabelled real scans for validation: each preprocessed as for inference (normalised, on
