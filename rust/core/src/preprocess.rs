@@ -112,7 +112,7 @@ pub fn network_grid(
     let affine = resized_affine(&ras.affine, crop_start, crop_shape, net_shape);
     let grid = Volume::new(resize_linear(ras.data.slice(window), net_shape), affine);
     let region = Volume::new(
-        resize_nearest(region_full.mapv(u8::from).slice(window), net_shape),
+        resize_nearest(region_full.slice(window).mapv(u8::from).view(), net_shape),
         affine,
     );
     let mapping = GridMapping {
