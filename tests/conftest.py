@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ def sample_dirs() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def layerseg_bin() -> Path:
-    path = REPO / "target" / "release" / "layerseg"
+    # LAYERSEG_BIN points a second checkout (a git worktree) at an already built binary.
+    path = Path(os.environ.get("LAYERSEG_BIN", REPO / "target" / "release" / "layerseg"))
     if not path.exists():
         pytest.fail(f"{path} is missing: run `make build` first")
     return path
