@@ -226,10 +226,19 @@ fn mean(values: impl Iterator<Item = Option<f64>>) -> f64 {
     s / n as f64
 }
 
+/// brain-mri with its intensity modes replaced.
+fn with_ratio_modes(modes: serde_json::Value) -> Profile {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&Profile::builtin("brain-mri").unwrap().to_json()).unwrap();
+    v["synthesis"]["intensity"]["modes"] = modes;
+    Profile::from_json(&v.to_string(), "brain-mri, modes replaced").unwrap()
+}
+
 #[test]
 fn mri_tumour_mean_is_the_drawn_ratio_of_the_healthy_mean() {
     let s = scans();
-    let profile = Profile::builtin("brain-mri").unwrap();
+    // The paper's uniform mode alone: a core would move the mean away from the drawn ratio.
+    let profile = with_ratio_modes(json!([{ "weight": 1.0, "ratio": { "min": 1.0, "max": 3.0 } }]));
     let brain_mean = mean(
         s.colin
             .data
@@ -290,15 +299,8 @@ fn ct_tumours_are_hypodense_by_the_drawn_drop() {
 #[test]
 fn t1c_rim_and_core_mode() {
     let s = scans();
-    let mut profile = Profile::builtin("brain-mri").unwrap();
-    let text = profile.to_json().replace(
-        r#""ratio": {
-            "min": 1.0,
-            "max": 3.0
-          }"#,
-        r#""ratio": { "min": 2.0, "max": 2.0 }, "core": { "fraction": { "min": 0.6, "max": 0.6 }, "ratio": { "min": 0.5, "max": 0.5 } }"#,
-    );
-    profile = Profile::from_json(&text, "rim-core").unwrap();
+    let profile = with_ratio_modes(json!([{ "weight": 1.0, "ratio": { "min": 2.0, "max": 2.0 },
+                 "core": { "fraction": { "min": 0.6, "max": 0.6 }, "ratio": { "min": 0.5, "max": 0.5 } } }]));
     let (p, out) = synth::generate(&profile, brain_inputs(s), 2).unwrap();
     let IntensityParams::RatioToHealthyMean {
         core: Some(core), ..

