@@ -25,6 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Segment a real tumour scan zero-shot with the shipped model, draw it and score it.
+    Demo(commands::demo::Args),
     /// Print shape, spacing, orientation, datatype and intensity range of a NIfTI scan.
     Info(commands::info::Args),
     /// Compare predicted masks with ground truth: Dice, HD95, surface distance, detection.
@@ -54,6 +56,7 @@ where
         }
     };
     let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Pretrain(args) => commands::pretrain::run(args),
