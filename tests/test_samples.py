@@ -193,6 +193,36 @@ def test_colin27(fetched: dict[str, Path]) -> None:
     assert 1.2e6 < brain.sum() < 2.0e6  # about 1.7 litres at 1 mm^3
 
 
+@pytest.mark.parametrize(
+    ("name", "shape", "axcodes", "voxels", "whole_head"),
+    [
+        ("mni152", (197, 233, 189), "RAS", 1_886_539, True),
+        ("sri24", (240, 240, 155), "LAS", 1_451_706, False),
+        ("itk_t1", (128, 128, 62), "LSA", 128_472, True),
+    ],
+)
+def test_brain_templates(
+    fetched: dict[str, Path],
+    name: str,
+    shape: tuple[int, int, int],
+    axcodes: str,
+    voxels: int,
+    whole_head: bool,
+) -> None:
+    """The healthy brain training scans: grid, orientation, a brain-sized mask on the same grid."""
+    folder = fetched[name]
+    img, data = _load(folder, "image.nii.gz")
+    assert img.shape == shape
+    assert _axcodes(img) == axcodes
+    brain = _assert_mask(folder, "brain.nii.gz", img, voxels)
+    litres = brain.sum() * float(np.prod(img.header.get_zooms()[:3])) / 1e6
+    assert 1.2 < litres < 2.0
+    # Whole-head scans have scalp and skull outside the mask; skull-stripped ones have nothing.
+    outside = float(np.abs(data[~brain]).mean())
+    assert (outside > 5.0) if whole_head else (outside == 0.0)
+    assert float(data[brain].mean()) > 3 * outside
+
+
 def test_totalseg_ct(fetched: dict[str, Path]) -> None:
     folder = fetched["totalseg_ct"]
     img, data = _load(folder, "image.nii.gz")
