@@ -1,8 +1,31 @@
 //! The core [`Progress`] trait drawn as an indicatif progress bar on stderr (hidden when stderr
-//! is not a terminal, so logs and tests stay clean).
+//! is not a terminal, so logs and tests stay clean), with Ctrl-C (SIGINT) and SIGTERM as cancel:
+//! the first signal asks the work to stop cleanly (training checkpoints and exports its model,
+//! a segmentation writes nothing), a second one exits at once.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use layerseg_core::Progress;
+use layerseg_core::{CancelFlag, Progress};
+use std::sync::OnceLock;
+
+/// Set by the signal handler, installed once per process by the first [`Bar`].
+fn cancel_flag() -> &'static CancelFlag {
+    static FLAG: OnceLock<CancelFlag> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let installed = ctrlc::set_handler(|| {
+            let flag = cancel_flag();
+            if flag.is_set() {
+                eprintln!("layerseg: interrupted again, exiting now");
+                std::process::exit(130);
+            }
+            eprintln!("layerseg: interrupted, stopping cleanly (interrupt again to exit now)");
+            flag.cancel();
+        });
+        if let Err(e) = installed {
+            eprintln!("layerseg: warning: cannot catch Ctrl-C ({e}); it will stop at once");
+        }
+        CancelFlag::default()
+    })
+}
 
 pub struct Bar(ProgressBar);
 
@@ -16,6 +39,7 @@ impl Bar {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
+        cancel_flag();
         Bar(bar)
     }
 }
@@ -43,5 +67,9 @@ impl Progress for Bar {
 
     fn finish(&self) {
         self.0.finish_and_clear();
+    }
+
+    fn cancelled(&self) -> bool {
+        cancel_flag().is_set()
     }
 }
