@@ -194,6 +194,8 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if first is not None and not first.IsA("vtkMRMLLabelMapVolumeNode"):
                 node.SetNodeReferenceID("InputVolume", first.GetID())
         self.setParameterNode(node)
+        if node.GetParameter("Profile") == "":
+            self.updateParameterNodeFromGUI()  # a new node starts from the panel's defaults
 
     def setParameterNode(self, node: Any) -> None:
         if self._parameterNode is not None:
@@ -588,9 +590,17 @@ class LayerSegTest(ScriptedLoadableModuleTest):
                 check_volume(volume)
             self.assertIn(expected, str(raised.exception))
         volume = self._sample()
-        grid = slicer.vtkMRMLGridTransformNode()
-        slicer.mrmlScene.AddNode(grid)
-        volume.SetAndObserveTransformNodeID(grid.GetID())
+        warp = vtk.vtkThinPlateSplineTransform()
+        source, target = vtk.vtkPoints(), vtk.vtkPoints()
+        for p, q in (((0, 0, 0), (0, 0, 5)), ((50, 0, 0), (50, 3, 0)), ((0, 50, 0), (0, 50, 0))):
+            source.InsertNextPoint(p)
+            target.InsertNextPoint(q)
+        warp.SetSourceLandmarks(source)
+        warp.SetTargetLandmarks(target)
+        warp.SetBasisToR()
+        warpNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
+        warpNode.SetAndObserveTransformToParent(warp)
+        volume.SetAndObserveTransformNodeID(warpNode.GetID())
         with self.assertRaises(LayerSegError) as raised:
             check_volume(volume)
         self.assertIn("non-linear", str(raised.exception))
