@@ -51,6 +51,7 @@ lint: build
 	ruff check .
 	ruff format --check .
 	mypy rust/python/python/layerseg
+	mypy --strict slicer_module/LayerSeg/LayerSeg.py slicer_module/LayerSeg/LayerSegLib
 
 rust-test: build
 	cargo test --release --workspace

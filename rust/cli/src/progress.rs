@@ -2,10 +2,27 @@
 //! is not a terminal, so logs and tests stay clean), with Ctrl-C (SIGINT) and SIGTERM as cancel:
 //! the first signal asks the work to stop cleanly (training checkpoints and exports its model,
 //! a segmentation writes nothing), a second one exits at once.
+//!
+//! With `LAYERSEG_PROGRESS=lines` in the environment the bar is replaced by plain lines that a
+//! parent process (the Slicer module) can parse, at most a few per second:
+//!
+//! ```text
+//! layerseg: progress WHAT DONE/TOTAL
+//! layerseg: MESSAGE
+//! ```
 
 use indicatif::{ProgressBar, ProgressStyle};
 use layerseg_core::{CancelFlag, Progress};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The environment variable that selects plain progress lines, and its value.
+pub const PROGRESS_ENV: &str = "LAYERSEG_PROGRESS";
+pub const PROGRESS_LINES: &str = "lines";
+
+/// Plain lines are printed no more often than this (the last one of a phase always is).
+const LINE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Set by the signal handler, installed once per process by the first [`Bar`].
 fn cancel_flag() -> &'static CancelFlag {
@@ -27,10 +44,44 @@ fn cancel_flag() -> &'static CancelFlag {
     })
 }
 
-pub struct Bar(ProgressBar);
+pub struct Bar(Inner);
+
+enum Inner {
+    Drawn(ProgressBar),
+    Lines(Lines),
+}
+
+struct Lines {
+    what: Mutex<String>,
+    total: AtomicU64,
+    done: AtomicU64,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Lines {
+    fn print(&self, force: bool) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if force || last.is_none_or(|t| t.elapsed() >= LINE_INTERVAL) {
+            *last = Some(Instant::now());
+            let what = self.what.lock().unwrap_or_else(|e| e.into_inner());
+            let done = self.done.load(Ordering::SeqCst);
+            let total = self.total.load(Ordering::SeqCst);
+            eprintln!("layerseg: progress {what} {done}/{total}");
+        }
+    }
+}
 
 impl Bar {
     pub fn new() -> Self {
+        cancel_flag();
+        if std::env::var(PROGRESS_ENV).is_ok_and(|v| v == PROGRESS_LINES) {
+            return Bar(Inner::Lines(Lines {
+                what: Mutex::new(String::new()),
+                total: AtomicU64::new(0),
+                done: AtomicU64::new(0),
+                last: Mutex::new(None),
+            }));
+        }
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
@@ -39,8 +90,7 @@ impl Bar {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        cancel_flag();
-        Bar(bar)
+        Bar(Inner::Drawn(bar))
     }
 }
 
@@ -52,21 +102,42 @@ impl Default for Bar {
 
 impl Progress for Bar {
     fn start(&self, what: &str, total: u64) {
-        self.0.set_message(what.to_string());
-        self.0.set_length(total);
-        self.0.set_position(0);
+        match &self.0 {
+            Inner::Drawn(bar) => {
+                bar.set_message(what.to_string());
+                bar.set_length(total);
+                bar.set_position(0);
+            }
+            Inner::Lines(lines) => {
+                *lines.what.lock().unwrap_or_else(|e| e.into_inner()) = what.replace(' ', "_");
+                lines.total.store(total, Ordering::SeqCst);
+                lines.done.store(0, Ordering::SeqCst);
+                lines.print(true);
+            }
+        }
     }
 
     fn advance(&self, n: u64) {
-        self.0.inc(n);
+        match &self.0 {
+            Inner::Drawn(bar) => bar.inc(n),
+            Inner::Lines(lines) => {
+                let done = lines.done.fetch_add(n, Ordering::SeqCst) + n;
+                lines.print(done >= lines.total.load(Ordering::SeqCst));
+            }
+        }
     }
 
     fn message(&self, text: &str) {
-        self.0.println(text);
+        match &self.0 {
+            Inner::Drawn(bar) => bar.println(text),
+            Inner::Lines(_) => eprintln!("layerseg: {text}"),
+        }
     }
 
     fn finish(&self) {
-        self.0.finish_and_clear();
+        if let Inner::Drawn(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
     }
 
     fn cancelled(&self) -> bool {

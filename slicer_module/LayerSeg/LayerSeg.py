@@ -1,0 +1,650 @@
+# Slicer's classes come untyped (no stubs): subclassing them is unavoidable here.
+# mypy: disallow-subclassing-any=False
+"""LayerSeg for 3D Slicer: segment tumours, pretrain on healthy scans, fine-tune on labels.
+
+This file holds the Slicer glue (module, widget, self-test). The work is done by
+``LayerSegLib`` (no Qt): it exports the inputs to temporary NIfTI files, runs the layerseg
+command line in a subprocess, and brings the results back into the scene.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import qt
+import slicer
+import vtk
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from LayerSegLib import dependencies
+from LayerSegLib.logic import Logic, OrganMask, RunningJob
+from LayerSegLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters
+from LayerSegLib.process import CliNotFoundError, Progress, find_cli
+from LayerSegLib.scene import TUMOR_NAME, LayerSegError, check_volume
+
+try:
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:  # Slicer before 5.4
+
+    def _(text: str) -> str:
+        return text
+
+    def translate(context: str, text: str) -> str:
+        return text
+
+
+# Combo box entries, in the order of the items in Resources/UI/LayerSeg.ui.
+PROFILES = ["brain-mri", "liver-ct", "custom"]
+MODELS = ["default", "file"]
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+#
+# LayerSeg
+#
+
+
+class LayerSeg(ScriptedLoadableModule):
+    def __init__(self, parent: Any) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("LayerSeg")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["The LayerSeg authors"]
+        self.parent.helpText = _(
+            "Segments tumours in brain MRI and liver CT with a network pretrained by layer "
+            "decomposition on healthy scans with synthetic tumours (Zhang et al., 2021). "
+            "Choose a volume and press Segment: a Tumor segment appears in a segmentation "
+            "node. Pretrain and Fine-tune train your own models. The work runs in a separate "
+            "process; Cancel stops it. See https://github.com/layerseg/SlicerLayerSeg"
+        )
+        self.parent.acknowledgementText = _(
+            "Method: Zhang X. et al., Self-supervised tumor segmentation through layer "
+            "decomposition, arXiv:2109.03230 (2021). Built on PyTorch and MONAI conventions."
+        )
+
+
+#
+# LayerSegWidget
+#
+
+
+class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel. It reads and writes its state in the module's parameter node, starts one
+    job at a time through the logic and polls it from a timer, so the GUI never blocks."""
+
+    # Parameter name -> widget name and kind, for the simple values.
+    VALUES: ClassVar[dict[str, tuple[str, Any]]] = {
+        "Threshold": ("thresholdSpinBox", "float"),
+        "Overlap": ("overlapSpinBox", "float"),
+        "TTA": ("ttaCheckBox", "bool"),
+        "Probability": ("probabilityCheckBox", "bool"),
+        "ProfileFile": ("profilePathLineEdit", "path"),
+        "ModelFile": ("modelPathLineEdit", "path"),
+        "CliPath": ("cliPathLineEdit", "path"),
+        "HealthyFolder": ("healthyFolderLineEdit", "path"),
+        "PretrainSteps": ("pretrainStepsSpinBox", "int"),
+        "PretrainOutput": ("pretrainOutputLineEdit", "path"),
+        "FinetuneSteps": ("finetuneStepsSpinBox", "int"),
+        "FinetuneOutput": ("finetuneOutputLineEdit", "path"),
+        "Profile": ("profileComboBox", PROFILES),
+        "Model": ("modelComboBox", MODELS),
+        "Device": ("deviceComboBox", DEVICES),
+    }
+    # Node reference role -> single-node selector.
+    NODES: ClassVar[dict[str, str]] = {
+        "InputVolume": "inputVolumeSelector",
+        "OutputSegmentation": "outputSegmentationSelector",
+    }
+    # Parameter name -> checkable node selector (checked node IDs kept comma-separated).
+    CHECKED: ClassVar[dict[str, str]] = {
+        "HealthyVolumes": "healthyVolumesSelector",
+        "FinetuneSegmentations": "finetuneSegmentationsSelector",
+    }
+
+    def __init__(self, parent: Any = None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: LayerSegLogic | None = None
+        self._parameterNode: Any = None
+        self._updatingGUI = False
+        self._running: RunningJob | None = None
+        self._runningKind = ""
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LayerSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = LayerSegLogic()
+        self.ui.progressBar.hide()
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self.onTimer)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        for widgetName, kind in self.VALUES.values():
+            widget = getattr(self.ui, widgetName)
+            if kind == "float" or kind == "int":
+                widget.valueChanged.connect(self.updateParameterNodeFromGUI)
+            elif kind == "bool":
+                widget.toggled.connect(self.updateParameterNodeFromGUI)
+            elif kind == "path":
+                widget.currentPathChanged.connect(self.updateParameterNodeFromGUI)
+            else:
+                widget.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
+        for widgetName in self.NODES.values():
+            getattr(self.ui, widgetName).currentNodeChanged.connect(self.updateParameterNodeFromGUI)
+        for widgetName in self.CHECKED.values():
+            getattr(self.ui, widgetName).checkedNodesChanged.connect(
+                self.updateParameterNodeFromGUI
+            )
+        self.ui.organMaskSelector.currentNodeChanged.connect(self.updateParameterNodeFromGUI)
+        self.ui.organMaskSelector.currentSegmentChanged.connect(self.updateParameterNodeFromGUI)
+
+        self.ui.segmentButton.clicked.connect(self.onSegmentButton)
+        self.ui.pretrainButton.clicked.connect(self.onPretrainButton)
+        self.ui.finetuneButton.clicked.connect(self.onFinetuneButton)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.cancelRunning()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode is not None:
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode
+            )
+
+    def onSceneStartClose(self, caller: Any, event: Any) -> None:
+        self.cancelRunning()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller: Any, event: Any) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # ---- parameter node ------------------------------------------------------------------
+
+    def initializeParameterNode(self) -> None:
+        assert self.logic is not None
+        node = self.logic.getParameterNode()
+        if not node.GetNodeReference("InputVolume"):
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first is not None and not first.IsA("vtkMRMLLabelMapVolumeNode"):
+                node.SetNodeReferenceID("InputVolume", first.GetID())
+        self.setParameterNode(node)
+        if node.GetParameter("Profile") == "":
+            self.updateParameterNodeFromGUI()  # a new node starts from the panel's defaults
+
+    def setParameterNode(self, node: Any) -> None:
+        if self._parameterNode is not None:
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode
+            )
+        self._parameterNode = node
+        if node is not None:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller: Any = None, event: Any = None) -> None:
+        node = self._parameterNode
+        if node is None or self._updatingGUI:
+            return
+        self._updatingGUI = True
+        try:
+            for name, (widgetName, kind) in self.VALUES.items():
+                value = node.GetParameter(name)
+                if value == "":
+                    continue
+                widget = getattr(self.ui, widgetName)
+                if kind == "float":
+                    widget.value = float(value)
+                elif kind == "int":
+                    widget.value = int(value)
+                elif kind == "bool":
+                    widget.checked = value == "true"
+                elif kind == "path":
+                    widget.currentPath = value
+                elif value in kind:
+                    widget.currentIndex = kind.index(value)
+            for role, widgetName in self.NODES.items():
+                getattr(self.ui, widgetName).setCurrentNode(node.GetNodeReference(role))
+            for name, widgetName in self.CHECKED.items():
+                selector = getattr(self.ui, widgetName)
+                checked = set(filter(None, node.GetParameter(name).split(",")))
+                for i in range(selector.nodeCount()):
+                    n = selector.nodeFromIndex(i)
+                    state = qt.Qt.Checked if n.GetID() in checked else qt.Qt.Unchecked
+                    selector.setCheckState(n, state)
+            self.ui.organMaskSelector.setCurrentNode(node.GetNodeReference("OrganMask"))
+            self.ui.organMaskSelector.setCurrentSegmentID(node.GetParameter("OrganMaskSegmentId"))
+        finally:
+            self._updatingGUI = False
+        self.updateButtons()
+
+    def updateParameterNodeFromGUI(self, *args: Any) -> None:
+        node = self._parameterNode
+        if node is None or self._updatingGUI:
+            return
+        wasModifying = node.StartModify()
+        try:
+            for name, (widgetName, kind) in self.VALUES.items():
+                widget = getattr(self.ui, widgetName)
+                if kind in ("float", "int"):
+                    node.SetParameter(name, str(widget.value))
+                elif kind == "bool":
+                    node.SetParameter(name, "true" if widget.checked else "false")
+                elif kind == "path":
+                    node.SetParameter(name, widget.currentPath)
+                else:
+                    node.SetParameter(name, kind[max(widget.currentIndex, 0)])
+            for role, widgetName in self.NODES.items():
+                node.SetNodeReferenceID(role, getattr(self.ui, widgetName).currentNodeID)
+            for name, widgetName in self.CHECKED.items():
+                ids = [n.GetID() for n in getattr(self.ui, widgetName).checkedNodes()]
+                node.SetParameter(name, ",".join(ids))
+            organ = self.ui.organMaskSelector.currentNode()
+            node.SetNodeReferenceID("OrganMask", organ.GetID() if organ else None)
+            node.SetParameter(
+                "OrganMaskSegmentId", self.ui.organMaskSelector.currentSegmentID() or ""
+            )
+        finally:
+            node.EndModify(wasModifying)
+        self.updateButtons()
+
+    def updateButtons(self) -> None:
+        running = self._running is not None
+        buttons = {
+            "segment": (self.ui.segmentButton, _("Segment")),
+            "pretrain": (self.ui.pretrainButton, _("Pretrain")),
+            "finetune": (self.ui.finetuneButton, _("Fine-tune")),
+        }
+        for kind, (button, text) in buttons.items():
+            mine = running and kind == self._runningKind
+            button.text = _("Cancel") if mine else text
+            button.enabled = mine or not running
+        self.ui.profilePathLineEdit.enabled = (
+            self.ui.profileComboBox.currentIndex == PROFILES.index("custom")
+        )
+        self.ui.modelPathLineEdit.enabled = self.ui.modelComboBox.currentIndex == MODELS.index(
+            "file"
+        )
+
+    # ---- gathering the choices -----------------------------------------------------------
+
+    def _profile(self) -> str:
+        choice = PROFILES[self.ui.profileComboBox.currentIndex]
+        if choice != "custom":
+            return str(choice)
+        path = self.ui.profilePathLineEdit.currentPath
+        if not path:
+            raise LayerSegError(_("Choose a profile file, or a built-in profile."))
+        return str(path)
+
+    def _model(self) -> str | None:
+        if MODELS[self.ui.modelComboBox.currentIndex] == "default":
+            return None
+        path = self.ui.modelPathLineEdit.currentPath
+        if not path:
+            raise LayerSegError(_("Choose a model file, or the shipped model."))
+        return str(path)
+
+    def segmentParameters(self) -> SegmentParameters:
+        threshold = self.ui.thresholdSpinBox.value
+        overlap = self.ui.overlapSpinBox.value
+        return SegmentParameters(
+            profile=self._profile(),
+            model=self._model(),
+            device=DEVICES[self.ui.deviceComboBox.currentIndex],
+            threshold=None if threshold <= self.ui.thresholdSpinBox.minimum else threshold,
+            overlap=None if overlap <= self.ui.overlapSpinBox.minimum else overlap,
+            tta=self.ui.ttaCheckBox.checked,
+            probability=self.ui.probabilityCheckBox.checked,
+        )
+
+    def organMask(self) -> OrganMask | None:
+        node = self.ui.organMaskSelector.currentNode()
+        segmentId = self.ui.organMaskSelector.currentSegmentID()
+        if node is None:
+            return None
+        if not segmentId:
+            raise LayerSegError(_("Choose the organ mask segment, or clear the organ mask."))
+        return OrganMask(node, segmentId)
+
+    # ---- running -------------------------------------------------------------------------
+
+    def _start(self, kind: str, start: Any) -> None:
+        """Runs ``start`` (which returns a RunningJob) and shows errors in the panel."""
+        assert self.logic is not None
+        self.logic.cli_path = self.ui.cliPathLineEdit.currentPath or None
+        self.ui.logTextEdit.clear()
+        try:
+            if not self.ensureDependencies():
+                return
+            running = start()
+        except (LayerSegError, CliNotFoundError) as e:
+            self.showError(str(e))
+            return
+        self._running, self._runningKind = running, kind
+        self.ui.progressBar.setRange(0, 0)  # busy until the first progress line
+        self.ui.progressBar.show()
+        self.appendLog(" ".join(running.job.argv))
+        self._timer.start()
+        self.updateButtons()
+
+    def onSegmentButton(self) -> None:
+        if self._running is not None:
+            self.cancelRunning()
+            return
+        assert self.logic is not None
+        logic = self.logic
+        self._start(
+            "segment",
+            lambda: logic.start_segment(
+                self.ui.inputVolumeSelector.currentNode(),
+                self.segmentParameters(),
+                self.organMask(),
+                self.ui.outputSegmentationSelector.currentNode(),
+                on_line=self.appendLog,
+                on_progress=self.onProgress,
+            ),
+        )
+
+    def onPretrainButton(self) -> None:
+        if self._running is not None:
+            self.cancelRunning()
+            return
+        assert self.logic is not None
+        logic = self.logic
+        params = PretrainParameters(
+            out_dir=self.ui.pretrainOutputLineEdit.currentPath,
+            steps=self.ui.pretrainStepsSpinBox.value,
+            device=DEVICES[self.ui.deviceComboBox.currentIndex],
+            healthy_folder=self.ui.healthyFolderLineEdit.currentPath or None,
+        )
+
+        def start() -> RunningJob:
+            params.profile = self._profile()
+            volumes = list(self.ui.healthyVolumesSelector.checkedNodes())
+            return logic.start_pretrain(volumes, params, self.appendLog, self.onProgress)
+
+        self._start("pretrain", start)
+
+    def onFinetuneButton(self) -> None:
+        if self._running is not None:
+            self.cancelRunning()
+            return
+        assert self.logic is not None
+        logic = self.logic
+
+        def start() -> RunningJob:
+            params = FinetuneParameters(
+                out_dir=self.ui.finetuneOutputLineEdit.currentPath,
+                steps=self.ui.finetuneStepsSpinBox.value,
+                profile=self._profile(),
+                model=self._model(),
+                device=DEVICES[self.ui.deviceComboBox.currentIndex],
+            )
+            nodes = list(self.ui.finetuneSegmentationsSelector.checkedNodes())
+            return logic.start_finetune(nodes, params, self.appendLog, self.onProgress)
+
+        self._start("finetune", start)
+
+    def onProgress(self, progress: Progress) -> None:
+        bar = self.ui.progressBar
+        bar.setRange(0, 1000)
+        bar.setValue(int(1000 * progress.fraction))
+        bar.setFormat(f"{progress.what} {progress.done}/{progress.total}")
+
+    def appendLog(self, line: str) -> None:
+        self.ui.logTextEdit.appendPlainText(line)
+
+    def showError(self, message: str) -> None:
+        self.appendLog(_("Error: ") + message)
+        slicer.util.errorDisplay(message, windowTitle=_("LayerSeg"))
+
+    def onTimer(self) -> None:
+        running = self._running
+        if running is None or running.poll() is None:
+            return
+        self._timer.stop()
+        kind = self._runningKind
+        assert self.logic is not None
+        try:
+            if kind == "segment":
+                result = self.logic.finish_segment(running)
+                self.ui.outputSegmentationSelector.setCurrentNode(result.segmentation)
+                self.appendLog(
+                    _("Done: {voxels} tumour voxels in segment {name} of {node}.").format(
+                        voxels=result.voxels, name=TUMOR_NAME, node=result.segmentation.GetName()
+                    )
+                )
+            else:
+                model = self.logic.finish_run(running)
+                self._parameterNode.SetParameter("Model", "file")
+                self._parameterNode.SetParameter("ModelFile", str(model))
+                self.appendLog(
+                    _("Done: model written to {path}; it is now the selected model.").format(
+                        path=model
+                    )
+                )
+        except LayerSegError as e:
+            self.showError(str(e))
+        finally:
+            self._running, self._runningKind = None, ""
+            self.ui.progressBar.hide()
+            self.updateButtons()
+
+    def cancelRunning(self) -> None:
+        running = self._running
+        if running is None:
+            return
+        self._timer.stop()
+        with slicer.util.tryWithErrorDisplay(_("Failed to stop the process."), waitCursor=True):
+            running.cancel()
+        self._running, self._runningKind = None, ""
+        self.appendLog(_("Cancelled."))
+        if hasattr(self, "ui"):
+            self.ui.progressBar.hide()
+            self.updateButtons()
+
+    # ---- dependencies --------------------------------------------------------------------
+
+    def ensureDependencies(self) -> bool:
+        """Makes sure torch 2.13 and layerseg are installed, asking the user first. False when
+        the user declines. Not needed when an executable is configured."""
+        if self.ui.cliPathLineEdit.currentPath or os.environ.get("LAYERSEG_BIN"):
+            return True
+        plan = dependencies.plan(dependencies.installed_versions())
+        if plan.ready:
+            return True
+        if plan.torch_conflict and not slicer.util.confirmOkCancelDisplay(
+            plan.torch_conflict + "\n\n" + _("Replace it?"),
+            windowTitle=_("LayerSeg: PyTorch version"),
+        ):
+            return False
+        hasPipEnsure = hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure")
+        if not hasPipEnsure and not slicer.util.confirmOkCancelDisplay(
+            plan.summary() + "\n\n" + _("Install now?"),
+            windowTitle=_("LayerSeg: install dependencies"),
+        ):
+            return False
+        torchWasImported = "torch" in sys.modules
+        if plan.install_torch:
+            self.installTorch(hasPipEnsure)
+        if plan.install_layerseg:
+            # --no-deps / skip_packages: pip must not swap torch behind the PyTorch extension.
+            if hasPipEnsure:
+                try:
+                    slicer.packaging.pip_ensure(
+                        [dependencies.LAYERSEG_REQUIREMENT, "nibabel>=5"],
+                        skip_packages=["torch"],
+                        requester="LayerSeg",
+                    )
+                except RuntimeError:  # declined in pip_ensure's own dialog
+                    return False
+            else:
+                slicer.util.pip_install(
+                    [dependencies.LAYERSEG_REQUIREMENT, "nibabel>=5", "--no-deps"]
+                )
+        if plan.install_torch and torchWasImported:
+            if slicer.util.confirmYesNoDisplay(
+                _("PyTorch was replaced while an older version is loaded. Restart Slicer now?")
+            ):
+                slicer.util.restart()
+            return False
+        return dependencies.plan(dependencies.installed_versions()).ready
+
+    def installTorch(self, hasPipEnsure: bool) -> None:
+        try:
+            import PyTorchUtils  # the PyTorch extension, when installed
+        except ImportError:
+            PyTorchUtils = None
+        if PyTorchUtils is not None:
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=True, torchVersionRequirement=f"=={dependencies.TORCH_VERSION}"
+            )
+            if torch is None:
+                raise LayerSegError(
+                    _("PyTorch {version} was not installed.").format(
+                        version=dependencies.TORCH_VERSION
+                    )
+                )
+        elif hasPipEnsure:
+            try:
+                slicer.packaging.pip_ensure([dependencies.TORCH_REQUIREMENT], requester="LayerSeg")
+            except RuntimeError as e:
+                raise LayerSegError(_("PyTorch was not installed.")) from e
+        else:
+            slicer.util.pip_install(dependencies.TORCH_REQUIREMENT)
+
+
+#
+# LayerSegLogic
+#
+
+
+class LayerSegLogic(ScriptedLoadableModuleLogic, Logic):
+    """The module logic on Slicer's scene. All the work is in ``LayerSegLib.logic.Logic``,
+    which tests run without Slicer on the slicer-core wheel."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        Logic.__init__(self, slicer.mrmlScene)
+
+
+#
+# LayerSegTest
+#
+
+
+class LayerSegTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (Reload and Test). The input checks and the NIfTI round trip always
+    run; the end-to-end segmentation needs the layerseg package and a shipped model, and is
+    reported as skipped (not passed) when they are missing. The full tests run without
+    Slicer: tests/test_slicer.py."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        for test in (self.test_bad_inputs, self.test_export_round_trip, self.test_segment):
+            self.setUp()
+            test()
+
+    def _sample(self) -> Any:
+        import SampleData
+
+        return SampleData.downloadSample("MRBrainTumor2")
+
+    def test_bad_inputs(self) -> None:
+        self.delayDisplay("Input checks")
+        import numpy as np
+
+        for volume, expected in (
+            (None, "Select an input volume"),
+            (slicer.util.addVolumeFromArray(np.zeros((1, 16, 16), np.int16)), "2D"),
+        ):
+            with self.assertRaises(LayerSegError) as raised:
+                check_volume(volume)
+            self.assertIn(expected, str(raised.exception))
+        volume = self._sample()
+        warp = vtk.vtkThinPlateSplineTransform()
+        source, target = vtk.vtkPoints(), vtk.vtkPoints()
+        for p, q in (((0, 0, 0), (0, 0, 5)), ((50, 0, 0), (50, 3, 0)), ((0, 50, 0), (0, 50, 0))):
+            source.InsertNextPoint(p)
+            target.InsertNextPoint(q)
+        warp.SetSourceLandmarks(source)
+        warp.SetTargetLandmarks(target)
+        warp.SetBasisToR()
+        warpNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
+        warpNode.SetAndObserveTransformToParent(warp)
+        volume.SetAndObserveTransformNodeID(warpNode.GetID())
+        with self.assertRaises(LayerSegError) as raised:
+            check_volume(volume)
+        self.assertIn("non-linear", str(raised.exception))
+
+    def test_export_round_trip(self) -> None:
+        self.delayDisplay("NIfTI export keeps voxels and geometry")
+        import tempfile
+
+        import numpy as np
+
+        from LayerSegLib.scene import ScratchScene, check_same_grid
+
+        volume = self._sample()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "scan.nii"
+            scratch = ScratchScene()
+            scratch.write_volume(volume, path)
+            back = scratch.read(path, labelmap=False)
+            check_same_grid(back, volume, path)
+            np.testing.assert_array_equal(
+                slicer.util.arrayFromVolume(back), slicer.util.arrayFromVolume(volume)
+            )
+
+    def test_segment(self) -> None:
+        self.delayDisplay("Segmenting MRBrainTumor2")
+        try:
+            find_cli()
+        except CliNotFoundError as e:
+            self.skipTest(f"layerseg is not installed in this Slicer: {e}")
+        volume = self._sample()
+        logic = LayerSegLogic()
+        try:
+            result = logic.segment(volume, SegmentParameters(device="cpu"), timeout=600)
+        except LayerSegError as e:
+            if "no shipped model" in str(e):
+                self.skipTest(str(e))
+            raise
+        segment = result.segmentation.GetSegmentation().GetSegment(result.segment_id)
+        self.assertEqual(segment.GetName(), TUMOR_NAME)
+        self.assertEqual(
+            result.segmentation.GetNodeReference(
+                result.segmentation.GetReferenceImageGeometryReferenceRole()
+            ),
+            volume,
+        )
+        logging.info("LayerSeg: %d tumour voxels", result.voxels)
+        self.delayDisplay("Test passed")

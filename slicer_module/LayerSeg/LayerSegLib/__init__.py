@@ -1,0 +1,2 @@
+"""LayerSeg's Slicer logic, importable without Qt: parameters, the subprocess runner, MRML
+helpers, dependency checks and the Logic itself."""

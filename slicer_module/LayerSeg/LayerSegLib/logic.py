@@ -1,0 +1,373 @@
+"""The LayerSeg logic: scene in, layerseg subprocess, scene out. No Qt and no dialogs.
+
+Each operation has a ``start_*`` method that exports what it needs into a temporary folder and
+starts the command line (a :class:`RunningJob`), and a ``finish_*`` method that turns the
+finished run into nodes or files. The widget polls the job from a timer so the GUI stays
+responsive; tests and scripts call the blocking wrappers. Nothing enters the user's scene
+before the subprocess has succeeded and its results have been read and checked.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import slicer
+import vtk
+
+from .parameters import FinetuneParameters, ParameterError, PretrainParameters, SegmentParameters
+from .process import Job, Progress, find_cli
+from .scene import (
+    TUMOR_NAME,
+    LayerSegError,
+    ScratchScene,
+    check_same_grid,
+    check_volume,
+    count_nonzero,
+    find_segment_id,
+    place_like,
+    tumor_segment,
+)
+
+LineCallback = Callable[[str], None]
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class OrganMask:
+    """A segment that limits the search (a brain or liver mask)."""
+
+    segmentation: Any
+    segment_id: str
+
+
+@dataclass
+class SegmentResult:
+    segmentation: Any
+    segment_id: str
+    probability: Any | None
+    voxels: int
+
+
+@dataclass
+class RunningJob:
+    """A started subprocess with the temporary folder it reads from and writes to."""
+
+    job: Job
+    tmp: tempfile.TemporaryDirectory[str]
+    what: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.tmp.name)
+
+    def poll(self) -> int | None:
+        return self.job.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.job.wait(timeout)
+
+    def cancel(self) -> None:
+        """Ends the whole process tree and removes the temporary files."""
+        try:
+            self.job.cancel()
+        finally:
+            self.tmp.cleanup()
+
+    def check_success(self) -> None:
+        """Raises LayerSegError unless the process ended well (the temporary folder is
+        removed on error)."""
+        code = self.job.poll()
+        if code == 0 and not self.job.cancelled:
+            return
+        self.tmp.cleanup()
+        if self.job.cancelled:
+            raise LayerSegError(f"{self.what} was cancelled.")
+        if code is None:
+            raise LayerSegError(f"{self.what} is still running.")
+        detail = self.job.error_text() or "(no output)"
+        raise LayerSegError(f"{self.what} failed (exit code {code}):\n{detail}")
+
+
+def _volume_name(volume: Any) -> str:
+    return str(volume.GetName() or volume.GetID() or "volume")
+
+
+def _safe_file_name(text: str) -> str:
+    kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    return kept.strip("._") or "case"
+
+
+class Logic:
+    """Everything the LayerSeg panel does, on a given MRML ``scene``.
+
+    ``cli`` is the command that runs layerseg (as an argument-list prefix); by default it is
+    found with :func:`~LayerSegLib.process.find_cli` from ``cli_path``, ``$LAYERSEG_BIN``, the
+    Python environment and PATH.
+    """
+
+    def __init__(
+        self, scene: Any, cli: Sequence[str] | None = None, cli_path: str | None = None
+    ) -> None:
+        self.scene = scene
+        self._cli = list(cli) if cli is not None else None
+        self.cli_path = cli_path
+
+    def cli(self) -> list[str]:
+        return list(self._cli) if self._cli is not None else find_cli(self.cli_path)
+
+    # ---- segment -------------------------------------------------------------------------
+
+    def start_segment(
+        self,
+        volume: Any,
+        params: SegmentParameters,
+        organ: OrganMask | None = None,
+        output: Any | None = None,
+        on_line: LineCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> RunningJob:
+        """Checks the inputs, writes them to temporary NIfTI files and starts
+        ``layerseg segment``. ``output``: an existing segmentation node whose Tumor segment
+        is replaced; None makes a new node."""
+        check_volume(volume)
+        try:
+            params.validate()
+        except ParameterError as e:
+            raise LayerSegError(str(e)) from e
+        if output is not None and not output.IsA("vtkMRMLSegmentationNode"):
+            raise LayerSegError(f"'{output.GetName()}' is not a segmentation node.")
+        cli = self.cli()
+        tmp = tempfile.TemporaryDirectory(prefix="layerseg-slicer-")
+        try:
+            folder = Path(tmp.name)
+            scratch = ScratchScene()
+            scan = folder / "scan.nii"
+            scratch.write_volume(volume, scan)
+            organ_file = None
+            if organ is not None:
+                organ_file = folder / "organ.nii"
+                self._write_organ(scratch, organ, volume, organ_file)
+            mask = folder / "mask.nii"
+            prob = folder / "prob.nii" if params.probability else None
+            argv = params.to_argv(cli, scan, mask, prob, organ_file)
+            job = Job(argv, on_line=on_line, on_progress=on_progress)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        return RunningJob(
+            job,
+            tmp,
+            "Segmentation",
+            {"volume": volume, "mask": mask, "prob": prob, "output": output},
+        )
+
+    @staticmethod
+    def _write_organ(scratch: ScratchScene, organ: OrganMask, volume: Any, path: Path) -> None:
+        segmentation = organ.segmentation
+        segment = segmentation.GetSegmentation().GetSegment(organ.segment_id)
+        if segment is None:
+            raise LayerSegError(
+                f"'{segmentation.GetName()}' has no segment '{organ.segment_id}' "
+                "for the organ mask."
+            )
+        voxels = scratch.write_segment(segmentation, organ.segment_id, volume, path)
+        if voxels == 0:
+            raise LayerSegError(
+                f"The organ mask segment '{segment.GetName()}' of '{segmentation.GetName()}' is "
+                f"empty inside '{_volume_name(volume)}'. Paint the organ, or clear the organ mask."
+            )
+
+    def finish_segment(self, running: RunningJob) -> SegmentResult:
+        """Reads the finished run's files, checks them, then adds the Tumor segment (and the
+        probability volume) to the scene. On any error the scene is left as it was."""
+        running.check_success()
+        try:
+            volume = running.extra["volume"]
+            scratch = ScratchScene()
+            mask_path: Path = running.extra["mask"]
+            mask = scratch.read(mask_path, labelmap=True)
+            check_same_grid(mask, volume, mask_path)
+            prob = None
+            if running.extra["prob"] is not None:
+                prob = scratch.read(running.extra["prob"], labelmap=False)
+                check_same_grid(prob, volume, running.extra["prob"])
+            voxels = count_nonzero(mask.GetImageData())
+            segment = tumor_segment(mask, volume)
+            return self._add_results(volume, segment, prob, running.extra["output"], voxels)
+        finally:
+            running.tmp.cleanup()
+
+    def _add_results(
+        self, volume: Any, segment: Any, prob: Any | None, output: Any | None, voxels: int
+    ) -> SegmentResult:
+        added: list[Any] = []
+        try:
+            if output is None:
+                output = slicer.vtkMRMLSegmentationNode()
+                output.SetName(self.scene.GenerateUniqueName(f"{_volume_name(volume)} LayerSeg"))
+                self.scene.AddNode(output)
+                added.append(output)
+                output.CreateDefaultDisplayNodes()
+            segmentation = output.GetSegmentation()
+            old = find_segment_id(output, TUMOR_NAME)
+            if old is not None:
+                segmentation.RemoveSegment(old)
+            if not segmentation.AddSegment(segment):
+                raise LayerSegError(f"cannot add the Tumor segment to '{output.GetName()}'")
+            segment_id = str(segmentation.GetSegmentIdBySegment(segment))
+            output.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+            output.SetNodeReferenceID(
+                output.GetReferenceImageGeometryReferenceRole(), volume.GetID()
+            )
+            place_like(output, volume)
+            prob_node = None
+            if prob is not None:
+                prob_node = slicer.vtkMRMLScalarVolumeNode()
+                prob_node.SetName(
+                    self.scene.GenerateUniqueName(f"{_volume_name(volume)} tumour probability")
+                )
+                matrix = vtk.vtkMatrix4x4()
+                volume.GetIJKToRASMatrix(matrix)
+                prob_node.SetIJKToRASMatrix(matrix)
+                prob_node.SetAndObserveImageData(prob.GetImageData())
+                self.scene.AddNode(prob_node)
+                added.append(prob_node)
+                prob_node.CreateDefaultDisplayNodes()
+                place_like(prob_node, volume)
+            return SegmentResult(output, segment_id, prob_node, voxels)
+        except BaseException:
+            for node in added:
+                self.scene.RemoveNode(node)
+            raise
+
+    def segment(
+        self,
+        volume: Any,
+        params: SegmentParameters,
+        organ: OrganMask | None = None,
+        output: Any | None = None,
+        on_line: LineCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> SegmentResult:
+        """Blocking segmentation: start, wait, finish."""
+        running = self.start_segment(volume, params, organ, output, on_line, on_progress)
+        try:
+            running.wait(timeout)
+        except BaseException:
+            running.cancel()
+            raise
+        return self.finish_segment(running)
+
+    # ---- pretrain ------------------------------------------------------------------------
+
+    def start_pretrain(
+        self,
+        healthy: Sequence[Any],
+        params: PretrainParameters,
+        on_line: LineCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> RunningJob:
+        """Writes the healthy scene volumes to NIfTI and starts ``layerseg pretrain``."""
+        if not healthy and params.healthy_folder is None:
+            raise LayerSegError(
+                "Choose healthy volumes in the scene, or a folder of healthy scans."
+            )
+        for volume in healthy:
+            check_volume(volume)
+        try:
+            params.validate()
+        except ParameterError as e:
+            raise LayerSegError(str(e)) from e
+        cli = self.cli()
+        tmp = tempfile.TemporaryDirectory(prefix="layerseg-slicer-")
+        try:
+            scratch = ScratchScene()
+            files = []
+            for i, volume in enumerate(healthy):
+                path = Path(tmp.name) / f"{i:03d}_{_safe_file_name(_volume_name(volume))}.nii"
+                scratch.write_volume(volume, path)
+                files.append(path)
+            job = Job(params.to_argv(cli, files), on_line=on_line, on_progress=on_progress)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        return RunningJob(job, tmp, "Pretraining", {"model": params.model_path()})
+
+    def finish_run(self, running: RunningJob) -> Path:
+        """The model file a finished pretrain or fine-tune run wrote."""
+        running.check_success()
+        running.tmp.cleanup()
+        model: Path = running.extra["model"]
+        if not model.is_file():
+            raise LayerSegError(f"{running.what} ended without writing {model}.")
+        return model
+
+    # ---- fine-tune -----------------------------------------------------------------------
+
+    def write_datalist(self, segmentations: Sequence[Any], folder: Path) -> Path:
+        """Turns segmentation nodes into labelled cases: each node's reference volume is the
+        image and its Tumor segment (or its only segment) the label, both written on the
+        volume's grid. Returns a MONAI datalist (paths relative to it)."""
+        if not segmentations:
+            raise LayerSegError("Choose segmentations with a tumour segment for fine-tuning.")
+        problems: list[str] = []
+        cases: list[tuple[Any, Any, str]] = []
+        for node in segmentations:
+            volume = node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole())
+            segment_id = find_segment_id(node, TUMOR_NAME)
+            if segment_id is None and node.GetSegmentation().GetNumberOfSegments() == 1:
+                segment_id = str(node.GetSegmentation().GetNthSegmentID(0))
+            if volume is None:
+                problems.append(f"'{node.GetName()}' has no reference volume")
+            elif segment_id is None:
+                problems.append(f"'{node.GetName()}' has no segment named {TUMOR_NAME}")
+            else:
+                try:
+                    check_volume(volume)
+                except LayerSegError as e:
+                    problems.append(str(e))
+                    continue
+                cases.append((node, volume, segment_id))
+        if problems:
+            raise LayerSegError("Cannot fine-tune on these segmentations:\n" + "\n".join(problems))
+        scratch = ScratchScene()
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        (folder / "labels").mkdir(parents=True, exist_ok=True)
+        training = []
+        for i, (node, volume, segment_id) in enumerate(cases):
+            name = f"{i:03d}_{_safe_file_name(_volume_name(volume))}.nii"
+            scratch.write_volume(volume, folder / "images" / name)
+            scratch.write_segment(node, segment_id, volume, folder / "labels" / name)
+            training.append({"image": f"images/{name}", "label": f"labels/{name}"})
+        datalist = folder / "datalist.json"
+        datalist.write_text(json.dumps({"training": training}, indent=2) + "\n")
+        return datalist
+
+    def start_finetune(
+        self,
+        segmentations: Sequence[Any],
+        params: FinetuneParameters,
+        on_line: LineCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> RunningJob:
+        """Writes the labelled cases and starts ``layerseg finetune``."""
+        try:
+            params.validate()
+        except ParameterError as e:
+            raise LayerSegError(str(e)) from e
+        cli = self.cli()
+        tmp = tempfile.TemporaryDirectory(prefix="layerseg-slicer-")
+        try:
+            datalist = self.write_datalist(segmentations, Path(tmp.name))
+            job = Job(params.to_argv(cli, datalist), on_line=on_line, on_progress=on_progress)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        return RunningJob(job, tmp, "Fine-tuning", {"model": params.model_path()})
