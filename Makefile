@@ -45,6 +45,12 @@ demo: build samples
 		--out demo-output/synthetic --count 1 --seed 7 --preview
 	@echo "preview: demo-output/synthetic/case_0000/preview.png"
 
+# MONAI bundle: monai_bundle/models/model.pt from the shipped brain model (models/brain-mri.*).
+.PHONY: bundle-model
+bundle-model: python
+	$(PY) -m layerseg.monai export models/brain-mri.safetensors monai_bundle/models/model.pt \
+		--card models/brain-mri.json
+
 lint: build
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings

@@ -13,25 +13,56 @@ Every array is channel-first, shape ``(C, H, W, D)``; each channel gets the same
 affine comes from the ``MetaTensor`` (or ``{key}_meta_dict["affine"]``, else the identity).
 All randomness comes from ``self.R``: the seed handed to Rust is drawn from it, so
 ``set_random_state`` makes a pipeline reproducible.
+
+The module also holds the other pieces a MONAI user needs to train and run LayerSeg models in
+PyTorch: :class:`LayerDecompositionLoss` (the paper's training loss as a ``torch.nn.Module``),
+:class:`ZScoreNonzerod` (the profiles' ``zscore_nonzero`` normalisation), :func:`load_weights`
+(LayerSeg weights into MONAI's ``BasicUNet``, refusing weights of another width) and
+:func:`export_bundle_model` (``.safetensors`` + model card to a bundle's ``models/model.pt``).
+Run ``python -m layerseg.monai --help`` for the export on the command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Hashable, Mapping
+import os
+import sys
+import tempfile
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 from monai.config.type_definitions import KeysCollection
 from monai.data.meta_tensor import MetaTensor
-from monai.transforms.transform import MapTransform, RandomizableTransform
+from monai.networks.nets.basic_unet import BasicUNet
+from monai.transforms.transform import MapTransform, RandomizableTransform, Transform
 from monai.utils.enums import TransformBackends
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 
 from layerseg._layerseg import synthesize
 
-__all__ = ["RandTumorSynthesis", "RandTumorSynthesisd", "SynthesisResult"]
+__all__ = [
+    "HEALTHY_CHANNEL",
+    "MASK_CHANNEL",
+    "TUMOUR_CHANNEL",
+    "LayerDecompositionLoss",
+    "RandTumorSynthesis",
+    "RandTumorSynthesisd",
+    "SynthesisResult",
+    "ZScoreNonzero",
+    "ZScoreNonzerod",
+    "basic_unet",
+    "basic_unet_shape",
+    "export_bundle_model",
+    "list_scans",
+    "load_weights",
+    "mask_probability",
+    "read_model_card",
+]
 
 _SEED_HIGH = 2**63 - 1
 
@@ -208,3 +239,376 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
                     d[self.params_key] = self.synth.params
                 first = False
         return d
+
+
+# --- Network outputs and the training loss ------------------------------------------------------
+
+#: Output channel of the healthy (normal) layer n̂, as in the Rust network.
+HEALTHY_CHANNEL = 0
+#: Output channel of the tumour layer ŝ.
+TUMOUR_CHANNEL = 1
+#: Output channel of the mask logit m̂; ``sigmoid`` of it is the tumour probability.
+MASK_CHANNEL = 2
+
+#: The Dice loss's smoothing constant, in numerator and denominator (as in the Rust loss).
+DICE_SMOOTH = 1e-7
+
+
+def mask_probability(pred: torch.Tensor) -> torch.Tensor:
+    """``sigmoid`` of the mask channel of a channel-first prediction ``(3, ...)``, kept as one
+    channel ``(1, ...)`` (a ``MetaTensor`` stays one). For a batch use ``pred[:, 2:3]``."""
+    if pred.ndim < 1 or pred.shape[0] != 3:
+        raise ValueError(
+            "expected a channel-first prediction with 3 channels (healthy layer, tumour layer, "
+            f"mask logit), got shape {tuple(pred.shape)}"
+        )
+    return torch.sigmoid(pred[MASK_CHANNEL : MASK_CHANNEL + 1].float())
+
+
+class LayerDecompositionLoss(torch.nn.Module):
+    """The layer-decomposition training loss (Zhang et al. 2021; ``method.md`` section 5), the
+    same computation as LayerSeg's Rust trainer (``rust/torch/src/losses.rs``).
+
+    ``forward(input, target)``: ``input`` is the network output ``(B, 3, D, H, W)`` (healthy
+    layer n̂, tumour layer ŝ, mask logit m̂); ``target`` stacks the targets the same way: healthy
+    layer N, tumour layer T and the binary mask M. With p = sigmoid(m̂), everything in float32:
+
+    - ``dice`` = 1 - (2·Σ p·M + 1e-7) / (Σ p + Σ M + 1e-7), one ratio over the whole batch;
+    - ``healthy`` = mean |n̂ - N| and ``tumour`` = mean |ŝ - T| over every voxel;
+    - ``healthy_in_tumour`` / ``tumour_in_tumour``: the same errors averaged over the tumour voxels
+      (M > 0.5) only, and 0 unless the batch has both tumour and other voxels;
+    - the loss is Σ weight · term, all weights 1 by default as in the paper.
+
+    :meth:`terms` returns every term. MONAI trainers call it as ``loss_function(pred, label)``.
+    """
+
+    TERMS = ("dice", "healthy", "tumour", "healthy_in_tumour", "tumour_in_tumour")
+
+    def __init__(
+        self,
+        dice: float = 1.0,
+        healthy: float = 1.0,
+        tumour: float = 1.0,
+        healthy_in_tumour: float = 1.0,
+        tumour_in_tumour: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.weights = {
+            "dice": float(dice),
+            "healthy": float(healthy),
+            "tumour": float(tumour),
+            "healthy_in_tumour": float(healthy_in_tumour),
+            "tumour_in_tumour": float(tumour_in_tumour),
+        }
+
+    @staticmethod
+    def _check(input: torch.Tensor, target: torch.Tensor) -> None:
+        if input.ndim != 5 or input.shape[1] != 3:
+            raise ValueError(
+                "prediction must be (B, 3, D, H, W): healthy layer, tumour layer, mask logit; "
+                f"got {tuple(input.shape)}"
+            )
+        if target.shape != input.shape:
+            raise ValueError(
+                "target must be (B, 3, D, H, W) like the prediction (healthy layer, tumour layer, "
+                f"mask); got {tuple(target.shape)} for a prediction {tuple(input.shape)}"
+            )
+
+    def terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term as a differentiable float32 scalar, and their weighted sum as ``total``."""
+        self._check(input, target)
+        pred = input.float()
+        target = target.float()
+        healthy_t = target[:, HEALTHY_CHANNEL : HEALTHY_CHANNEL + 1]
+        tumour_t = target[:, TUMOUR_CHANNEL : TUMOUR_CHANNEL + 1]
+        mask = target[:, MASK_CHANNEL : MASK_CHANNEL + 1]
+        healthy_error = (pred[:, HEALTHY_CHANNEL : HEALTHY_CHANNEL + 1] - healthy_t).abs()
+        tumour_error = (pred[:, TUMOUR_CHANNEL : TUMOUR_CHANNEL + 1] - tumour_t).abs()
+        p = torch.sigmoid(pred[:, MASK_CHANNEL : MASK_CHANNEL + 1])
+        intersection = (p * mask).sum()
+        dice = 1.0 - (2.0 * intersection + DICE_SMOOTH) / (p.sum() + mask.sum() + DICE_SMOOTH)
+        selected = (mask > 0.5).float()
+        count = selected.sum()
+        # 1 when the batch has tumour and non-tumour voxels, else 0; no device synchronisation.
+        active = ((count > 0) & (count < selected.numel())).float()
+        scale = active / count.clamp_min(1.0)
+        out = {
+            "dice": dice,
+            "healthy": healthy_error.mean(),
+            "tumour": tumour_error.mean(),
+            "healthy_in_tumour": (healthy_error * selected).sum() * scale,
+            "tumour_in_tumour": (tumour_error * selected).sum() * scale,
+        }
+        total = sum(
+            (self.weights[k] * out[k] for k in self.TERMS), torch.zeros((), device=p.device)
+        )
+        out["total"] = total
+        return out
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.terms(input, target)["total"]
+
+
+# --- Intensity normalisation ----------------------------------------------------------------------
+
+
+class ZScoreNonzero(Transform):
+    """The profiles' ``zscore_nonzero`` rule, exactly as LayerSeg's Rust preprocessing applies it:
+    mean and (population) standard deviation of the NON-ZERO voxels, computed in float64, applied
+    to EVERY voxel (background becomes -mean/std, unlike MONAI's
+    ``NormalizeIntensity(nonzero=True)``, which leaves zeros alone). If the std is below
+    ``min_std`` the volume is min-max scaled to [0, 1] instead; an all-zero volume is unchanged.
+    The statistics are taken over all channels together, as LayerSeg's volumes have one."""
+
+    backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012
+
+    def __init__(self, min_std: float = 0.01) -> None:
+        self.min_std = float(min_std)
+
+    def __call__(self, img: Any) -> Any:
+        x: torch.Tensor = convert_data_type(img, torch.Tensor, dtype=torch.float32)[0]
+        values = x.detach().double()
+        nonzero = values[values != 0]
+        if nonzero.numel() == 0:
+            return convert_to_dst_type(x, img, dtype=torch.float32)[0]
+        mean = nonzero.sum() / nonzero.numel()
+        var = (nonzero * nonzero).sum() / nonzero.numel() - mean * mean
+        std = var.clamp_min(0.0).sqrt()
+        if float(std) >= self.min_std:
+            out = ((values - mean) / std).float()
+        else:
+            lo, hi = x.min(), x.max()
+            out = (x - lo) / (hi - lo) if hi > lo else x
+        return convert_to_dst_type(out, img, dtype=torch.float32)[0]
+
+
+class ZScoreNonzerod(MapTransform):
+    """Dictionary version of :class:`ZScoreNonzero`; each key is normalised on its own."""
+
+    backend = ZScoreNonzero.backend
+
+    def __init__(
+        self, keys: KeysCollection, min_std: float = 0.01, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.normalise = ZScoreNonzero(min_std)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.normalise(d[key])
+        return d
+
+
+# --- Weights: LayerSeg safetensors and model cards, MONAI BasicUNet, bundle model.pt -------------
+
+PathLike = str | os.PathLike[str]
+
+#: One key per entry of MONAI's ``BasicUNet`` ``features``: (key, axis of the width).
+_WIDTH_KEYS = (
+    ("conv_0.conv_0.conv.weight", 0),
+    ("down_1.convs.conv_0.conv.weight", 0),
+    ("down_2.convs.conv_0.conv.weight", 0),
+    ("down_3.convs.conv_0.conv.weight", 0),
+    ("down_4.convs.conv_0.conv.weight", 0),
+    ("upcat_1.convs.conv_0.conv.weight", 0),
+)
+
+
+def basic_unet_shape(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``in_channels``, ``out_channels`` and ``features`` of a BasicUNet state dict."""
+    needed = [k for k, _ in _WIDTH_KEYS] + ["final_conv.weight"]
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise ValueError(
+            f"not the weights of a MONAI BasicUNet: no {', '.join(missing[:3])}"
+            + (f" (and {len(missing) - 3} more)" if len(missing) > 3 else "")
+        )
+    first = state["conv_0.conv_0.conv.weight"]
+    final = state["final_conv.weight"]
+    if first.ndim != 5 or final.ndim != 5:
+        raise ValueError("not the weights of a 3D BasicUNet: its convolutions are not 3D")
+    return {
+        "in_channels": int(first.shape[1]),
+        "out_channels": int(final.shape[0]),
+        "features": tuple(int(state[k].shape[axis]) for k, axis in _WIDTH_KEYS),
+    }
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model weights not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except Exception as e:  # safetensors raises its own error types
+            raise ValueError(f"{path}: not a readable safetensors file: {e}") from e
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad files
+        raise ValueError(f"{path}: not a PyTorch state dict readable with weights_only: {e}") from e
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]  # a CheckpointSaver file with several objects
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ValueError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return {str(k): v for k, v in state.items()}
+
+
+def load_weights(
+    network: torch.nn.Module, path: PathLike, device: str | torch.device | None = None
+) -> torch.nn.Module:
+    """Load LayerSeg weights (``.safetensors``, or a ``torch.save``-d state dict such as a
+    bundle's ``models/model.pt``) into a MONAI ``BasicUNet`` and return it (on ``device`` when
+    given). Weights of another width or channel count are refused with a message naming both
+    shapes; ``.pt`` files are read with ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    state = _read_state_dict(path)
+    want = network.state_dict()
+    try:
+        have_shape = basic_unet_shape(state)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+    try:
+        want_shape = basic_unet_shape(want)
+    except ValueError as e:
+        raise ValueError(f"the network is not a MONAI BasicUNet: {e}") from e
+    if have_shape != want_shape:
+        raise ValueError(
+            f"{path}: weights of another width: they are a BasicUNet with features "
+            f"{list(have_shape['features'])} (in_channels {have_shape['in_channels']}, "
+            f"out_channels {have_shape['out_channels']}), but the network has features "
+            f"{list(want_shape['features'])} (in_channels {want_shape['in_channels']}, "
+            f"out_channels {want_shape['out_channels']}); build the network with the weights' "
+            "features (in a bundle: --network_def#features)"
+        )
+    missing = sorted(set(want) - set(state))
+    unexpected = sorted(set(state) - set(want))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: the names do not match MONAI's BasicUNet: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+    network.load_state_dict(state, strict=True)
+    if device is not None:
+        network = network.to(device)
+    return network
+
+
+def read_model_card(path: PathLike) -> dict[str, Any]:
+    """A LayerSeg model card (``NAME.json`` beside ``NAME.safetensors``), checked: format 1, a
+    BasicUNet, ``config`` with ``in_channels``, ``out_channels`` and six ``features``."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: model card not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a LayerSeg model card: {e}") from e
+    if not isinstance(card, dict):
+        raise ValueError(f"{path}: not a LayerSeg model card: not a JSON object")
+    if card.get("format") != 1:
+        raise ValueError(
+            f"{path}: model card format {card.get('format')!r} (this LayerSeg reads format 1)"
+        )
+    if card.get("network") != "BasicUNet":
+        raise ValueError(f"{path}: network {card.get('network')!r}; only BasicUNet is supported")
+    config = card.get("config")
+    ok = (
+        isinstance(config, dict)
+        and isinstance(config.get("in_channels"), int)
+        and isinstance(config.get("out_channels"), int)
+        and isinstance(config.get("features"), list)
+        and len(config["features"]) == 6
+        and all(isinstance(f, int) and f > 0 for f in config["features"])
+    )
+    if not ok:
+        raise ValueError(
+            f"{path}: model card config must hold in_channels, out_channels and six positive "
+            f"features, got {config!r}"
+        )
+    return card
+
+
+def basic_unet(
+    features: Sequence[int] = (32, 32, 64, 128, 256, 32),
+    in_channels: int = 1,
+    out_channels: int = 3,
+) -> BasicUNet:
+    """MONAI's 3D ``BasicUNet`` with MONAI's defaults, as LayerSeg's Rust network mirrors it."""
+    return BasicUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        features=tuple(int(f) for f in features),
+    )
+
+
+def export_bundle_model(weights: PathLike, card: PathLike, out: PathLike) -> Path:
+    """Write LayerSeg weights as a MONAI bundle's ``models/model.pt``.
+
+    ``weights`` (``.safetensors``) must fit the network its model card ``card`` describes; the
+    result is ``torch.save`` of the plain BasicUNet state dict, which MONAI's ``CheckpointLoader``
+    and ``torch.load(weights_only=True)`` read. ``out`` is written atomically (a failed export
+    leaves no file and an existing one untouched); its folder is created. Returns ``out``.
+    """
+    info = read_model_card(card)["config"]
+    net = basic_unet(info["features"], info["in_channels"], info["out_channels"])
+    load_weights(net, weights)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{out.name}", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(net.state_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def list_scans(folder: PathLike) -> list[str]:
+    """The ``.nii``/``.nii.gz`` files in ``folder``, sorted; a missing folder or one without
+    scans is an error naming it (a bundle's ``dataset_dir``)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset_dir {path}: no such folder")
+    scans = sorted(
+        str(p) for p in path.iterdir() if p.is_file() and p.name.endswith((".nii", ".nii.gz"))
+    )
+    if not scans:
+        raise FileNotFoundError(f"dataset_dir {path}: no .nii or .nii.gz scans in it")
+    return scans
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m layerseg.monai export WEIGHTS.safetensors OUT/model.pt [--card CARD.json]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m layerseg.monai", description="MONAI helpers for LayerSeg models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser(
+        "export", help="LayerSeg .safetensors + model card -> a MONAI bundle's models/model.pt"
+    )
+    export.add_argument("weights", type=Path, help="LayerSeg weights, NAME.safetensors")
+    export.add_argument("out", type=Path, help="where to write model.pt")
+    export.add_argument("--card", type=Path, help="the model card (default: NAME.json beside)")
+    args = parser.parse_args(argv)
+    card = args.card if args.card is not None else args.weights.with_suffix(".json")
+    try:
+        out = export_bundle_model(args.weights, card, args.out)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,516 @@
+"""The MONAI bundle (monai_bundle/) and layerseg.monai's loss, normalisation and weight helpers,
+run with the real MONAI, PyTorch and `layerseg` binary on the real sample scans, on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import verify_metadata
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    EnsureChannelFirstd,
+    LoadImaged,
+    Orientationd,
+    Resized,
+)
+from safetensors.torch import load_file, save_file
+
+import layerseg
+from layerseg.monai import (
+    LayerDecompositionLoss,
+    RandTumorSynthesisd,
+    ZScoreNonzero,
+    basic_unet,
+    basic_unet_shape,
+    export_bundle_model,
+    load_weights,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "monai_bundle"
+SCHEMA = BUNDLE / "docs" / "meta_schema_20240725.json"
+GOLDEN = REPO / "tests" / "golden" / "basicunet_weights.safetensors"
+TINY_PROFILE = REPO / "tests" / "data" / "tiny-brain.json"
+TINY = (4, 4, 8, 8, 16, 4)
+TINY_ARG = json.dumps(list(TINY))
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def card_for(features: Sequence[int]) -> dict[str, object]:
+    """A LayerSeg model card, as `layerseg pretrain` writes one, for weights of `features`."""
+    return {
+        "format": 1,
+        "network": "BasicUNet",
+        "config": {"in_channels": 1, "out_channels": 3, "features": list(features)},
+        "profile": "brain-mri",
+        "step": 0,
+        "losses": None,
+        "validation": None,
+        "layerseg_version": layerseg.__version__,
+        "device": "cpu",
+        "wall_time_s": 0.0,
+        "optimizer_state": False,
+        "training": None,
+    }
+
+
+def bundle(
+    *args: str, cwd: Path = BUNDLE, launcher: Sequence[str] = ("-m", "monai.bundle")
+) -> subprocess.CompletedProcess[str]:
+    """`python -m monai.bundle ARGS` in the bundle folder, as a user runs it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *launcher, *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    return log
+
+
+def configs(*names: str) -> str:
+    return json.dumps([f"configs/{n}" for n in names])
+
+
+# --- Fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def golden_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden tiny BasicUNet (random instance-norm affines) with a model card beside it."""
+    d = tmp_path_factory.mktemp("golden")
+    weights = d / "golden.safetensors"
+    weights.write_bytes(GOLDEN.read_bytes())
+    (d / "golden.json").write_text(json.dumps(card_for(TINY)))
+    return weights
+
+
+@pytest.fixture(scope="module")
+def pretrained_model(
+    tmp_path_factory: pytest.TempPathFactory, sample_dirs: dict[str, Path], layerseg_bin: Path
+) -> Path:
+    """A tiny model from `layerseg pretrain` (2 steps at 64^3 on Colin27 and its brain mask)."""
+    run = tmp_path_factory.mktemp("pretrain") / "run"
+    colin = sample_dirs["colin27"]
+    subprocess.run(
+        [
+            layerseg_bin, "pretrain", "--profile", TINY_PROFILE,
+            "--healthy", colin / "image.nii.gz", "--organ-masks", colin / "brain.nii.gz",
+            "--out", run, "--steps", "2", "--features", ",".join(map(str, TINY)),
+            "--device", "cpu", "--workers", "1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return run / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def scan_dir(tmp_path_factory: pytest.TempPathFactory, sample_dirs: dict[str, Path]) -> Path:
+    """A dataset_dir holding the real MRBrainTumor2 scan."""
+    d = tmp_path_factory.mktemp("scans")
+    (d / "mrbraintumor2.nii.gz").symlink_to(sample_dirs["mrbraintumor2"] / "image.nii.gz")
+    return d
+
+
+# --- Verification ------------------------------------------------------------------------------
+
+
+def test_metadata_verifies_offline_against_the_shipped_schema(tmp_path: Path) -> None:
+    # The shipped copy is MONAI's official schema; its hash pins it. The download is skipped
+    # because the file exists, so this runs without internet.
+    md5 = "76e1add273836515d0bbb3bc71962474"
+    log = ok(
+        bundle(
+            "verify_metadata",
+            "--meta_file", "configs/metadata.json",
+            "--filepath", str(SCHEMA),
+            "--hash_val", md5,
+        )
+    )  # fmt: skip
+    assert "skipped downloading" in log
+    assert "metadata is verified with no error" in log
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert meta["schema"].endswith(SCHEMA.name)
+    # The same check fails on metadata missing a required field: it really validates.
+    del meta["network_data_format"]
+    broken = tmp_path / "metadata.json"
+    broken.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="network_data_format"):
+        verify_metadata(meta_file=str(broken), filepath=str(SCHEMA), hash_val=md5)
+
+
+def test_network_matches_the_metadata_in_and_out() -> None:
+    log = ok(
+        bundle(
+            "verify_net_in_out",
+            "--net_id", "network_def",
+            "--meta_file", "configs/metadata.json",
+            "--config_file", "configs/inference.json",
+        )
+    )  # fmt: skip
+    assert "data shape of network is verified with no error" in log
+
+
+# --- Inference agreement and round trip --------------------------------------------------------
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+
+
+@pytest.mark.parametrize(
+    ("which", "profile", "size"),
+    # The golden weights' card says brain-mri (128^3); the tiny run used the tiny-brain test
+    # profile, the same recipe at 64^3, which the bundle follows with --spatial_size.
+    [("golden", "brain-mri", 128), ("pretrained", str(TINY_PROFILE), 64)],
+)
+def test_bundle_inference_agrees_with_layerseg_segment(
+    which: str,
+    profile: str,
+    size: int,
+    request: pytest.FixtureRequest,
+    scan_dir: Path,
+    layerseg_bin: Path,
+    tmp_path: Path,
+) -> None:
+    """Weights -> models/model.pt -> `python -m monai.bundle run` writes a mask on the input
+    grid that matches `layerseg segment` on the same scan and weights."""
+    weights: Path = request.getfixturevalue(f"{which}_model")
+    scan = scan_dir / "mrbraintumor2.nii.gz"
+    model_pt = tmp_path / "models" / "model.pt"
+    subprocess.run(
+        [sys.executable, "-m", "layerseg.monai", "export", weights, model_pt],
+        check=True,
+        capture_output=True,
+    )
+    # Untrained tiny networks give probabilities in a narrow band, so threshold at the median
+    # of ours inside the scan: half the voxels sit near the threshold, which makes agreement
+    # a strict test (a fixed 0.5 can give an empty or full mask).
+    prob = tmp_path / "prob.nii.gz"
+    rs_first = tmp_path / "first.nii.gz"
+    common = ["--model", weights, "--profile", profile, "--device", "cpu"]
+    subprocess.run(
+        [layerseg_bin, "segment", scan, "--out", rs_first, "--prob", prob, *common],
+        check=True,
+        capture_output=True,
+    )
+    p = np.asarray(nib.load(prob).dataobj)
+    threshold = float(np.median(p[p > 0]))
+    rs_mask = tmp_path / "layerseg.nii.gz"
+    subprocess.run(
+        [layerseg_bin, "segment", scan, "--out", rs_mask, "--threshold", str(threshold), *common],
+        check=True,
+        capture_output=True,
+    )
+    out = tmp_path / "bundle-out"
+    ok(
+        bundle(
+            "run",
+            "--config_file", "configs/inference.json",
+            "--meta_file", "configs/metadata.json",
+            "--logging_file", "configs/logging.conf",
+            "--dataset_dir", str(scan_dir),
+            "--output_dir", str(out),
+            "--model_path", str(model_pt),
+            "--network_def#features", TINY_ARG,
+            "--threshold", str(threshold),
+            "--spatial_size", json.dumps([size] * 3),
+        )
+    )  # fmt: skip
+    written = out / "mrbraintumor2_seg.nii.gz"
+    ours = nib.load(rs_mask)
+    theirs = nib.load(written)
+    source = nib.load(scan)
+    assert theirs.shape == source.shape
+    np.testing.assert_allclose(theirs.affine, source.affine, atol=1e-5)
+    assert theirs.get_data_dtype() == np.uint8
+    a = np.asarray(ours.dataobj) > 0
+    b = np.asarray(theirs.dataobj) > 0
+    foreground = np.asarray(source.dataobj) != 0
+    # A meaningful mask: some of the scan, not all of it.
+    assert 0.2 < a.sum() / foreground.sum() < 0.8
+    assert dice(a, b) >= 0.999, (a.sum(), b.sum(), dice(a, b))
+
+
+# --- Training ------------------------------------------------------------------------------------
+
+
+def train_overrides(sample_dirs: dict[str, Path], ckpt: Path) -> list[str]:
+    return [
+        "--dataset_dir", str(sample_dirs["colin27"].parent),
+        "--ckpt_dir", str(ckpt),
+        "--network_def#features", TINY_ARG,
+        "--spatial_size", "[64, 64, 64]",
+        "--epochs", "1",
+        "--num_workers", "0",
+    ]  # fmt: skip
+
+
+def check_trained(ckpt: Path, log: str) -> None:
+    assert "Iter: 2/2" in log and "Iter: 3/" not in log, log[-3000:]
+    losses = [float(line.split("train_loss:")[1]) for line in log.splitlines() if "Iter:" in line]
+    assert len(losses) == 2 and all(np.isfinite(losses)), losses
+    state = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)
+    assert basic_unet_shape(state)["features"] == TINY
+    load_weights(basic_unet(TINY), ckpt / "model.pt")
+
+
+def test_train_runs_two_iterations_on_real_scans(
+    sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "models"
+    log = ok(
+        bundle(
+            "run",
+            "--config_file", "configs/train.json",
+            "--meta_file", "configs/metadata.json",
+            "--logging_file", "configs/logging.conf",
+            *train_overrides(sample_dirs, ckpt),
+            "--samples_per_epoch", "4",
+            "--batch_size", "2",
+        )
+    )  # fmt: skip
+    check_trained(ckpt, log)
+
+
+def test_multi_gpu_train_runs_with_torchrun_on_cpu(
+    sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """DDP through torchrun, two processes, gloo: two iterations of one sample per rank."""
+    ckpt = tmp_path / "models"
+    log = ok(
+        bundle(
+            "run",
+            "--config_file", configs("train.json", "multi_gpu_train.json"),
+            "--meta_file", "configs/metadata.json",
+            "--logging_file", "configs/logging.conf",
+            *train_overrides(sample_dirs, ckpt),
+            "--samples_per_epoch", "4",
+            "--batch_size", "1",
+            launcher=(
+                "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "monai.bundle",
+            ),
+        )
+    )  # fmt: skip
+    assert log.count("--- input summary of monai.bundle.scripts.run ---") == 2
+    check_trained(ckpt, log)
+
+
+# --- Bad input -----------------------------------------------------------------------------------
+
+
+def test_missing_datalist_fails_with_monais_own_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-datalist.json"
+    result = bundle(
+        "run",
+        "--config_file", configs("inference.json", "evaluate.json"),
+        "--data_list_file_path", str(missing),
+        "--output_dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"Data list file {missing} does not exist" in result.stderr
+    assert "layerseg" not in result.stderr.split("Traceback")[-1].split(str(missing))[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_bundle_refuses_weights_of_another_width(
+    golden_model: Path, scan_dir: Path, tmp_path: Path
+) -> None:
+    model_pt = export_bundle_model(
+        golden_model, golden_model.with_suffix(".json"), tmp_path / "model.pt"
+    )
+    result = bundle(
+        "run",
+        "--config_file", "configs/inference.json",
+        "--dataset_dir", str(scan_dir),
+        "--output_dir", str(tmp_path / "out"),
+        "--model_path", str(model_pt),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "weights of another width" in result.stderr
+    assert "features [4, 4, 8, 8, 16, 4]" in result.stderr
+    assert "features [32, 32, 64, 128, 256, 32]" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_and_dataset_dir_are_named(scan_dir: Path, tmp_path: Path) -> None:
+    missing_model = bundle(
+        "run",
+        "--config_file", "configs/inference.json",
+        "--dataset_dir", str(scan_dir),
+        "--model_path", str(tmp_path / "nothing.pt"),
+    )  # fmt: skip
+    assert missing_model.returncode != 0
+    assert f"{tmp_path / 'nothing.pt'}: model weights not found" in missing_model.stderr
+    missing_dir = bundle(
+        "run", "--config_file", "configs/inference.json", "--dataset_dir", str(tmp_path / "x")
+    )
+    assert missing_dir.returncode != 0
+    assert f"dataset_dir {tmp_path / 'x'}: no such folder" in missing_dir.stderr
+
+
+# --- layerseg.monai: export and loading ----------------------------------------------------------
+
+
+def test_export_gives_a_weights_only_state_dict_with_the_same_network(
+    golden_model: Path, tmp_path: Path
+) -> None:
+    out = export_bundle_model(golden_model, golden_model.with_suffix(".json"), tmp_path / "m.pt")
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    reference = load_file(str(GOLDEN))
+    assert state.keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert torch.equal(state[name], tensor), name
+    net = basic_unet(TINY)
+    net.load_state_dict(state, strict=True)
+    assert basic_unet_shape(state) == {"in_channels": 1, "out_channels": 3, "features": TINY}
+
+
+def test_export_refuses_a_card_of_another_width_and_leaves_nothing(
+    golden_model: Path, tmp_path: Path
+) -> None:
+    card = tmp_path / "wide.json"
+    card.write_text(json.dumps(card_for((8, 8, 16, 16, 32, 8))))
+    out = tmp_path / "models" / "model.pt"
+    with pytest.raises(ValueError, match=r"weights of another width.*\[4, 4, 8, 8, 16, 4\]"):
+        export_bundle_model(golden_model, card, out)
+    assert not out.parent.exists()
+    # An existing model.pt is left alone by a failed export.
+    out.parent.mkdir()
+    out.write_bytes(b"previous")
+    with pytest.raises(ValueError):
+        export_bundle_model(golden_model, card, out)
+    assert out.read_bytes() == b"previous"
+    assert [f.name for f in out.parent.iterdir()] == ["model.pt"]
+
+
+def test_loader_rejects_files_that_are_not_basicunet_weights(tmp_path: Path) -> None:
+    other = tmp_path / "other.safetensors"
+    save_file({"encoder.weight": torch.zeros(2, 2)}, str(other))
+    with pytest.raises(ValueError, match="not the weights of a MONAI BasicUNet"):
+        load_weights(basic_unet(TINY), other)
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({**card_for(TINY), "format": 7}))
+    with pytest.raises(ValueError, match="model card format 7"):
+        export_bundle_model(GOLDEN, card, tmp_path / "m.pt")
+
+
+# --- layerseg.monai: the loss ---------------------------------------------------------------------
+
+
+def stack(*channels: Sequence[float]) -> torch.Tensor:
+    """(1, C, 1, 1, V) from per-channel voxel values."""
+    return torch.tensor([list(c) for c in channels], dtype=torch.float32)[None, :, None, None]
+
+
+def test_loss_hand_computed_terms() -> None:
+    # The Rust test's case: one sample, four voxels, tumour at voxel 0, logit 0 (p = 0.5):
+    # Dice = 1 - (1 + e) / (3 + e); healthy error 1 everywhere; tumour error 2 at voxel 0.
+    pred = stack([1, 1, 1, 1], [2, 0, 0, 0], [0, 0, 0, 0])
+    target = stack([0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0])
+    t = LayerDecompositionLoss().terms(pred, target)
+    expected = {
+        "dice": 1 - (1 + 1e-7) / (3 + 1e-7),
+        "healthy": 1.0,
+        "tumour": 0.5,
+        "healthy_in_tumour": 1.0,
+        "tumour_in_tumour": 2.0,
+    }
+    for name, value in expected.items():
+        assert t[name].item() == pytest.approx(value, abs=1e-6), name
+    assert t["total"].item() == pytest.approx(sum(expected.values()), abs=1e-6)
+    weighted = LayerDecompositionLoss(dice=0, healthy=2, tumour=0.5, tumour_in_tumour=0)
+    assert weighted(pred, target).item() == pytest.approx(2 * 1 + 0.5 * 0.5 + 1.0, abs=1e-6)
+
+
+def test_loss_dice_is_one_ratio_over_the_batch_and_tumour_terms_need_both_classes() -> None:
+    big = 30.0
+    pred = torch.cat([stack([0, 0], [0, 0], [big, -big]), stack([0, 0], [0, 0], [0, 0])])
+    target = torch.cat([stack([0, 0], [0, 0], [1, 0]), stack([0, 0], [0, 0], [0, 0])])
+    # Batch Dice 1 - 2*1/(1 + 1 + 1) = 1/3; a mean of per-sample Dice would give 0.5.
+    assert LayerDecompositionLoss().terms(pred, target)["dice"].item() == pytest.approx(1 / 3)
+    for mask in ([0.0, 0.0], [1.0, 1.0]):
+        p = stack([1, 1], [1, 1], [0, 0]).requires_grad_(True)
+        t = LayerDecompositionLoss().terms(p, stack([0, 0], [0, 0], mask))
+        assert t["healthy_in_tumour"].item() == 0 and t["tumour_in_tumour"].item() == 0
+        t["total"].backward()
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+    with pytest.raises(ValueError, match=r"\(B, 3, D, H, W\)"):
+        LayerDecompositionLoss()(torch.zeros(1, 2, 1, 1, 4), torch.zeros(1, 2, 1, 1, 4))
+    with pytest.raises(ValueError, match="target"):
+        LayerDecompositionLoss()(torch.zeros(1, 3, 1, 1, 4), torch.zeros(1, 3, 1, 1, 5))
+
+
+def test_loss_on_a_real_synthetic_batch_matches_the_formula(sample_dirs: dict[str, Path]) -> None:
+    """Colin27 and its brain mask on a 32^3 grid, a synthetic tumour, the golden network's
+    real output: every term against a float64 NumPy evaluation of method.md's formula."""
+    colin = sample_dirs["colin27"]
+    prepare = Compose(
+        [
+            LoadImaged(["image", "brain"], reader="NibabelReader", image_only=True),
+            EnsureChannelFirstd(["image", "brain"]),
+            Orientationd(["image", "brain"], axcodes="RAS", labels=RAS_LABELS),
+            CropForegroundd(["image", "brain"], source_key="brain"),
+            Resized(["image", "brain"], (32, 32, 32), mode=("trilinear", "nearest")),
+            RandTumorSynthesisd("image", organ_key="brain", mask_key="mask").set_random_state(3),
+        ]
+    )  # fmt: skip
+    d = prepare({"image": str(colin / "image.nii.gz"), "brain": str(colin / "brain.nii.gz")})
+    norm = ZScoreNonzero()
+    healthy = norm(d["image_healthy"]).as_tensor()
+    mask = torch.as_tensor(d["mask"]).float()
+    tumour = norm(d["image_tumour"]).as_tensor() * mask
+    image = norm(d["image"]).as_tensor()
+    assert 0 < mask.sum() < mask.numel()
+    net = basic_unet(TINY)
+    net.load_state_dict(load_file(str(GOLDEN)))
+    with torch.no_grad():
+        pred = net(image[None])
+    target = torch.cat([healthy, tumour, mask])[None]
+    terms = LayerDecompositionLoss().terms(pred, target)
+
+    y = pred.double().numpy()[0]
+    n, s, m = healthy.double().numpy()[0], tumour.double().numpy()[0], mask.double().numpy()[0]
+    p = 1 / (1 + np.exp(-y[2]))
+    inside = m > 0.5
+    expected = {
+        "dice": 1 - (2 * (p * m).sum() + 1e-7) / (p.sum() + m.sum() + 1e-7),
+        "healthy": np.abs(y[0] - n).mean(),
+        "tumour": np.abs(y[1] - s).mean(),
+        "healthy_in_tumour": np.abs(y[0] - n)[inside].mean(),
+        "tumour_in_tumour": np.abs(y[1] - s)[inside].mean(),
+    }
+    for name, value in expected.items():
+        assert terms[name].item() == pytest.approx(value, rel=1e-4), name
+    assert terms["total"].item() == pytest.approx(sum(expected.values()), rel=1e-4)
+
+
+def test_zscore_nonzero_follows_the_profile_rule(sample_dirs: dict[str, Path]) -> None:
+    image = np.asarray(nib.load(sample_dirs["mrbraintumor2"] / "image.nii.gz").dataobj)
+    x = torch.from_numpy(image[None, ::4, ::4, ::4].astype(np.float32))
+    out = ZScoreNonzero()(x)
+    values = x.double().numpy()
+    nonzero = values[values != 0]
+    expected = (values - nonzero.mean()) / nonzero.std()
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
+    # Background is shifted too (unlike MONAI's NormalizeIntensity(nonzero=True)).
+    assert (out[x == 0] < 0).all()
+    flat = torch.full((1, 4, 4, 4), 5.0)
+    flat[0, 0, 0, 0] = 5.001  # std < 0.01: min-max scaling instead
+    scaled = ZScoreNonzero()(flat)
+    assert scaled.min().item() == 0 and scaled.max().item() == 1
+    assert torch.equal(ZScoreNonzero()(torch.zeros(1, 2, 2, 2)), torch.zeros(1, 2, 2, 2))
