@@ -380,6 +380,17 @@ def test_export_gives_a_weights_only_state_dict_with_the_same_network(
     assert basic_unet_shape(state) == {"in_channels": 1, "out_channels": 3, "features": TINY}
 
 
+def test_shipped_bundle_model_is_the_shipped_brain_model() -> None:
+    """models/model.pt in the bundle holds exactly the weights of models/brain-mri.safetensors."""
+    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    shipped = load_file(str(REPO / "models" / "brain-mri.safetensors"))
+    assert state.keys() == shipped.keys()
+    for name, tensor in shipped.items():
+        assert torch.equal(state[name], tensor), name
+    card = json.loads((REPO / "models" / "brain-mri.json").read_text())
+    assert list(basic_unet_shape(state)["features"]) == card["config"]["features"]
+
+
 def test_export_refuses_a_card_of_another_width_and_leaves_nothing(
     golden_model: Path, tmp_path: Path
 ) -> None:
