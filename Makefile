@@ -34,22 +34,10 @@ build: python rust
 samples: python
 	$(PY) -m layerseg.samples fetch
 
-# Until a trained model ships: inspect a real tumour scan, then blend a synthetic tumour into a
-# real healthy brain (Colin27) with the paper's recipe and draw it.
-demo: build samples
-	$(BIN) info $$($(PY) -m layerseg.samples path mrbraintumor2)/image.nii.gz
-	$(BIN) synthesize --profile brain-mri \
-		--healthy $$($(PY) -m layerseg.samples path colin27)/image.nii.gz \
-		--organ-mask $$($(PY) -m layerseg.samples path colin27)/brain.nii.gz \
-		--texture $$($(PY) -m layerseg.samples path mrbraintumor2)/image.nii.gz \
-		--out demo-output/synthetic --count 1 --seed 7 --preview
-	@echo "preview: demo-output/synthetic/case_0000/preview.png"
-
-# MONAI bundle: monai_bundle/models/model.pt from the shipped brain model (models/brain-mri.*).
-.PHONY: bundle-model
-bundle-model: python
-	$(PY) -m layerseg.monai export models/brain-mri.safetensors monai_bundle/models/model.pt \
-		--card models/brain-mri.json
+# The main job: segment a real tumour scan (MRBrainTumor2, whole-head T1c) zero-shot with the
+# shipped brain model, write the mask and an overlay PNG, and print Dice against its ground truth.
+demo: build
+	$(BIN) demo --out demo-output
 
 lint: build
 	cargo fmt --all --check
