@@ -1,4 +1,6 @@
+pub mod adapt;
 pub mod evaluate;
+pub mod finetune;
 pub mod info;
 pub mod pretrain;
 pub mod runtime;
