@@ -443,3 +443,83 @@ fn adapt_runs_a_round_on_real_scans_and_repeats_exactly() {
     );
     assert!(a.join("round-1/curves.png").is_file());
 }
+
+#[test]
+fn finetuning_resumes_and_reads_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    let profile = tiny_liver_profile(tmp);
+    let list = write_datalist(
+        tmp,
+        "list.json",
+        serde_json::json!({"training": [{
+            "image": sample("lits117", "image.nii.gz"),
+            "label": sample("lits117", "tumor.nii.gz"),
+            "organ": sample("lits117", "liver.nii.gz"),
+        }]}),
+    );
+    let config = tmp.join("finetune.json");
+    std::fs::write(
+        &config,
+        r#"{"train": {"steps": 2, "batch_size": 1, "validate_every": 2, "checkpoint_every": 2},
+            "augmentation": {"mirror_p": 0.0}, "positive_fraction": 1.0}"#,
+    )
+    .unwrap();
+    let run = tmp.join("run");
+    let golden = golden_weights();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "finetune",
+            "--datalist",
+            s(&list),
+            "--out",
+            s(&run),
+            "--model",
+            s(&golden),
+            "--profile",
+            s(&profile),
+            "--config",
+            s(&config),
+            "--device",
+            "cpu",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let call = |a: Vec<String>| run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    call(args(&[]));
+    call(args(&["--steps", "4", "--resume"]));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<u64> = records
+        .iter()
+        .filter(|r| r.get("loss").is_some())
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+    let validated: Vec<u64> = records
+        .iter()
+        .filter(|r| r.get("validation_dice").is_some())
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(validated, [0, 2, 4]);
+    // The file's settings reached the run and its record.
+    let card = read_json(&run.join("checkpoints/step-000000004/card.json"));
+    assert_eq!(card["training"]["config"]["batch_size"], 1);
+    assert_eq!(
+        card["training"]["objective"]["augmentation"]["mirror_p"],
+        0.0
+    );
+    assert_eq!(card["training"]["objective"]["positive_fraction"], 1.0);
+
+    std::fs::write(&config, r#"{"train": {"stepz": 4}}"#).unwrap();
+    expect_error(
+        &args(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
+        &["finetune.json", "unknown field `stepz`"],
+    );
+}
