@@ -1,4 +1,5 @@
-//! `RUN_DIR/curves.png`: training loss and validation scores over steps, read from
+//! `RUN_DIR/curves.png`: training loss and validation scores (recomposition L1, fine-tuning
+//! Dice) over steps, read from
 //! `metrics.jsonl`, drawn as polylines on white with axes, tick labels and a legend.
 
 use anyhow::{Context, Result};
@@ -22,6 +23,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Series>> {
         ("loss", [31, 119, 180], Vec::new()),
         ("validation", [214, 39, 40], Vec::new()),
         ("validation real", [44, 160, 44], Vec::new()),
+        ("validation dice", [148, 103, 189], Vec::new()),
     ];
     for record in text
         .lines()
@@ -34,6 +36,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Series>> {
             record["loss"]["total"].as_f64(),
             record["validation"].as_f64(),
             record["validation_real"].as_f64(),
+            record["validation_dice"].as_f64(),
         ];
         for (s, v) in series.iter_mut().zip(values) {
             if let Some(v) = v.filter(|v| v.is_finite()) {
@@ -187,6 +190,7 @@ fn glyph(c: char) -> [u8; 5] {
         '-' => [0, 0, 7, 0, 0],
         '+' => [0, 2, 7, 2, 0],
         'a' => [0, 6, 3, 5, 7],
+        'c' => [0, 7, 4, 4, 7],
         'd' => [1, 1, 7, 5, 7],
         'e' => [0, 7, 7, 4, 7],
         'i' => [2, 0, 2, 2, 2],

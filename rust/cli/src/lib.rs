@@ -33,6 +33,10 @@ pub enum Command {
     Evaluate(commands::evaluate::Args),
     /// Train the network on synthetic tumours blended into healthy scans.
     Pretrain(commands::pretrain::Args),
+    /// Fine-tune a model on a few labelled cases (a MONAI datalist or a folder of pairs).
+    Finetune(commands::finetune::Args),
+    /// Self-train a model on unlabelled scans with pseudo-labels (the Sim2Real step).
+    Adapt(commands::adapt::Args),
     /// Show what libtorch sees: CUDA backend, GPUs, CPU threads.
     Runtime(commands::runtime::Args),
     /// Segment tumours: scans in, masks out on each scan's own grid.
@@ -60,6 +64,8 @@ where
         Command::Info(args) => commands::info::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Pretrain(args) => commands::pretrain::run(args),
+        Command::Finetune(args) => commands::finetune::run(args),
+        Command::Adapt(args) => commands::adapt::run(args),
         Command::Runtime(args) => commands::runtime::run(args),
         Command::Segment(args) => commands::segment::run(args),
         Command::Synthesize(args) => commands::synthesize::run(args),

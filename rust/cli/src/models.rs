@@ -73,3 +73,25 @@ pub fn resolve(model: Option<&Path>, profile_name: &str) -> Result<ModelFile> {
     };
     Ok(ModelFile { weights, card })
 }
+
+/// The model and profile of a command that starts from trained weights (`segment`, `finetune`,
+/// `adapt`): `--model`, else the shipped model of the profile; `--profile`, else the model
+/// card's profile, else brain-mri. A profile that contradicts the card is an error.
+pub fn resolve_with_profile(
+    model: Option<&Path>,
+    profile: Option<&str>,
+) -> Result<(ModelFile, Profile)> {
+    let model_file = resolve(model, profile.unwrap_or("brain-mri"))?;
+    let card_profile = model_file.card.as_ref().and_then(|c| c.profile.clone());
+    if let (Some(asked), Some(trained)) = (profile, &card_profile) {
+        if Profile::load(asked)?.name != *trained {
+            bail!(
+                "{}: this model was trained with profile {trained}, not {asked}",
+                model_file.weights.display()
+            );
+        }
+    }
+    let name = profile.map(str::to_string).or(card_profile);
+    let profile = Profile::load(name.as_deref().unwrap_or("brain-mri"))?;
+    Ok((model_file, profile))
+}

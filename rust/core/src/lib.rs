@@ -2,6 +2,8 @@
 //!
 //! This crate never links libtorch, so it builds and tests in seconds.
 
+pub mod augment;
+pub mod datalist;
 pub mod distance;
 pub mod error;
 pub mod io;

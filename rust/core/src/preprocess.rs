@@ -44,6 +44,18 @@ impl GridMapping {
         self.paste(crop, 0)
     }
 
+    /// A label map on the input grid (e.g. a ground truth, on the scan's grid) moved onto the
+    /// network grid with nearest neighbour: the training target of that scan.
+    pub fn labels_to_network_grid(&self, labels: &LabelMap) -> Array3<u8> {
+        let (ras, _) = Reorientation::to_ras(labels);
+        let [x, y, z] = self.crop_start;
+        let [dx, dy, dz] = self.crop_shape;
+        resize_nearest(
+            ras.data.slice(s![x..x + dx, y..y + dy, z..z + dz]),
+            self.net_shape,
+        )
+    }
+
     fn paste<T: Clone + Default>(&self, crop: Array3<T>, fill: T) -> Volume<T> {
         let [a, b, c] = self.ras.shape();
         let mut full = Array3::from_elem((a, b, c), fill);

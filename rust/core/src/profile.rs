@@ -9,9 +9,11 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+mod adaptation;
 mod synthesis;
 mod validate;
 
+pub use adaptation::{Adaptation, ResidualSign};
 pub use synthesis::*;
 
 const BRAIN_MRI: &str = include_str!("../profiles/brain-mri.json");
@@ -47,6 +49,10 @@ pub struct Profile {
     pub network: Network,
     pub inference: Inference,
     pub training: Training,
+    /// Self-training on unlabelled scans (`layerseg adapt`); absent: the modality's defaults,
+    /// see [`Profile::adaptation`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<Adaptation>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +207,13 @@ impl Profile {
         Ok(profile)
     }
 
+    /// The `adaptation` section, or the defaults for the profile's modality.
+    pub fn adaptation(&self) -> Adaptation {
+        self.adaptation
+            .clone()
+            .unwrap_or_else(|| Adaptation::for_modality(self.modality))
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a profile always serialises")
     }
@@ -262,6 +275,29 @@ mod tests {
         assert!(err.to_string().contains("synthesis.opacity"), "{err}");
         let err = edited(|v| v["network"]["features"][2] = 0.into()).unwrap_err();
         assert!(err.to_string().contains("network.features"), "{err}");
+    }
+
+    #[test]
+    fn adaptation_section_is_optional_and_checked() {
+        let brain = Profile::builtin("brain-mri").unwrap();
+        assert_eq!(brain.adaptation().residual_sign, ResidualSign::Brighter);
+        assert_eq!(brain.adaptation().max_recomposition_l1, 0.3);
+        let liver = Profile::builtin("liver-ct").unwrap();
+        assert_eq!(liver.adaptation().residual_sign, ResidualSign::Darker);
+        let without = edited(|v| {
+            v.as_object_mut().unwrap().remove("adaptation");
+        })
+        .unwrap();
+        assert_eq!(without.adaptation, None);
+        assert_eq!(
+            without.adaptation(),
+            Adaptation::for_modality(Modality::Mri)
+        );
+        let err = edited(|v| v["adaptation"]["keep_fraction"] = 0.0.into()).unwrap_err();
+        assert!(
+            err.to_string().contains("adaptation.keep_fraction"),
+            "{err}"
+        );
     }
 
     #[test]

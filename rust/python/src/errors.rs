@@ -42,3 +42,25 @@ impl IntoPyErr for layerseg_torch::Error {
 pub fn to_py(e: layerseg_core::Error) -> PyErr {
     e.into_py_err()
 }
+
+/// Errors of the CLI's shared commands (`layerseg_cli::commands::*::execute`): the message is
+/// the whole chain; missing files and cancellation keep their own exception classes.
+impl IntoPyErr for anyhow::Error {
+    fn into_py_err(self) -> PyErr {
+        let text = format!("{self:#}");
+        let root = self.root_cause();
+        let torch = root.downcast_ref::<layerseg_torch::Error>();
+        let core = root.downcast_ref::<layerseg_core::Error>();
+        match (torch, core) {
+            (Some(layerseg_torch::Error::Cancelled), _)
+            | (_, Some(layerseg_core::Error::Cancelled)) => {
+                PyKeyboardInterrupt::new_err("cancelled")
+            }
+            (Some(layerseg_torch::Error::NotFound { .. }), _)
+            | (_, Some(layerseg_core::Error::NotFound { .. })) => {
+                PyFileNotFoundError::new_err(text)
+            }
+            _ => LayerSegError::new_err(text),
+        }
+    }
+}

@@ -178,7 +178,139 @@ fn blob(size: usize, seed: u64) -> Sample {
     }
 }
 
+/// A JSON-serialisable report as Python objects (the same as the JSON file it is written to).
+fn to_python<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    let text = serde_json::to_string(value).map_err(|e| LayerSegError::new_err(e.to_string()))?;
+    py.import("json")?.call_method1("loads", (text,))
+}
+
+/// A missing `--model` as Python's own exception, before any work.
+fn check_model(model: &Option<PathBuf>) -> PyResult<()> {
+    match model {
+        Some(path) if !path.exists() => Err(pyo3::exceptions::PyFileNotFoundError::new_err(
+            format!("{}: file not found", path.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn device_choice(name: &str) -> PyResult<DeviceChoice> {
+    name.parse()
+        .map_err(|e: layerseg_torch::device::DeviceError| LayerSegError::new_err(e.to_string()))
+}
+
+/// Fine-tune a model on labelled cases; see ``layerseg finetune --help``.
+#[pyfunction]
+#[pyo3(signature = (datalist, out, profile=None, model=None, folds=None, fold=None, label_values=None, steps=None, batch=None, lr=None, validate_every=None, patience=None, checkpoint_every=None, augmentation=true, config=None, device="auto", resume=false, seed=None, workers=0, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn finetune<'py>(
+    py: Python<'py>,
+    datalist: PathBuf,
+    out: PathBuf,
+    profile: Option<String>,
+    model: Option<PathBuf>,
+    folds: Option<usize>,
+    fold: Option<usize>,
+    label_values: Option<Vec<u8>>,
+    steps: Option<u64>,
+    batch: Option<usize>,
+    lr: Option<f64>,
+    validate_every: Option<u64>,
+    patience: Option<u32>,
+    checkpoint_every: Option<u64>,
+    augmentation: bool,
+    config: Option<PathBuf>,
+    device: &str,
+    resume: bool,
+    seed: Option<u64>,
+    workers: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if fold.is_some() && folds.is_none() {
+        return Err(LayerSegError::new_err(
+            "fold needs folds (the number of folds)",
+        ));
+    }
+    check_model(&model)?;
+    let args = layerseg_cli::commands::finetune::Args {
+        datalist,
+        out,
+        profile,
+        model,
+        folds,
+        fold,
+        label_value: label_values.unwrap_or_default(),
+        steps,
+        batch,
+        lr,
+        validate_every,
+        patience,
+        checkpoint_every,
+        no_augmentation: !augmentation,
+        config,
+        device: device_choice(device)?,
+        resume,
+        seed,
+        workers,
+    };
+    let reporter = PyProgress::new(progress);
+    let report = without_gil(py, || {
+        layerseg_cli::commands::finetune::execute(&args, &reporter)
+    })
+    .map_err(|e| reporter.take_error().unwrap_or(e))?;
+    if let Some(e) = reporter.take_error() {
+        return Err(e);
+    }
+    to_python(py, &report)
+}
+
+/// Self-train a model on unlabelled scans; see ``layerseg adapt --help``.
+#[pyfunction]
+#[pyo3(signature = (images, out, profile=None, model=None, organ_masks=None, rounds=None, steps=None, batch=None, device="auto", seed=0, workers=0, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn adapt<'py>(
+    py: Python<'py>,
+    images: &Bound<'py, PyAny>,
+    out: PathBuf,
+    profile: Option<String>,
+    model: Option<PathBuf>,
+    organ_masks: Option<&Bound<'py, PyAny>>,
+    rounds: Option<usize>,
+    steps: Option<u64>,
+    batch: Option<usize>,
+    device: &str,
+    seed: u64,
+    workers: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    check_model(&model)?;
+    let args = layerseg_cli::commands::adapt::Args {
+        images: paths(Some(images))?,
+        organ_masks: paths(organ_masks)?,
+        out,
+        profile,
+        model,
+        rounds,
+        steps,
+        batch,
+        device: device_choice(device)?,
+        seed,
+        workers,
+    };
+    let reporter = PyProgress::new(progress);
+    let report = without_gil(py, || {
+        layerseg_cli::commands::adapt::execute(&args, &reporter)
+    })
+    .map_err(|e| reporter.take_error().unwrap_or(e))?;
+    if let Some(e) = reporter.take_error() {
+        return Err(e);
+    }
+    to_python(py, &report)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(finetune, m)?)?;
+    m.add_function(wrap_pyfunction!(adapt, m)?)?;
     m.add_function(wrap_pyfunction!(pretrain, m)?)?;
     m.add_function(wrap_pyfunction!(bench_train_step, m)?)?;
     Ok(())

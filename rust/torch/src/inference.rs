@@ -8,7 +8,7 @@ use ndarray::{Array3, Array4, ArrayView3, Axis};
 use tch::{Device, Kind, Tensor};
 
 use layerseg_core::postprocess::{remove_small_components, threshold};
-use layerseg_core::preprocess::preprocess;
+use layerseg_core::preprocess::{preprocess, Prepared};
 use layerseg_core::sliding_window::{gaussian_importance, plan_windows};
 use layerseg_core::{Image, LabelMap, Profile, Progress};
 
@@ -61,6 +61,19 @@ pub fn segment(
     progress: &dyn Progress,
 ) -> Result<Segmentation> {
     let prepared = preprocess(image, organ, profile)?;
+    segment_prepared(image, &prepared, profile, model, opts, progress)
+}
+
+/// [`segment`] of a scan already preprocessed (`prepared` from `preprocess(image, ...)`), e.g.
+/// one validated again and again during training.
+pub fn segment_prepared(
+    image: &Image,
+    prepared: &Prepared,
+    profile: &Profile,
+    model: &Model,
+    opts: &SegmentOptions,
+    progress: &dyn Progress,
+) -> Result<Segmentation> {
     let window = WindowOptions {
         roi: profile.inference.patch_size,
         overlap: opts.overlap.unwrap_or(profile.inference.overlap),

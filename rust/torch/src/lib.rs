@@ -11,5 +11,8 @@ pub mod train;
 
 pub use device::{select_device, DeviceChoice, Runtime};
 pub use error::{Error, Result};
-pub use losses::{layer_losses, recomposition_l1, LossValues, LossWeights, Losses};
+pub use losses::{
+    finetune_losses, layer_losses, recomposition_l1, FinetuneWeights, LossValues, LossWeights,
+    Losses,
+};
 pub use network::{BasicUNet, BasicUNetConfig, Model};

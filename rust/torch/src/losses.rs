@@ -48,7 +48,8 @@ impl Default for LossWeights {
     }
 }
 
-/// Every term as a scalar float32 tensor (differentiable), and their weighted sum.
+/// Every term as a scalar float32 tensor (differentiable), and their weighted sum. Terms a
+/// loss does not use are zero (`bce` and `recomposition` belong to [`finetune_losses`]).
 #[derive(Debug)]
 pub struct Losses {
     pub total: Tensor,
@@ -57,10 +58,14 @@ pub struct Losses {
     pub tumour: Tensor,
     pub healthy_in_tumour: Tensor,
     pub tumour_in_tumour: Tensor,
+    pub bce: Tensor,
+    pub recomposition: Tensor,
 }
 
-/// The same terms as plain numbers, for logs, metrics and model cards.
+/// The same terms as plain numbers, for logs, metrics and model cards. Missing fields (older
+/// records) read as 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LossValues {
     pub total: f64,
     pub dice: f64,
@@ -68,6 +73,8 @@ pub struct LossValues {
     pub tumour: f64,
     pub healthy_in_tumour: f64,
     pub tumour_in_tumour: f64,
+    pub bce: f64,
+    pub recomposition: f64,
 }
 
 impl Losses {
@@ -84,6 +91,8 @@ impl Losses {
             tumour: v(&self.tumour)?,
             healthy_in_tumour: v(&self.healthy_in_tumour)?,
             tumour_in_tumour: v(&self.tumour_in_tumour)?,
+            bce: v(&self.bce)?,
+            recomposition: v(&self.recomposition)?,
         })
     }
 }
@@ -187,6 +196,7 @@ pub fn layer_losses(
         + &tumour_l1 * weights.tumour
         + &healthy_in * weights.healthy_in_tumour
         + &tumour_in * weights.tumour_in_tumour;
+    let zero = total.f_zeros_like().context(|| "zeros".to_string())?;
     Ok(Losses {
         total,
         dice,
@@ -194,7 +204,111 @@ pub fn layer_losses(
         tumour: tumour_l1,
         healthy_in_tumour: healthy_in,
         tumour_in_tumour: tumour_in,
+        bce: zero.shallow_clone(),
+        recomposition: zero,
     })
+}
+
+/// Weights of the fine-tuning loss terms ([`finetune_losses`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneWeights {
+    pub dice: f64,
+    pub bce: f64,
+    /// The healthy layer against the image outside the labelled tumour.
+    pub healthy: f64,
+    /// The recomposition of both layers against the image, the mask held fixed.
+    pub recomposition: f64,
+}
+
+impl Default for FinetuneWeights {
+    fn default() -> Self {
+        Self {
+            dice: 1.0,
+            bce: 1.0,
+            healthy: 1.0,
+            recomposition: 0.1,
+        }
+    }
+}
+
+/// The supervised loss of fine-tuning on labelled real scans: `image` and binary `label` are
+/// (B, 1, D, H, W). With p = σ(m̂), y = label and x = image:
+///
+/// - `dice` = the batch-level soft Dice loss of p against y (as in pretraining);
+/// - `bce` = mean binary cross-entropy of the mask logit m̂ against y;
+/// - `healthy` = mean |n̂ − x| over the voxels outside the labelled tumour (0 when there are none);
+/// - `recomposition` = mean |ŝ·p' + n̂·(1 − p') − x| over every voxel, with p' = p detached.
+///
+/// Why the layer heads are regularised rather than dropped or frozen: the mask channel is what
+/// the labels improve, but the healthy and tumour layers share the whole decoder with it, and
+/// left alone they drift once the decoder moves. `layerseg adapt` and the label-free model
+/// selection read those layers (the residual x − n̂, the recomposition error), so a fine-tuned
+/// model must keep them meaningful. Outside the labelled tumour the healthy layer has an exact
+/// target, the image itself (in pretraining N = X there), so it stays supervised; the tumour
+/// layer has no label-derived target (the pretraining one is normalised within the synthetic
+/// tumour), so only the recomposition ties it to the image. The mask is detached in that term so
+/// that the label-free regulariser never argues with the labels about the mask; freezing the
+/// heads instead would not help, as their input features still change.
+pub fn finetune_losses(
+    pred: &Tensor,
+    image: &Tensor,
+    label: &Tensor,
+    weights: &FinetuneWeights,
+) -> Result<Losses> {
+    check_prediction(pred)?;
+    check_pair("image", image, pred)?;
+    check_pair("label", label, pred)?;
+    let x = image
+        .f_to_kind(Kind::Float)
+        .context(|| "to float".to_string())?;
+    let y = label
+        .f_to_kind(Kind::Float)
+        .context(|| "to float".to_string())?;
+    let logit = channel(pred, MASK_CHANNEL)?;
+    let probability = logit.f_sigmoid().context(|| "sigmoid".to_string())?;
+    let dice = soft_dice_loss(&probability, &y)?;
+    let terms = || -> Result<(Tensor, Tensor, Tensor), tch::TchError> {
+        let bce = logit.f_binary_cross_entropy_with_logits::<Tensor>(
+            &y,
+            None,
+            None,
+            tch::Reduction::Mean,
+        )?;
+        let healthy = channel(pred, HEALTHY_CHANNEL).map_err(to_tch)?;
+        let outside = y.f_le(0.5)?.f_to_kind(Kind::Float)?;
+        let healthy_l1 = healthy
+            .f_sub(&x)?
+            .f_abs()?
+            .f_mul(&outside)?
+            .f_sum(Kind::Float)?
+            .f_div(&outside.f_sum(Kind::Float)?.f_clamp_min(1.0)?)?;
+        let tumour = channel(pred, TUMOUR_CHANNEL).map_err(to_tch)?;
+        let fixed = probability.f_detach()?;
+        let recomposed = tumour.f_sub(&healthy)?.f_mul(&fixed)?.f_add(&healthy)?;
+        let recomposition = recomposed.f_sub(&x)?.f_abs()?.f_mean(Kind::Float)?;
+        Ok((bce, healthy_l1, recomposition))
+    };
+    let (bce, healthy, recomposition) = terms().context(|| "fine-tuning loss terms".to_string())?;
+    let total = &dice * weights.dice
+        + &bce * weights.bce
+        + &healthy * weights.healthy
+        + &recomposition * weights.recomposition;
+    let zero = total.f_zeros_like().context(|| "zeros".to_string())?;
+    Ok(Losses {
+        total,
+        dice,
+        healthy,
+        tumour: zero.shallow_clone(),
+        healthy_in_tumour: zero.shallow_clone(),
+        tumour_in_tumour: zero,
+        bce,
+        recomposition,
+    })
+}
+
+fn to_tch(e: Error) -> tch::TchError {
+    tch::TchError::Kind(e.to_string())
 }
 
 /// The image the layers recompose: ŝ·σ(m̂) + n̂·(1 − σ(m̂)), (B, 1, D, H, W) float32.
@@ -348,6 +462,56 @@ mod tests {
         assert_eq!(score.size(), [2]);
         close(&score.get(0), 0.5);
         close(&score.get(1), 0.0);
+    }
+
+    #[test]
+    fn finetune_terms_by_hand() {
+        // Two voxels, tumour at voxel 0. Logits 0: p = 0.5, BCE = ln 2 on both voxels.
+        // Healthy layer 1 vs image (3, 2): outside the tumour |1 - 2| = 1. Tumour layer 5:
+        // recomposition 0.5*5 + 0.5*1 = 3, errors (0, 1), mean 0.5.
+        let pred = prediction(
+            &volume(&[&[1.0, 1.0]]),
+            &volume(&[&[5.0, 5.0]]),
+            &volume(&[&[0.0, 0.0]]),
+        )
+        .set_requires_grad(true);
+        let image = volume(&[&[3.0, 2.0]]);
+        let label = volume(&[&[1.0, 0.0]]);
+        let l = finetune_losses(&pred, &image, &label, &FinetuneWeights::default()).unwrap();
+        close(&l.dice, 1.0 - (1.0 + 1e-7) / (2.0 + 1e-7));
+        close(&l.bce, std::f64::consts::LN_2);
+        close(&l.healthy, 1.0);
+        close(&l.recomposition, 0.5);
+        close(&l.tumour, 0.0);
+        let expected = 0.5 + std::f64::consts::LN_2 + 1.0 + 0.05;
+        close(&l.total, expected);
+        // The recomposition term does not push the mask: with only it weighted, the mask
+        // logit gets no gradient.
+        let only = FinetuneWeights {
+            dice: 0.0,
+            bce: 0.0,
+            healthy: 0.0,
+            recomposition: 1.0,
+        };
+        finetune_losses(&pred, &image, &label, &only)
+            .unwrap()
+            .total
+            .backward();
+        let grad = pred.grad();
+        assert_eq!(
+            grad.narrow(1, 2, 1)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        assert!(
+            grad.narrow(1, 1, 1)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[])
+                > 0.0
+        );
     }
 
     #[test]

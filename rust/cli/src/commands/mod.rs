@@ -1,5 +1,7 @@
+pub mod adapt;
 pub mod demo;
 pub mod evaluate;
+pub mod finetune;
 pub mod info;
 pub mod pretrain;
 pub mod runtime;

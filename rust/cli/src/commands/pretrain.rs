@@ -158,7 +158,7 @@ fn join(paths: &[PathBuf]) -> String {
 
 /// The progress bar, with loss lines at most every few seconds (printed plainly when stderr
 /// is not a terminal), curves redrawn at checkpoints, and Ctrl-C as cancel.
-struct TrainProgress {
+pub(crate) struct TrainProgress {
     bar: Bar,
     terminal: bool,
     last_line: Mutex<Option<Instant>>,
@@ -167,7 +167,8 @@ struct TrainProgress {
 }
 
 impl TrainProgress {
-    fn new(curves: PathBuf, every: u64) -> TrainProgress {
+    /// Redraws `curves` from the metrics beside it at every `every`-th step.
+    pub(crate) fn new(curves: PathBuf, every: u64) -> TrainProgress {
         TrainProgress {
             bar: Bar::new(),
             terminal: std::io::stderr().is_terminal(),

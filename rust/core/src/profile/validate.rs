@@ -49,6 +49,9 @@ const BIG: f64 = 1e9;
 
 impl Profile {
     pub(super) fn validate(&self) -> Check {
+        if let Some(adaptation) = &self.adaptation {
+            adaptation.validate()?;
+        }
         if self.name.trim().is_empty() {
             return fail("name", "must not be empty");
         }

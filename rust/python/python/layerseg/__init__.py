@@ -13,6 +13,8 @@ import torch  # noqa: F401  # isort: skip
 from layerseg._layerseg import (
     LayerSegError,
     __version__,
+    adapt,
+    finetune,
     pretrain,
     profile_json,
     read_image,
@@ -28,7 +30,9 @@ from layerseg.api import evaluate, segment
 __all__ = [
     "LayerSegError",
     "__version__",
+    "adapt",
     "evaluate",
+    "finetune",
     "pretrain",
     "profile_json",
     "read_image",

@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension module."""
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -116,6 +116,67 @@ def pretrain(
     from it, or Ctrl-C, saves a checkpoint and re-raises. Returns ``outcome``, ``step``,
     ``started_at``, ``loss``, ``validation``, ``validation_real``, ``checkpoint``, ``model`` and
     ``curves``. The GIL is released while training runs."""
+
+def finetune(
+    datalist: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    profile: str | None = None,
+    model: str | os.PathLike[str] | None = None,
+    folds: int | None = None,
+    fold: int | None = None,
+    label_values: Sequence[int] | None = None,
+    steps: int | None = None,
+    batch: int | None = None,
+    lr: float | None = None,
+    validate_every: int | None = None,
+    patience: int | None = None,
+    checkpoint_every: int | None = None,
+    augmentation: bool = True,
+    config: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    seed: int | None = None,
+    workers: int = 0,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` (default: the model shipped for the profile) on labelled cases, as
+    ``layerseg finetune``. ``datalist`` is a MONAI datalist JSON (``{"training": [{"image":
+    ..., "label": ...}], "validation": [...]}``, paths relative to the file) or a folder of
+    image/label pairs. Label maps must hold 0 and 1 only unless ``label_values`` names the
+    tumour values. Every missing file, grid mismatch and bad label map is reported in one
+    ``LayerSegError`` before training. The validation Dice (of the training cases when there
+    are no validation cases) is measured before the first step and every ``validate_every``
+    steps; the best weights become ``out/model.safetensors``, and the run stops after
+    ``patience`` validations without improvement. ``folds`` runs a cross-validation, each fold
+    in ``out/fold-K`` (``fold``: only that one). ``progress(what, done, total)`` is called after
+    each step; raising from it, or Ctrl-C, saves a checkpoint and re-raises. Returns the report
+    written to ``out/finetune.json``: ``folds`` (each with ``fold``, ``run_dir``,
+    ``training_cases``, ``validation_cases``, ``validated_on_training``, ``start_dice``,
+    ``best_dice``, ``best_step``, ``steps``, ``outcome``, ``model``) and ``mean_dice``. The GIL
+    is released while training runs."""
+
+def adapt(
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    profile: str | None = None,
+    model: str | os.PathLike[str] | None = None,
+    organ_masks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    rounds: int | None = None,
+    steps: int | None = None,
+    batch: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    workers: int = 0,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> dict[str, Any]:
+    """Self-train ``model`` on unlabelled ``images`` (files, folders or ``.txt`` lists) for
+    ``rounds`` rounds, as ``layerseg adapt``: pseudo-labels where the mask and the residual
+    between scan and healthy layer agree, scans with low recomposition error kept, the rule and
+    thresholds from the profile's ``adaptation`` section. Returns the report written to
+    ``out/adapt.json``: ``rounds`` (each with ``round``, ``before`` and ``after`` label-free
+    scores ``recomposition_l1``, ``agreement``, ``tumour_fraction`` and per-scan ``cases``,
+    ``kept``, ``run_dir``, ``model``) and ``model``. Deterministic for a given ``seed``. The GIL
+    is released while it runs."""
 
 def bench_train_step(
     size: int,

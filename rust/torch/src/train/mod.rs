@@ -8,7 +8,10 @@
 //! weights, Adam moments, learning rate and scheduler state it saved.
 
 mod adam;
+mod adapt;
 mod amp;
+mod finetune;
+mod labelled;
 mod plateau;
 mod run;
 mod source;
@@ -19,9 +22,20 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use adam::{Adam, AdamConfig};
+pub use adapt::{
+    adapt, AdaptConfig, AdaptReport, AdaptRound, CaseScore, RoundScores, ADAPT_REPORT,
+};
 pub use amp::GradScaler;
+pub use finetune::{
+    finetune, finetune_cases, FinetuneConfig, FinetuneData, FinetuneReport, FoldResult,
+    ValidationCase, FINETUNE_REPORT,
+};
+pub use labelled::{GridCase, LabelledSource};
 pub use plateau::{Plateau, PlateauConfig, PlateauDecision};
-pub use run::{pretrain, pretrain_with_real, time_train_step, RunOptions, METRICS_FILE};
+pub use run::{
+    pretrain, pretrain_with_real, time_train_step, train, Objective, RunOptions, Validation,
+    BEST_FILE, METRICS_FILE, MODEL_FILE,
+};
 pub use source::{Batch, Loader, Sample, SampleSource, SourceError, VALIDATION_BASE};
 pub use synthetic::{list_scans, load_real_validation, pair_masks, ScanInput, SynthesisSource};
 
@@ -58,6 +72,9 @@ pub struct TrainConfig {
     pub profile: Option<String>,
     /// float16 autocast with a dynamic loss scale when training on CUDA (CPU stays float32).
     pub mixed_precision: bool,
+    /// When the objective selects by validation: stop after this many validations without a
+    /// better score (0: never).
+    pub early_stop_validations: u32,
 }
 
 impl Default for TrainConfig {
@@ -77,6 +94,7 @@ impl Default for TrainConfig {
             queue: 0,
             profile: None,
             mixed_precision: true,
+            early_stop_validations: 0,
         }
     }
 }
@@ -138,6 +156,17 @@ pub struct TrainState {
     /// The loss scale of mixed-precision training (unused on the CPU).
     #[serde(default)]
     pub grad_scaler: GradScaler,
+    /// The best validation's step and score, when the objective selects by validation.
+    #[serde(default)]
+    pub best_step: Option<u64>,
+    #[serde(default)]
+    pub best_score: Option<f64>,
+    /// Validations since the best one (for `early_stop_validations`).
+    #[serde(default)]
+    pub validations_since_best: u32,
+    /// The objective's own settings (e.g. fine-tuning's loss weights and augmentation).
+    #[serde(default)]
+    pub objective: serde_json::Value,
 }
 
 impl TrainState {
@@ -149,6 +178,10 @@ impl TrainState {
             period_loss_sum: 0.0,
             period_steps_done: 0,
             grad_scaler: GradScaler::default(),
+            best_step: None,
+            best_score: None,
+            validations_since_best: 0,
+            objective: serde_json::Value::Null,
         }
     }
 }
@@ -158,7 +191,8 @@ impl TrainState {
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Finished,
-    /// The scheduler's early stop (long plateau or learning rate below the floor).
+    /// The scheduler's early stop (long plateau or learning rate below the floor), or no better
+    /// validation for `early_stop_validations` validations.
     EarlyStopped,
     /// Cancelled (Ctrl-C); a checkpoint was saved first.
     Cancelled,
@@ -176,6 +210,12 @@ pub struct TrainReport {
     pub validation: Option<f64>,
     /// The last recomposition L1 on unlabelled real scans, when some were given.
     pub validation_real: Option<f64>,
+    /// The best validation's step and score, when the objective selects by validation (the
+    /// run's model is that step's weights).
+    pub best_step: Option<u64>,
+    pub best_score: Option<f64>,
+    /// The last validation's selection score.
+    pub last_selection: Option<f64>,
     pub checkpoint: PathBuf,
     /// `RUN_DIR/model.safetensors`, with its card `model.json`.
     pub model: PathBuf,

@@ -1,4 +1,6 @@
-//! The pretraining loop.
+//! The training loop, shared by pretraining, fine-tuning and self-training: Adam with the
+//! plateau schedule, checkpoints and resume, metrics, progress and cancel. What differs between
+//! them (the loss, the validation, the starting weights) is an [`Objective`].
 
 use std::fs::File;
 use std::io::Write;
@@ -17,11 +19,51 @@ use crate::checkpoint::{
     export_model, latest_checkpoint, save_checkpoint, write_atomic, Checkpoint, ModelCard,
 };
 use crate::error::{Error, Result};
-use crate::losses::{layer_losses, recomposition_l1, LossValues};
+use crate::losses::{layer_losses, recomposition_l1, LossValues, Losses};
 use crate::network::{load_weights, BasicUNetConfig, Model};
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const MODEL_FILE: &str = "model.safetensors";
+/// The weights of the best validation so far, with their card `best.json`, when the objective
+/// selects by validation.
+pub const BEST_FILE: &str = "best.safetensors";
+
+/// What one validation found.
+#[derive(Clone, Debug, Default)]
+pub struct Validation {
+    /// Scores written to the metrics, one record each (e.g. `"validation"`, `"validation_dice"`).
+    pub scores: Vec<(&'static str, f64)>,
+    /// More detail for the metrics (e.g. per case), written as one record when not null.
+    pub detail: Option<(&'static str, serde_json::Value)>,
+    /// The label-free score for the model card's `validation`.
+    pub card_validation: Option<f64>,
+    /// Higher is better. When given, the best validation's weights become the run's model and
+    /// `early_stop_validations` watches it.
+    pub selection: Option<f64>,
+}
+
+/// What a run optimises and how it is validated; the loop around it is shared.
+pub trait Objective {
+    /// The progress phase, e.g. "pretrain".
+    fn name(&self) -> &'static str;
+    /// Weights to start a fresh run from, instead of a random initialisation.
+    fn initial_weights(&self) -> Option<&Path> {
+        None
+    }
+    /// The training loss of one batch.
+    fn losses(&self, pred: &Tensor, batch: &Batch) -> Result<Losses>;
+    /// Scores the model at a validation step (without gradients).
+    fn validate(&self, model: &Model, device: Device, batch_size: usize) -> Result<Validation>;
+    /// Whether validation selects the model: then the starting weights (before the first step
+    /// of a fresh run) and the last step are validated too, so that neither can be missed.
+    fn selects_by_validation(&self) -> bool {
+        false
+    }
+    /// The objective's own settings, recorded in the training state.
+    fn record(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
 
 /// Where and how a run happens, apart from its settings.
 pub struct RunOptions<'a> {
@@ -41,8 +83,16 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(net: &BasicUNetConfig, config: &TrainConfig, run: &RunOptions) -> Result<Trainer> {
-        let model = Model::new(net, run.device)?;
+    fn new(
+        net: &BasicUNetConfig,
+        config: &TrainConfig,
+        run: &RunOptions,
+        init: Option<&Path>,
+    ) -> Result<Trainer> {
+        let model = match init {
+            Some(path) => Model::load(net, run.device, path)?,
+            None => Model::new(net, run.device)?,
+        };
         let adam = Adam::new(&model.vs, config.adam)?;
         let mut card = ModelCard::new(net, run.device);
         card.profile = config.profile.clone();
@@ -108,17 +158,16 @@ impl Trainer {
         Ok(())
     }
 
-    fn train_step(&mut self, batch: &Batch, step: u64) -> Result<LossValues> {
+    fn train_step(
+        &mut self,
+        objective: &dyn Objective,
+        batch: &Batch,
+        step: u64,
+    ) -> Result<LossValues> {
         let amp = self.config.mixed_precision && batch.image.device().is_cuda();
         let pred = amp::forward(amp, || self.model.net.forward_t(&batch.image, true))?;
         // The losses are computed in float32 whatever the forward pass ran in.
-        let losses = layer_losses(
-            &pred,
-            &batch.healthy,
-            &batch.tumour,
-            &batch.mask,
-            &self.config.loss_weights,
-        )?;
+        let losses = objective.losses(&pred, batch)?;
         self.adam.zero_grad();
         let to_backward = if amp {
             self.state.grad_scaler.scale(&losses.total)?
@@ -150,41 +199,6 @@ impl Trainer {
         Ok(values)
     }
 
-    /// Mean recomposition L1 over the validation samples, batch by batch, without gradients.
-    fn validate(&self, samples: &[Sample], device: Device) -> Result<f64> {
-        let mut total = 0.0;
-        for chunk in samples.chunks(self.config.batch_size) {
-            let batch = Batch::from_samples(chunk, device)?;
-            let scores = tch::no_grad(|| -> Result<Tensor> {
-                let pred = self.model.net.forward_t(&batch.image, false)?;
-                recomposition_l1(&pred, &batch.image)
-            })?;
-            total += scores
-                .f_sum(tch::Kind::Double)
-                .and_then(|t| t.f_double_value(&[]))
-                .map_err(Error::from)?;
-        }
-        Ok(total / samples.len() as f64)
-    }
-
-    /// Mean recomposition L1 over unlabelled real volumes, one at a time (shapes may differ).
-    fn validate_real(&self, volumes: &[Array3<f32>], device: Device) -> Result<f64> {
-        let mut total = 0.0;
-        for volume in volumes {
-            let (d, h, w) = volume.dim();
-            let flat: Vec<f32> = volume.iter().copied().collect();
-            let score = tch::no_grad(|| -> Result<f64> {
-                let image = Tensor::f_from_slice(&flat)
-                    .and_then(|t| t.f_reshape([1, 1, d as i64, h as i64, w as i64]))
-                    .and_then(|t| t.f_to_device(device))?;
-                let pred = self.model.net.forward_t(&image, false)?;
-                Ok(recomposition_l1(&pred, &image)?.f_double_value(&[0])?)
-            })?;
-            total += score;
-        }
-        Ok(total / volumes.len() as f64)
-    }
-
     fn checkpoint(&mut self, run_dir: &Path, wall_time_s: f64) -> Result<PathBuf> {
         self.card.step = self.adam.steps();
         self.card.wall_time_s = wall_time_s;
@@ -199,6 +213,14 @@ impl Trainer {
             Some(&moments),
             self.config.keep_checkpoints,
         )
+    }
+
+    /// The current weights as `RUN_DIR/best.safetensors` (and `best.json`).
+    fn export_best(&mut self, run_dir: &Path, wall_time_s: f64) -> Result<()> {
+        self.card.step = self.adam.steps();
+        self.card.wall_time_s = wall_time_s;
+        export_model(&self.model.vs, &self.card, &run_dir.join(BEST_FILE))?;
+        Ok(())
     }
 }
 
@@ -254,6 +276,83 @@ fn validation_samples<S: SampleSource + ?Sized>(source: &S, n: u64) -> Result<Ve
         .collect()
 }
 
+/// The pretraining objective (method.md sections 5 and 6): the layer-decomposition losses,
+/// validated by the recomposition L1 on held-out synthetic samples and, when given, on
+/// unlabelled real volumes.
+struct Pretraining {
+    weights: crate::losses::LossWeights,
+    samples: Vec<Sample>,
+    real: Vec<Array3<f32>>,
+}
+
+impl Pretraining {
+    /// Mean recomposition L1 over the validation samples, batch by batch, without gradients.
+    fn validate_synthetic(&self, model: &Model, device: Device, batch_size: usize) -> Result<f64> {
+        let samples = &self.samples;
+        let mut total = 0.0;
+        for chunk in samples.chunks(batch_size) {
+            let batch = Batch::from_samples(chunk, device)?;
+            let scores = tch::no_grad(|| -> Result<Tensor> {
+                let pred = model.net.forward_t(&batch.image, false)?;
+                recomposition_l1(&pred, &batch.image)
+            })?;
+            total += scores
+                .f_sum(tch::Kind::Double)
+                .and_then(|t| t.f_double_value(&[]))
+                .map_err(Error::from)?;
+        }
+        Ok(total / samples.len() as f64)
+    }
+
+    /// Mean recomposition L1 over unlabelled real volumes, one at a time (shapes may differ).
+    fn validate_real(&self, model: &Model, device: Device) -> Result<f64> {
+        let volumes = &self.real;
+        let mut total = 0.0;
+        for volume in volumes {
+            let (d, h, w) = volume.dim();
+            let flat: Vec<f32> = volume.iter().copied().collect();
+            let score = tch::no_grad(|| -> Result<f64> {
+                let image = Tensor::f_from_slice(&flat)
+                    .and_then(|t| t.f_reshape([1, 1, d as i64, h as i64, w as i64]))
+                    .and_then(|t| t.f_to_device(device))?;
+                let pred = model.net.forward_t(&image, false)?;
+                Ok(recomposition_l1(&pred, &image)?.f_double_value(&[0])?)
+            })?;
+            total += score;
+        }
+        Ok(total / volumes.len() as f64)
+    }
+}
+
+impl Objective for Pretraining {
+    fn name(&self) -> &'static str {
+        "pretrain"
+    }
+
+    fn losses(&self, pred: &Tensor, batch: &Batch) -> Result<Losses> {
+        layer_losses(
+            pred,
+            &batch.healthy,
+            &batch.tumour,
+            &batch.mask,
+            &self.weights,
+        )
+    }
+
+    fn validate(&self, model: &Model, device: Device, batch_size: usize) -> Result<Validation> {
+        let score = self.validate_synthetic(model, device, batch_size)?;
+        let mut scores = vec![("validation", score)];
+        if !self.real.is_empty() {
+            scores.push(("validation_real", self.validate_real(model, device)?));
+        }
+        Ok(Validation {
+            scores,
+            card_validation: Some(score),
+            ..Validation::default()
+        })
+    }
+}
+
 /// Pretrains a `net`-shaped BasicUNet on `source` into `run.run_dir`: checkpoints under
 /// `checkpoints/`, per-step metrics in `metrics.jsonl`, and the final `model.safetensors` with
 /// its card `model.json`.
@@ -276,33 +375,94 @@ pub fn pretrain_with_real<S: SampleSource + ?Sized + 'static>(
     real: &[Array3<f32>],
 ) -> Result<TrainReport> {
     config.validate()?;
-    std::fs::create_dir_all(run.run_dir).map_err(|e| Error::io(run.run_dir, e))?;
-    let mut trainer = Trainer::new(net, config, run)?;
-    let mut metrics = Metrics::open(run.run_dir, trainer.adam.steps())?;
-    let validation = if config.validate_every > 0 {
+    let samples = if config.validate_every > 0 {
         validation_samples(source.as_ref(), config.validation_samples)?
     } else {
         Vec::new()
     };
+    let objective = Pretraining {
+        weights: config.loss_weights,
+        samples,
+        real: real.to_vec(),
+    };
+    train(source, net, config, run, &objective)
+}
+
+/// Trains a `net`-shaped BasicUNet on `source` for `objective` into `run.run_dir`: checkpoints
+/// under `checkpoints/`, per-step metrics in `metrics.jsonl`, and the run's `model.safetensors`
+/// with its card `model.json`: the last weights, or the best validation's when the objective
+/// selects (they are also kept as `best.safetensors` while the run goes on).
+pub fn train<S: SampleSource + ?Sized + 'static>(
+    source: Arc<S>,
+    net: &BasicUNetConfig,
+    config: &TrainConfig,
+    run: &RunOptions,
+    objective: &dyn Objective,
+) -> Result<TrainReport> {
+    config.validate()?;
+    std::fs::create_dir_all(run.run_dir).map_err(|e| Error::io(run.run_dir, e))?;
+    let mut trainer = Trainer::new(net, config, run, objective.initial_weights())?;
+    trainer.state.objective = objective.record();
+    let mut metrics = Metrics::open(run.run_dir, trainer.adam.steps())?;
 
     let started_at = trainer.adam.steps();
     let batch = config.batch_size;
+    let clock = Instant::now();
+    let wall_before = trainer.card.wall_time_s;
+    let wall = || wall_before + clock.elapsed().as_secs_f64();
+    let mut last: Option<Validation> = None;
+    let mut outcome = Outcome::Finished;
+    let validate = |trainer: &mut Trainer,
+                    metrics: &mut Metrics,
+                    step: u64,
+                    wall_time_s: f64|
+     -> Result<Option<Validation>> {
+        let result = objective.validate(&trainer.model, run.device, batch)?;
+        for (key, value) in &result.scores {
+            metrics.write(serde_json::json!({"step": step, *key: value}))?;
+        }
+        if let Some((key, detail)) = &result.detail {
+            metrics.write(serde_json::json!({"step": step, *key: detail}))?;
+        }
+        if let Some(score) = result.card_validation {
+            trainer.card.validation = Some(score);
+        }
+        let mut stop = false;
+        if let Some(score) = result.selection {
+            let state = &mut trainer.state;
+            if state.best_score.is_none_or(|best| score > best) {
+                state.best_score = Some(score);
+                state.best_step = Some(step);
+                state.validations_since_best = 0;
+                trainer.export_best(run.run_dir, wall_time_s)?;
+            } else {
+                state.validations_since_best += 1;
+                let patience = config.early_stop_validations;
+                stop = patience > 0 && state.validations_since_best >= patience;
+            }
+        }
+        Ok(if stop { None } else { Some(result) })
+    };
+    let selects = objective.selects_by_validation() && config.validate_every > 0;
+    if started_at == 0 && selects {
+        run.progress.message(&format!(
+            "validating the starting weights ({})",
+            objective.name()
+        ));
+        let result = validate(&mut trainer, &mut metrics, 0, wall())?;
+        last = result;
+    }
+
     let mut loader = Loader::start(
         Arc::clone(&source),
         started_at * batch as u64,
         config.worker_count(),
         config.queue_len(),
     );
-    let clock = Instant::now();
-    let wall_before = trainer.card.wall_time_s;
-    let wall = || wall_before + clock.elapsed().as_secs_f64();
-    run.progress.start("pretrain", config.steps);
+    run.progress.start(objective.name(), config.steps);
     run.progress.advance(started_at.min(config.steps));
 
-    let mut outcome = Outcome::Finished;
     let mut last_losses = trainer.card.losses;
-    let mut last_validation = trainer.card.validation;
-    let mut last_validation_real = None;
     let mut last_checkpoint = None;
     let mut step = started_at;
     while step < config.steps {
@@ -312,7 +472,7 @@ pub fn pretrain_with_real<S: SampleSource + ?Sized + 'static>(
         }
         let samples = loader.next_samples(batch)?;
         let batch_tensors = Batch::from_samples(&samples, run.device)?;
-        let values = trainer.train_step(&batch_tensors, step)?;
+        let values = trainer.train_step(objective, &batch_tensors, step)?;
         step += 1;
         last_losses = Some(values);
         trainer.card.losses = Some(values);
@@ -333,14 +493,9 @@ pub fn pretrain_with_real<S: SampleSource + ?Sized + 'static>(
             }
         }
         if config.validate_every > 0 && step % config.validate_every == 0 {
-            let score = trainer.validate(&validation, run.device)?;
-            last_validation = Some(score);
-            trainer.card.validation = Some(score);
-            metrics.write(serde_json::json!({"step": step, "validation": score}))?;
-            if !real.is_empty() {
-                let score = trainer.validate_real(real, run.device)?;
-                last_validation_real = Some(score);
-                metrics.write(serde_json::json!({"step": step, "validation_real": score}))?;
+            match validate(&mut trainer, &mut metrics, step, wall())? {
+                Some(result) => last = Some(result),
+                None => outcome = Outcome::EarlyStopped,
             }
         }
         run.progress.advance(1);
@@ -357,23 +512,59 @@ pub fn pretrain_with_real<S: SampleSource + ?Sized + 'static>(
         }
     }
     drop(loader);
+    let validated = config.validate_every > 0 && step % config.validate_every == 0;
+    if selects && !validated && step > started_at && outcome != Outcome::Cancelled {
+        if let Some(result) = validate(&mut trainer, &mut metrics, step, wall())? {
+            last = Some(result);
+        }
+    }
     let checkpoint = match last_checkpoint {
         Some((at, path)) if at == step => path,
         _ => trainer.checkpoint(run.run_dir, wall())?,
     };
     let model = run.run_dir.join(MODEL_FILE);
-    export_model(&trainer.model.vs, &trainer.card, &model)?;
+    let best = run.run_dir.join(BEST_FILE);
+    if trainer.state.best_step.is_some() && best.is_file() {
+        copy_model(&best, &model)?;
+    } else {
+        export_model(&trainer.model.vs, &trainer.card, &model)?;
+    }
     run.progress.finish();
+    let score = |key: &str| {
+        last.as_ref()
+            .and_then(|v| v.scores.iter().find(|(k, _)| *k == key).map(|(_, s)| *s))
+    };
     Ok(TrainReport {
         outcome,
         step,
         started_at,
         losses: last_losses,
-        validation: last_validation,
-        validation_real: last_validation_real,
+        validation: last
+            .as_ref()
+            .and_then(|v| v.card_validation)
+            .or(trainer.card.validation),
+        validation_real: score("validation_real"),
+        best_step: trainer.state.best_step,
+        best_score: trainer.state.best_score,
+        last_selection: last.as_ref().and_then(|v| v.selection),
         checkpoint,
         model,
     })
+}
+
+/// Copies a model and its card (`NAME.json`) to `to` (and its `.json`), each atomically.
+pub(super) fn copy_model(from: &Path, to: &Path) -> Result<()> {
+    for (a, b) in [
+        (from.to_path_buf(), to.to_path_buf()),
+        (from.with_extension("json"), to.with_extension("json")),
+    ] {
+        write_atomic(&b, |tmp| {
+            std::fs::copy(&a, tmp)
+                .map(|_| ())
+                .map_err(|e| Error::io(&a, e))
+        })?;
+    }
+    Ok(())
 }
 
 /// Seconds per training step (forward, losses, backward, Adam, reading the loss values, as in
@@ -402,13 +593,18 @@ pub fn time_train_step(
             tch::Cuda::synchronize(i as i64);
         }
     };
+    let objective = Pretraining {
+        weights: config.loss_weights,
+        samples: Vec::new(),
+        real: Vec::new(),
+    };
     for step in 0..warmup {
-        trainer.train_step(&batch, step)?;
+        trainer.train_step(&objective, &batch, step)?;
     }
     sync();
     let clock = Instant::now();
     for step in 0..steps {
-        trainer.train_step(&batch, warmup + step)?;
+        trainer.train_step(&objective, &batch, warmup + step)?;
     }
     sync();
     Ok(clock.elapsed().as_secs_f64() / steps.max(1) as f64)

@@ -44,7 +44,7 @@ pub struct SynthesisSource {
     seed: u64,
 }
 
-fn invalid(name: &Path, e: impl std::fmt::Display) -> Error {
+pub(super) fn invalid(name: &Path, e: impl std::fmt::Display) -> Error {
     Error::Core(layerseg_core::Error::Invalid {
         path: name.to_path_buf(),
         reason: e.to_string(),
@@ -52,7 +52,7 @@ fn invalid(name: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// SplitMix64 of `seed`, `index` and a stream number: independent draws per purpose.
-fn mix(seed: u64, index: u64, stream: u64) -> u64 {
+pub(super) fn mix(seed: u64, index: u64, stream: u64) -> u64 {
     let mut z = seed
         ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
@@ -62,7 +62,7 @@ fn mix(seed: u64, index: u64, stream: u64) -> u64 {
 }
 
 /// Pads `data` at the high end of each axis to at least `shape`, with `fill`.
-fn pad_to<T: Clone>(data: Array3<T>, shape: [usize; 3], fill: T) -> Array3<T> {
+pub(super) fn pad_to<T: Clone>(data: Array3<T>, shape: [usize; 3], fill: T) -> Array3<T> {
     let (a, b, c) = data.dim();
     let target = (a.max(shape[0]), b.max(shape[1]), c.max(shape[2]));
     if target == (a, b, c) {
