@@ -10,6 +10,7 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&File) -> Result<()>) -> Res
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    layerseg_core::io::check_replaceable(path)?;
     let tmp = tempfile::Builder::new()
         .prefix(".layerseg-")
         .tempfile_in(dir)

@@ -2,11 +2,15 @@
 //! Files are made with the writer, then patched byte by byte at the NIfTI-1 header offsets.
 
 use layerseg_core::io::{
-    read_image, read_labels, write_image, write_labels, AffineSource, ReadOptions, ReadWarning,
+    read_image, read_image_bytes, read_labels, write_image, write_labels, AffineSource,
+    ReadOptions, ReadWarning,
 };
 use layerseg_core::{Error, Image, LabelMap, Volume};
 use ndarray::Array3;
 use std::path::{Path, PathBuf};
+
+#[path = "../../test-support/samples.rs"]
+mod support;
 
 const DIM: usize = 40;
 const DATATYPE: usize = 70;
@@ -309,4 +313,55 @@ fn failed_write_leaves_nothing_behind() {
     let err = write_image(&missing, &ramp((2, 2, 2)), None).unwrap_err();
     assert!(err.to_string().contains("no/such/dir"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bytes_in_memory_read_like_the_file() {
+    for (name, file) in [
+        ("totalseg_ct", "image.nii.gz"),
+        ("mrbraintumor2", "label.nii.gz"),
+    ] {
+        let path = support::sample(name, file);
+        let (from_file, meta) = read_image(&path, &opts()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (from_bytes, meta_b) = read_image_bytes(&bytes, &path, &opts()).unwrap();
+        assert_eq!(from_file.data, from_bytes.data);
+        assert_eq!(from_file.affine, from_bytes.affine);
+        assert_eq!(meta.dims, meta_b.dims);
+        // Cut short, the same bytes are a truncated gzip stream, named as the file.
+        let err = read_image_bytes(&bytes[..bytes.len() / 2], &path, &opts()).unwrap_err();
+        assert!(err.to_string().contains(file), "{err}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn outputs_never_replace_a_device_or_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("full.nii.gz");
+    std::os::unix::fs::symlink("/dev/full", &link).unwrap();
+    let err = write_image(&link, &ramp((2, 2, 2)), None).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let folder = dir.path().join("folder.nii");
+    std::fs::create_dir(&folder).unwrap();
+    let err = write_image(&folder, &ramp((2, 2, 2)), None).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+#[test]
+fn a_2d_file_reads_as_one_slice() {
+    // Found by fuzzing: dim[0] = 2 used to index a third dimension that was not there.
+    let dir = tempfile::tempdir().unwrap();
+    let path = written(dir.path(), "slice.nii", &ramp((4, 3, 1)));
+    patch(&path, DIM, &2i16.to_le_bytes());
+    patch(&path, DIM + 6, &77i16.to_le_bytes()); // dim[3] is unused in a 2D file
+    let (img, meta) = read_image(&path, &opts()).unwrap();
+    assert_eq!(img.data.shape(), &[4, 3, 1]);
+    assert_eq!(meta.dims, vec![4, 3, 1]);
+    assert_eq!(img.data[[3, 2, 0]], ramp((4, 3, 1)).data[[3, 2, 0]]);
 }

@@ -213,6 +213,7 @@ pub fn save_checkpoint(
 ) -> Result<PathBuf> {
     let root = run_dir.join(CHECKPOINTS_DIR);
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    restore_replaced(&root);
     remove_leftovers(&root);
     let target = root.join(format!("{STEP_PREFIX}{:09}", card.step));
     let staging = tempfile::Builder::new()
@@ -254,6 +255,7 @@ pub fn save_checkpoint(
 /// The checkpoint folders of a run, oldest step first; only complete ones (with a readable card).
 pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<Checkpoint>> {
     let root = run_dir.join(CHECKPOINTS_DIR);
+    restore_replaced(&root);
     let entries = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -282,6 +284,25 @@ pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<Checkpoint>> {
 /// The newest complete checkpoint of a run, for `--resume`.
 pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<Checkpoint>> {
     Ok(list_checkpoints(run_dir)?.pop())
+}
+
+/// Saving a step that already has a checkpoint (again after a resume) moves the old folder aside
+/// before renaming the new one into place. A kill between the two renames leaves only the old
+/// folder, under its temporary name: it is complete, so it is put back.
+fn restore_replaced(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let prefix = format!("{TEMP_PREFIX}replaced-");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name.strip_prefix(&prefix) {
+            let target = root.join(format!("{STEP_PREFIX}{step}"));
+            if !target.exists() {
+                let _ = std::fs::rename(entry.path(), &target);
+            }
+        }
+    }
 }
 
 fn remove_leftovers(root: &Path) {

@@ -149,6 +149,38 @@ fn failed_checkpoint_leaves_no_folder_and_keeps_the_previous() {
     assert!(!run.path().join("checkpoints/step-000000002").exists());
 }
 
+#[test]
+fn a_kill_while_replacing_a_step_loses_no_checkpoint() {
+    // Saving step 3 again (a resume at the final step) moves the old step-3 aside, then renames
+    // the new one into place. Killed between the two renames, only the old one is left, under a
+    // temporary name, and the older checkpoints have been pruned: it must still be found.
+    let run = tempfile::tempdir().unwrap();
+    let model = Model::new(&tiny(), Device::Cpu).unwrap();
+    save_checkpoint(run.path(), &card(3), &model.vs, None, 1).unwrap();
+    let root = run.path().join("checkpoints");
+    std::fs::rename(
+        root.join("step-000000003"),
+        root.join(".tmp-replaced-000000003"),
+    )
+    .unwrap();
+    let latest = latest_checkpoint(run.path())
+        .unwrap()
+        .expect("the moved-aside checkpoint");
+    assert_eq!(latest.card.step, 3);
+    assert_eq!(latest.dir, root.join("step-000000003"));
+    let mut again = Model::new(&tiny(), Device::Cpu).unwrap();
+    load_weights(&mut again.vs, &latest.weights_path()).unwrap();
+    // The next save keeps it until the new one is in place.
+    save_checkpoint(run.path(), &card(4), &model.vs, None, 1).unwrap();
+    let steps: Vec<u64> = list_checkpoints(run.path())
+        .unwrap()
+        .iter()
+        .map(|c| c.card.step)
+        .collect();
+    assert_eq!(steps, [4]);
+    assert!(leftovers(&root).is_empty());
+}
+
 /// Child half of `sigkill_while_writing_keeps_a_loadable_checkpoint`: saves checkpoints in a loop
 /// until killed. Does nothing unless that test starts it.
 #[test]

@@ -24,13 +24,25 @@ pub(super) fn read_raw(
             reason: "is a directory, not a NIfTI file".into(),
         });
     }
-    let mut buffered = BufReader::new(file);
+    let len = file.metadata().map(|m| m.len()).ok();
+    read_raw_from(path, file, len, opts)
+}
+
+/// As [`read_raw`], from any byte source of `len` bytes (when known); `path` only names the
+/// source in errors.
+pub(super) fn read_raw_from(
+    path: &Path,
+    source: impl Read,
+    len: Option<u64>,
+    opts: &ReadOptions,
+) -> Result<(NiftiHeader, Vec<u8>, NiftiMeta)> {
+    let mut buffered = BufReader::new(source);
     let mut magic = [0u8; 2];
     let gz = match buffered.fill_buf_peek(&mut magic) {
         Ok(n) => n == 2 && magic == [0x1f, 0x8b],
         Err(e) => return Err(Error::io(path, e)),
     };
-    let mut reader: Box<dyn Read> = if gz {
+    let mut reader: Box<dyn Read + '_> = if gz {
         Box::new(GzDecoder::new(buffered))
     } else {
         Box::new(buffered)
@@ -104,8 +116,14 @@ pub(super) fn read_raw(
             found: skipped,
         });
     }
-    // Grow with the data actually present: a header may promise more than the file holds.
-    let mut raw = Vec::with_capacity(expected.min(1 << 26) as usize);
+    // A header may promise more than the file holds: reserve no more than the source can
+    // decode to (deflate expands at most 1032-fold), and grow with the data actually present.
+    let plausible = match len {
+        Some(n) if gz => n.saturating_mul(1032),
+        Some(n) => n,
+        None => 1 << 26,
+    };
+    let mut raw = Vec::with_capacity(expected.min(plausible) as usize);
     reader
         .take(expected)
         .read_to_end(&mut raw)
@@ -126,8 +144,11 @@ pub(super) fn read_raw(
             total: total_volumes,
         });
     }
-    let all_dims: Vec<usize> = (1..=header.dim[0] as usize)
-        .map(|d| header.dim[d] as usize)
+    // A 2D file is one slice: its first three dims are the volume's, whatever dim[3] holds.
+    let all_dims: Vec<usize> = dims
+        .iter()
+        .copied()
+        .chain((4..=header.dim[0] as usize).map(|d| header.dim[d] as usize))
         .collect();
     // From here on the header describes exactly the 3D volume that was read.
     header.dim = [

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::volume::{affines_close, spacing, Affine, Image, LabelMap, Volume};
 
 mod header;
-use header::read_raw;
+use header::{read_raw, read_raw_from};
 
 pub(crate) const HEADER_SIZE: usize = 348;
 /// Default ceiling on voxels per volume: 2^30 (4 GiB as float32). `LAYERSEG_MAX_VOXELS` raises it.
@@ -89,7 +89,28 @@ impl NiftiMeta {
 /// Read an intensity volume as float32, with `scl_slope`/`scl_inter` applied.
 pub fn read_image(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<(Image, NiftiMeta)> {
     let path = path.as_ref();
-    let (header, raw, mut meta) = read_raw(path, opts)?;
+    let (header, raw, meta) = read_raw(path, opts)?;
+    image_from_raw(path, header, raw, meta)
+}
+
+/// Read an intensity volume from the bytes of a `.nii` or `.nii.gz` file already in memory;
+/// `name` stands for the file in errors. Same checks and result as [`read_image`].
+pub fn read_image_bytes(
+    bytes: &[u8],
+    name: impl AsRef<Path>,
+    opts: &ReadOptions,
+) -> Result<(Image, NiftiMeta)> {
+    let name = name.as_ref();
+    let (header, raw, meta) = read_raw_from(name, bytes, Some(bytes.len() as u64), opts)?;
+    image_from_raw(name, header, raw, meta)
+}
+
+fn image_from_raw(
+    path: &Path,
+    header: NiftiHeader,
+    raw: Vec<u8>,
+    mut meta: NiftiMeta,
+) -> Result<(Image, NiftiMeta)> {
     let volume = InMemNiftiVolume::from_raw_data(&header, raw).map_err(|e| nifti_error(path, e))?;
     let array = volume
         .into_ndarray::<f32>()
@@ -152,6 +173,7 @@ fn write_volume<T>(path: &Path, vol: &Volume<T>, reference: Option<&NiftiMeta>) 
 where
     T: DataElement + bytemuck::Pod + Clone,
 {
+    check_replaceable(path)?;
     let header = output_header(vol, reference);
     let name = path
         .file_name()
@@ -196,6 +218,19 @@ where
     }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
+}
+
+/// An output may replace a regular file or nothing. Renaming a new file over a device such as
+/// `/dev/full` or `/dev/null`, a pipe or a folder would destroy it, so those are refused.
+pub fn check_replaceable(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: "exists and is not a regular file; refusing to replace it with the output"
+                .into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The header for an output on `vol`'s grid. When the grid is the reference's, every geometry

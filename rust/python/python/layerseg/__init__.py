@@ -21,11 +21,8 @@ from layerseg._layerseg import (
     read_labels,
     run_cli,
     runtime,
-    synthesize,
-    write_image,
-    write_labels,
 )
-from layerseg.api import evaluate, segment
+from layerseg.api import evaluate, segment, synthesize, write_image, write_labels
 
 __all__ = [
     "LayerSegError",

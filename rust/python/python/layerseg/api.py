@@ -1,4 +1,10 @@
-"""Path-or-array front ends over the Rust functions: ``segment`` and ``evaluate``."""
+"""Path-or-array front ends over the Rust functions: ``segment``, ``evaluate``, ``synthesize``,
+``write_image`` and ``write_labels``.
+
+Every array is checked here before it reaches Rust: wrong dimensionality or dtype, NaNs, label
+values outside 0..255 and bad affines raise ``ValueError`` with a message; any numeric dtype and
+memory layout (non-contiguous, Fortran order) is converted.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +21,40 @@ PathLike = str | os.PathLike[str]
 Progress = Callable[[str, int, int], object]
 
 
-def _as_volume(name: str, array: Any, dtype: type[np.generic]) -> npt.NDArray[Any]:
+def _as_volume(
+    name: str, array: Any, dtype: type[np.generic], *, labels: bool = False
+) -> npt.NDArray[Any]:
     arr = np.asarray(array)
     if arr.ndim != 3:
         raise ValueError(f"{name} must be a 3D array [i, j, k], got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty, shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} holds NaN or infinite values")
+    if labels and arr.dtype.kind != "b":
+        ok = (arr >= 0) & (arr <= 255)
+        if arr.dtype.kind == "f":
+            ok &= arr == np.round(arr)
+        if not ok.all():
+            bad = arr[~ok].flat[0]
+            raise ValueError(f"{name} is not a label map: value {bad} is not an integer in 0..255")
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _as_affine(name: str, affine: Any) -> npt.NDArray[np.float64]:
+    try:
+        arr = np.asarray(affine, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a 4x4 array of numbers: {e}") from None
+    if arr.shape != (4, 4):
+        raise ValueError(f"{name} must be a 4x4 array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if abs(np.linalg.det(arr[:3, :3])) < 1e-12:
+        raise ValueError(f"{name} is singular (a zero voxel size?): {arr.tolist()}")
+    return np.ascontiguousarray(arr)
 
 
 def segment(
@@ -58,11 +89,11 @@ def segment(
         if affine is None:
             raise ValueError("an image array needs its 4x4 affine")
         data = _as_volume("image", image, np.float32)
-        affine_arr = np.asarray(affine, dtype=np.float64)
+        affine_arr = _as_affine("affine", affine)
     if isinstance(organ_mask, (str, os.PathLike)):
         organ, _ = _layerseg.read_labels(organ_mask)
     elif organ_mask is not None:
-        organ = _as_volume("organ_mask", organ_mask, np.uint8)
+        organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
     else:
         organ = None
     result: dict[str, npt.NDArray[Any]] = _layerseg.segment(
@@ -109,4 +140,64 @@ def evaluate(
     if sp is None:
         raise ValueError("arrays need spacing=(sx, sy, sz) in mm")
     result: dict[str, Any] = _layerseg.evaluate(p, t, [float(v) for v in sp], region)
+    return result
+
+
+def write_image(
+    path: PathLike,
+    array: npt.ArrayLike,
+    affine: npt.ArrayLike,
+    reference: PathLike | None = None,
+) -> None:
+    """Write a 3D array ``[i, j, k]`` as float32 voxels, atomically (no partial file on failure).
+
+    ``reference`` (a NIfTI path) copies that file's header geometry when the grids match.
+    """
+    data = _as_volume("array", array, np.float32)
+    _layerseg.write_image(path, data, _as_affine("affine", affine), reference=reference)
+
+
+def write_labels(
+    path: PathLike,
+    array: npt.ArrayLike,
+    affine: npt.ArrayLike,
+    reference: PathLike | None = None,
+) -> None:
+    """Write a label map (integers 0..255, any numeric dtype) as uint8, atomically.
+
+    ``reference`` (a NIfTI path) copies that file's header geometry when the grids match.
+    """
+    data = _as_volume("array", array, np.uint8, labels=True)
+    _layerseg.write_labels(path, data, _as_affine("affine", affine), reference=reference)
+
+
+def synthesize(
+    image: npt.ArrayLike,
+    affine: npt.ArrayLike,
+    profile: str = "brain-mri",
+    organ_mask: npt.ArrayLike | None = None,
+    texture: npt.ArrayLike | None = None,
+    seed: int = 0,
+    texture_affine: npt.ArrayLike | None = None,
+) -> dict[str, Any]:
+    """Blend a synthetic tumour into ``image`` (3D ``[i, j, k]`` with its 4x4 ``affine``).
+
+    ``organ_mask`` (a label map on the same grid) is where tumours go; ``texture`` is a scan to
+    take the tumour texture from (on ``texture_affine``, default ``affine``). Returns float32
+    ``image``, ``healthy``, ``tumour``, a uint8 ``mask`` and ``params`` (JSON). See
+    ``layerseg._layerseg.synthesize``.
+    """
+    result: dict[str, Any] = _layerseg.synthesize(
+        _as_volume("image", image, np.float32),
+        _as_affine("affine", affine),
+        profile=profile,
+        organ_mask=None
+        if organ_mask is None
+        else _as_volume("organ_mask", organ_mask, np.uint8, labels=True),
+        texture=None if texture is None else _as_volume("texture", texture, np.float32),
+        seed=seed,
+        texture_affine=None
+        if texture_affine is None
+        else _as_affine("texture_affine", texture_affine),
+    )
     return result
