@@ -1,0 +1,55 @@
+"""`layerseg demo` with the shipped models reproduces the README's results table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+# (case, Dice, HD95 mm, lesions detected) as the README's "Shipped models and results" states them.
+TABLE = [
+    ("mrbraintumor2", 0.172, 78.7, 27),
+    ("lits117", 0.366, 30.2, 16),
+]
+
+
+@pytest.mark.parametrize(("case", "dice", "hd95", "detected"), TABLE)
+def test_demo_reproduces_the_results_table(
+    layerseg_bin: Path,
+    sample_dirs: dict[str, Path],
+    tmp_path: Path,
+    case: str,
+    dice: float,
+    hd95: float,
+    detected: int,
+) -> None:
+    proc = subprocess.run(
+        [str(layerseg_bin), "demo", "--case", case, "--out", str(tmp_path), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for suffix in ("_mask.nii.gz", "_overlay.png", "_metrics.json"):
+        assert (tmp_path / f"{case}{suffix}").stat().st_size > 0
+    metrics = json.loads((tmp_path / f"{case}_metrics.json").read_text())["cases"][0]["metrics"]
+    assert metrics["dice"] == pytest.approx(dice, abs=5e-4)
+    assert metrics["hd95_mm"] == pytest.approx(hd95, abs=0.05)
+    assert metrics["lesions_detected"] == detected
+    assert f"{metrics['dice']:.4f}" in proc.stdout
+
+
+def test_demo_without_a_model_names_what_is_missing(
+    layerseg_bin: Path, sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [str(layerseg_bin), "demo", "--out", str(tmp_path), "--model", str(tmp_path / "no.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "no.pt: file not found" in proc.stderr
+    assert not (tmp_path / "mrbraintumor2_mask.nii.gz").exists()
