@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 import layerseg
 from layerseg.monai import (
+    FinetuneLoss,
     LayerDecompositionLoss,
     RandTumorSynthesisd,
     ZScoreNonzero,
@@ -259,10 +260,14 @@ def train_overrides(sample_dirs: dict[str, Path], ckpt: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def check_trained(ckpt: Path, log: str) -> None:
+def check_iterations(log: str) -> None:
     assert "Iter: 2/2" in log and "Iter: 3/" not in log, log[-3000:]
     losses = [float(line.split("train_loss:")[1]) for line in log.splitlines() if "Iter:" in line]
     assert len(losses) == 2 and all(np.isfinite(losses)), losses
+
+
+def check_trained(ckpt: Path, log: str) -> None:
+    check_iterations(log)
     state = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)
     assert basic_unet_shape(state)["features"] == TINY
     load_weights(basic_unet(TINY), ckpt / "model.pt")
@@ -525,3 +530,70 @@ def test_zscore_nonzero_follows_the_profile_rule(sample_dirs: dict[str, Path]) -
     scaled = ZScoreNonzero()(flat)
     assert scaled.min().item() == 0 and scaled.max().item() == 1
     assert torch.equal(ZScoreNonzero()(torch.zeros(1, 2, 2, 2)), torch.zeros(1, 2, 2, 2))
+
+
+# --- Fine-tuning ---------------------------------------------------------------------------------
+
+
+def test_finetune_runs_two_iterations_on_a_real_labelled_case(
+    golden_model: Path, sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """configs/finetune.json from a MONAI datalist (paths relative to it) on the real
+    MRBrainTumor2 scan and label, starting from a tiny bundle model: validation before the first
+    step and after the epoch, and the best model written where `ckpt_dir` says."""
+    start = export_bundle_model(golden_model, golden_model.with_suffix(".json"), tmp_path / "m.pt")
+    case = sample_dirs["mrbraintumor2"]
+    data = tmp_path / "data"
+    data.mkdir()
+    rel = Path(os.path.relpath(case, data))
+    pair = {"image": str(rel / "image.nii.gz"), "label": str(rel / "label.nii.gz")}
+    datalist = data / "datalist.json"
+    datalist.write_text(json.dumps({"training": [pair], "validation": [pair]}))
+    ckpt = tmp_path / "models"
+    log = ok(
+        bundle(
+            "run",
+            "--config_file", "configs/finetune.json",
+            "--meta_file", "configs/metadata.json",
+            "--logging_file", "configs/logging.conf",
+            "--datalist", str(datalist),
+            "--ckpt_dir", str(ckpt),
+            "--model_path", str(start),
+            "--network_def#features", TINY_ARG,
+            "--spatial_size", "[48, 48, 48]",
+            "--patch_size", "[32, 32, 32]",
+            "--max_epochs", "1",
+            "--iterations_per_epoch", "2",
+            "--num_workers", "0",
+        )
+    )  # fmt: skip
+    check_iterations(log)
+    dices = [float(x.split()[0]) for x in log.split("val_mean_dice:")[1:]]
+    assert len(dices) >= 2 and all(0.0 <= d <= 1.0 for d in dices), log[-3000:]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["model_finetuned.pt"]
+    load_weights(basic_unet(TINY), ckpt / "model_finetuned.pt")
+
+
+def test_finetune_loss_hand_computed_terms() -> None:
+    """FinetuneLoss on one 2-voxel case against the formula of Rust's `finetune_losses`."""
+    pred = stack([1.0, 2.0], [3.0, 0.0], [0.0, 2.0])  # healthy, tumour, mask logit
+    label, image = torch.tensor([0.0, 1.0]), torch.tensor([1.5, 0.5])
+    target = torch.stack([label, image]).reshape(1, 2, 1, 1, 2)
+    terms = FinetuneLoss().terms(pred, target)
+    p = torch.sigmoid(torch.tensor([0.0, 2.0]))
+    bce = -(torch.log(1 - p[0]) + torch.log(p[1])) / 2
+    dice = 1 - (2 * p[1] + 1e-7) / (p.sum() + 1 + 1e-7)
+    recomposed = torch.tensor([3.0, 0.0]) * p + torch.tensor([1.0, 2.0]) * (1 - p)
+    recomposition = (recomposed - image).abs().mean()
+    expected = {
+        "dice": dice,
+        "bce": bce,
+        "healthy": torch.tensor(0.5),
+        "recomposition": recomposition,
+    }
+    for name, value in expected.items():
+        assert terms[name].item() == pytest.approx(value.item(), rel=1e-5), name
+    total = dice + bce + 0.5 + 0.1 * recomposition
+    assert terms["total"].item() == pytest.approx(total.item(), rel=1e-5)
+    label_only = FinetuneLoss().terms(pred, target[:, :1])
+    assert label_only["total"].item() == pytest.approx((dice + bce).item(), rel=1e-5)

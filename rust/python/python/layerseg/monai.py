@@ -16,6 +16,7 @@ All randomness comes from ``self.R``: the seed handed to Rust is drawn from it, 
 
 The module also holds the other pieces a MONAI user needs to train and run LayerSeg models in
 PyTorch: :class:`LayerDecompositionLoss` (the paper's training loss as a ``torch.nn.Module``),
+:class:`FinetuneLoss` (the supervised fine-tuning loss),
 :class:`ZScoreNonzerod` (the profiles' ``zscore_nonzero`` normalisation), :func:`load_weights`
 (LayerSeg weights into MONAI's ``BasicUNet``, refusing weights of another width) and
 :func:`export_bundle_model` (``.safetensors`` + model card to a bundle's ``models/model.pt``).
@@ -49,6 +50,7 @@ __all__ = [
     "HEALTHY_CHANNEL",
     "MASK_CHANNEL",
     "TUMOUR_CHANNEL",
+    "FinetuneLoss",
     "LayerDecompositionLoss",
     "RandTumorSynthesis",
     "RandTumorSynthesisd",
@@ -58,6 +60,7 @@ __all__ = [
     "basic_unet",
     "basic_unet_shape",
     "export_bundle_model",
+    "labelled_datalist",
     "list_scans",
     "load_weights",
     "mask_probability",
@@ -349,6 +352,84 @@ class LayerDecompositionLoss(torch.nn.Module):
         return self.terms(input, target)["total"]
 
 
+class FinetuneLoss(torch.nn.Module):
+    """The supervised fine-tuning loss, the same computation as LayerSeg's Rust
+    ``finetune_losses`` (``rust/torch/src/losses.rs``; ``layerseg finetune``).
+
+    ``forward(input, target)``: ``input`` is the network output ``(B, 3, D, H, W)``; ``target``
+    is ``(B, 2, D, H, W)``: channel 0 the binary label y, channel 1 the image x the network saw
+    (or ``(B, 1, D, H, W)``, the label alone, which drops the two layer terms). With m̂ the mask
+    logit, p = sigmoid(m̂), n̂ / ŝ the healthy / tumour layers, everything in float32:
+
+    - ``dice`` = 1 - (2·Σ p·y + 1e-7) / (Σ p + Σ y + 1e-7), one ratio over the whole batch;
+    - ``bce`` = mean binary cross-entropy of m̂ against y;
+    - ``healthy`` = mean |n̂ - x| over the voxels outside the labelled tumour (y <= 0.5);
+    - ``recomposition`` = mean |ŝ·p' + n̂·(1 - p') - x| with p' = p detached;
+    - the loss is Σ weight · term; the weights default to Rust's (1, 1, 1, 0.1).
+
+    The layer terms keep the decomposition usable while the labels move the shared decoder.
+    """
+
+    TERMS = ("dice", "bce", "healthy", "recomposition")
+
+    def __init__(
+        self,
+        dice: float = 1.0,
+        bce: float = 1.0,
+        healthy: float = 1.0,
+        recomposition: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.weights = {
+            "dice": float(dice),
+            "bce": float(bce),
+            "healthy": float(healthy),
+            "recomposition": float(recomposition),
+        }
+
+    def terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term as a differentiable float32 scalar, and their weighted sum as ``total``."""
+        if input.ndim != 5 or input.shape[1] != 3:
+            raise ValueError(
+                "prediction must be (B, 3, D, H, W): healthy layer, tumour layer, mask logit; "
+                f"got {tuple(input.shape)}"
+            )
+        if (
+            target.ndim != 5
+            or target.shape[1] not in (1, 2)
+            or target.shape[0] != input.shape[0]
+            or target.shape[2:] != input.shape[2:]
+        ):
+            raise ValueError(
+                "target must be (B, 2, D, H, W) (label, image) or (B, 1, D, H, W) (label) on the "
+                f"prediction's grid; got {tuple(target.shape)} for a prediction "
+                f"{tuple(input.shape)}"
+            )
+        pred = input.float()
+        target = target.float()
+        y = target[:, :1]
+        logit = pred[:, MASK_CHANNEL : MASK_CHANNEL + 1]
+        p = torch.sigmoid(logit)
+        dice = 1.0 - (2.0 * (p * y).sum() + DICE_SMOOTH) / (p.sum() + y.sum() + DICE_SMOOTH)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, y)
+        zero = torch.zeros((), device=pred.device)
+        healthy_l1, recomposition = zero, zero
+        if target.shape[1] == 2:
+            x = target[:, 1:2]
+            healthy = pred[:, HEALTHY_CHANNEL : HEALTHY_CHANNEL + 1]
+            tumour = pred[:, TUMOUR_CHANNEL : TUMOUR_CHANNEL + 1]
+            outside = (y <= 0.5).float()
+            healthy_l1 = ((healthy - x).abs() * outside).sum() / outside.sum().clamp_min(1.0)
+            recomposed = (tumour - healthy) * p.detach() + healthy
+            recomposition = (recomposed - x).abs().mean()
+        out = {"dice": dice, "bce": bce, "healthy": healthy_l1, "recomposition": recomposition}
+        out["total"] = sum((self.weights[k] * out[k] for k in self.TERMS), zero)
+        return out
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.terms(input, target)["total"]
+
+
 # --- Intensity normalisation ----------------------------------------------------------------------
 
 
@@ -585,6 +666,28 @@ def list_scans(folder: PathLike) -> list[str]:
     if not scans:
         raise FileNotFoundError(f"dataset_dir {path}: no .nii or .nii.gz scans in it")
     return scans
+
+
+def labelled_datalist(path: PathLike, key: str = "validation") -> list[dict[str, Any]]:
+    """The ``key`` items of a MONAI datalist of labelled cases (``{"training": [{"image",
+    "label"}], "validation": [...]}``), paths made absolute relative to the datalist's folder.
+    Without ``key`` (or with an empty list) it falls back to the ``training`` items, as
+    ``layerseg finetune`` validates on the training cases when there are no others."""
+    from monai.data.decathlon_datalist import load_decathlon_datalist
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist {path}: no such file")
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"datalist {path}: not a JSON datalist: {e}") from e
+    if not isinstance(content, dict):
+        raise ValueError(f"datalist {path}: not a JSON object with 'training' / 'validation'")
+    if not content.get(key):
+        key = "training"
+    items: list[dict[str, Any]] = load_decathlon_datalist(path, True, key)
+    return items
 
 
 def main(argv: Sequence[str] | None = None) -> int:
