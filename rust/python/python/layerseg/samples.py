@@ -635,16 +635,6 @@ def _convert_lits117(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
     }
 
 
-def _convert_colin27(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
-    what = "colin27"
-    img = _load_nifti(src["image"], what)
-    bet = _load_nifti(src["brain"], what)
-    _check_same_grid(img, bet, what)
-    _copy_atomic(src["image"], out / "image.nii.gz")
-    _save_like(_binary(np.asarray(bet.dataobj) > 0), img, out / "brain.nii.gz")
-    return {}
-
-
 def _image_and_mask(
     src: Mapping[str, Path], out: Path, what: str, mask_above: float
 ) -> dict[str, Any]:
@@ -655,6 +645,11 @@ def _image_and_mask(
     _copy_atomic(src["image"], out / "image.nii.gz")
     _save_like(_binary(np.asarray(mask.dataobj) > mask_above), img, out / "brain.nii.gz")
     return {}
+
+
+def _convert_colin27(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
+    # ch2bet is the skull-stripped T1: every voxel left in it is brain.
+    return _image_and_mask(src, out, "colin27", 0.0)
 
 
 def _convert_mni152(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
@@ -700,6 +695,11 @@ def _convert_totalseg_ct(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
 
 
 _TUMOUR = ((0, "background"), (1, "tumour"))
+
+
+def _brain_mask_file(description: str) -> SampleFile:
+    return SampleFile("brain.nii.gz", "mask", description, ((0, "background"), (1, "brain")))
+
 
 SAMPLES: Mapping[str, Sample] = MappingProxyType(
     {
@@ -804,12 +804,7 @@ SAMPLES: Mapping[str, Sample] = MappingProxyType(
                         "image",
                         "T1 MRI, uint8, byte-for-byte copy of ch2.nii.gz",
                     ),
-                    SampleFile(
-                        "brain.nii.gz",
-                        "mask",
-                        "brain mask: uint8(ch2bet > 0) on ch2's header",
-                        ((0, "background"), (1, "brain")),
-                    ),
+                    _brain_mask_file("brain mask: uint8(ch2bet > 0) on ch2's header"),
                 ),
                 modality="MR T1",
                 body_part="brain",
@@ -873,11 +868,8 @@ SAMPLES: Mapping[str, Sample] = MappingProxyType(
                         "image",
                         "T1 MRI (scaled int16), byte-for-byte copy of mni_icbm152_t1.nii.gz",
                     ),
-                    SampleFile(
-                        "brain.nii.gz",
-                        "mask",
-                        "brain mask: uint8(mni_icbm152_t1_brain_mask > 0.5) on the image's header",
-                        ((0, "background"), (1, "brain")),
+                    _brain_mask_file(
+                        "brain mask: uint8(mni_icbm152_t1_brain_mask > 0.5) on the image's header"
                     ),
                 ),
                 modality="MR T1",
@@ -898,12 +890,7 @@ SAMPLES: Mapping[str, Sample] = MappingProxyType(
                         "image",
                         "skull-stripped T1 MRI, int16 (the source's singleton 4th axis dropped)",
                     ),
-                    SampleFile(
-                        "brain.nii.gz",
-                        "mask",
-                        "brain mask: uint8(t1_stripped > 0)",
-                        ((0, "background"), (1, "brain")),
-                    ),
+                    _brain_mask_file("brain mask: uint8(t1_stripped > 0)"),
                 ),
                 modality="MR T1",
                 body_part="brain",
@@ -926,11 +913,8 @@ SAMPLES: Mapping[str, Sample] = MappingProxyType(
                         "image",
                         "T1 MRI, byte-for-byte copy of KmeansTest_T1UCharRaw.nii.gz",
                     ),
-                    SampleFile(
-                        "brain.nii.gz",
-                        "mask",
-                        "brain mask: uint8(KmeansTest_T1RawSkullStrip > 0) on the image's header",
-                        ((0, "background"), (1, "brain")),
+                    _brain_mask_file(
+                        "brain mask: uint8(KmeansTest_T1RawSkullStrip > 0) on the image's header"
                     ),
                 ),
                 modality="MR T1",
