@@ -1,4 +1,4 @@
-"""`layerseg demo` with the shipped models reproduces the README's results table."""
+"""`layerseg demo` and the no-learning baseline reproduce the README's results table."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ import pytest
 # (case, Dice, HD95 mm, lesions detected) as the README's "Shipped models and results" states them.
 TABLE = [
     ("mrbraintumor2", 0.172, 78.7, 27),
-    ("lits117", 0.366, 30.2, 16),
+    ("lits117", 0.598, 35.3, 25),
 ]
+# The same for benchmarks/baseline.py: (case, modality, truth, organ mask, Dice, HD95, detected).
+BASELINE = [
+    ("mrbraintumor2", "mri", "label.nii.gz", None, 0.0, 119.4, 0),
+    ("lits117", "ct", "tumor.nii.gz", "liver.nii.gz", 0.5235, 11.8, 24),
+]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("case", "dice", "hd95", "detected"), TABLE)
@@ -59,3 +65,45 @@ def test_demo_fetches_its_sample_into_an_empty_cache(layerseg_bin: Path, tmp_pat
     assert (cache / "mrbraintumor2" / "sample.json").is_file(), proc.stderr
     assert "no.pt: file not found" in proc.stderr
     assert not (out / "mrbraintumor2_mask.nii.gz").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "modality", "truth", "organ", "dice", "hd95", "detected"), BASELINE
+)
+def test_baseline_reproduces_the_results_table(
+    layerseg_bin: Path,
+    sample_dirs: dict[str, Path],
+    tmp_path: Path,
+    case: str,
+    modality: str,
+    truth: str,
+    organ: str | None,
+    dice: float,
+    hd95: float,
+    detected: int,
+) -> None:
+    """The table's baseline rows, and the check the results must pass: the model beats them."""
+    folder = sample_dirs[case]
+    mask = tmp_path / "baseline.nii.gz"
+    organ_args = ["--organ-mask", str(folder / organ)] if organ else []
+    baseline = [sys.executable, str(REPO / "benchmarks" / "baseline.py"), "--modality", modality]
+    subprocess.run(
+        [*baseline, str(folder / "image.nii.gz"), *organ_args, "--out", str(mask)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    report = tmp_path / "baseline.json"
+    evaluate = [str(layerseg_bin), "evaluate", "--pred", str(mask), "--truth", str(folder / truth)]
+    subprocess.run(
+        [*evaluate, *organ_args, "--json", str(report)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    metrics = json.loads(report.read_text())["cases"][0]["metrics"]
+    assert metrics["dice"] == pytest.approx(dice, abs=5e-4)
+    assert metrics["hd95_mm"] == pytest.approx(hd95, abs=0.05)
+    assert metrics["lesions_detected"] == detected
+    ours = next(row[1] for row in TABLE if row[0] == case)
+    assert ours > dice + 0.05

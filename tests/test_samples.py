@@ -164,7 +164,8 @@ def test_lits117(fetched: dict[str, Path]) -> None:
     img, data = _load(folder, "image.nii.gz")
     assert img.shape == (128, 128, 128)
     assert data.dtype == np.int16
-    assert np.allclose(img.header.get_zooms(), (1.0, 1.0, 1.0))  # assumed spacing
+    # spacing estimated from the liver's volume (1.5 L), isotropic
+    assert np.allclose(img.header.get_zooms(), (1.3458,) * 3, atol=1e-4)
     assert _axcodes(img) == "LPS"
     assert -1100 <= int(data.min()) < -900 and 1500 < int(data.max()) < 2000
     liver = _assert_mask(folder, "liver.nii.gz", img, 485_268 + 130_083)
@@ -177,7 +178,8 @@ def test_lits117(fetched: dict[str, Path]) -> None:
     assert liver_c[0] > bone_c[0]  # RAS x: larger = patient right
     assert liver_c[1] > bone_c[1]  # RAS y: larger = anterior
     meta = json.loads((folder / "sample.json").read_text())
-    assert any("1 x 1 x 1 mm" in a for a in meta["assumptions"])
+    assert any("1.5 L" in a for a in meta["assumptions"])
+    assert meta["conversion"]["estimated_spacing_mm"] == pytest.approx(1.3458, abs=1e-4)
     assert "CC BY-NC-SA" in meta["licence"]
 
 

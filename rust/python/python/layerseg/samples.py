@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the conversion changes; cached samples of another version are rebuilt.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _PROG = "layerseg.samples"
 _CHUNK = 1 << 20
@@ -597,10 +597,24 @@ def _read_mrc(path: Path, mode: int, what: str) -> npt.NDArray[Any]:
     return data.reshape(nz, ny, nx)
 
 
-#: LiTS-117 crop: voxel size unknown, 1 mm assumed. Orientation found from the anatomy:
-#: array axis 0 runs patient right -> left, axis 1 anterior -> posterior,
-#: axis 2 inferior -> superior (axial slices are arr[:, :, k]), i.e. LPS.
-_LITS_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: LiTS-117 crop orientation, found from the anatomy: array axis 0 runs patient right -> left,
+#: axis 1 anterior -> posterior, axis 2 inferior -> superior (axial slices are arr[:, :, k]),
+#: i.e. LPS. The voxel size is not stored; see _lits_spacing_mm.
+_LITS_AXES = np.array([-1.0, -1.0, 1.0])
+
+#: Reference adult liver volume (CT volumetry puts normal livers at about 1.2-1.8 L).
+_REFERENCE_LIVER_ML = 1500.0
+
+
+def _lits_spacing_mm(liver_voxels: int) -> float:
+    """Isotropic voxel size that gives the crop's liver the reference adult volume.
+
+    The MRC header stores a cell size of 0 and the crop was resampled, so the spacing is
+    unknown. The crop spans the liver's bounding box on every axis; scaling it so the liver
+    (labels 1 and 2) holds 1.5 L uses anatomy only, not the tumour labels. 1 mm, assumed
+    before, made it a 0.62 L liver and every lesion about 1.35 times too small.
+    """
+    return float((_REFERENCE_LIVER_ML * 1000.0 / liver_voxels) ** (1.0 / 3.0))
 
 
 def _convert_lits117(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
@@ -617,13 +631,15 @@ def _convert_lits117(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
         raise SampleError(f"{what}: unexpected label values {labels}")
     hu = np.rint(img).astype(np.int16)
     del img
+    spacing = _lits_spacing_mm(int(np.count_nonzero(lab)))
+    affine = np.diag([*(_LITS_AXES * spacing), 1.0])
     hdr = nib.Nifti1Header()
     hdr.set_data_dtype(np.int16)
     hdr.set_xyzt_units("mm", "sec")
-    hdr["descrip"] = b"LiTS-117 crop; spacing unknown, 1 mm assumed"
-    ref = nib.Nifti1Image(hu, _LITS_AFFINE, header=hdr)
-    ref.set_qform(_LITS_AFFINE, code=1)
-    ref.set_sform(_LITS_AFFINE, code=1)
+    hdr["descrip"] = f"LiTS-117 crop; spacing estimated {spacing:.3f} mm".encode()
+    ref = nib.Nifti1Image(hu, affine, header=hdr)
+    ref.set_qform(affine, code=1)
+    ref.set_sform(affine, code=1)
     with _atomic_path(out / "image.nii.gz") as tmp:
         nib.save(ref, str(tmp))
     _save_like(_binary(lab >= 1), ref, out / "liver.nii.gz")
@@ -632,6 +648,7 @@ def _convert_lits117(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
         "source_label_values": labels,
         "source_hu_range": [lo, hi],
         "mrc_voxel_size": "0 (not stored)",
+        "estimated_spacing_mm": round(spacing, 4),
     }
 
 
@@ -773,7 +790,8 @@ SAMPLES: Mapping[str, Sample] = MappingProxyType(
                 assumptions=(
                     (
                         "Voxel size is not stored (MRC cell size 0; the crop was resampled): "
-                        "1 x 1 x 1 mm is assumed."
+                        "an isotropic spacing is estimated that gives the liver (labels 1 and 2) "
+                        "the reference adult volume of 1.5 L (1.346 mm; 1 mm would make it 0.62 L)."
                     ),
                     (
                         "Orientation was read off the anatomy (liver at low axis-0 index, spine at "
