@@ -10,7 +10,7 @@ export LIBTORCH_USE_PYTORCH := 1
 BIN := target/release/layerseg
 SAMPLES := $(HOME)/.cache/layerseg/samples
 
-.PHONY: all build venv python rust samples demo test lint rust-test py-test clean
+.PHONY: all build venv python rust wheel samples demo test lint rust-test py-test clean
 
 all: build
 
@@ -30,6 +30,15 @@ rust: venv
 	cargo build --release -p layerseg-cli
 
 build: python rust
+
+# A wheel in dist/ that carries the shipped models inside the package, so `segment`, the
+# Slicer module and the Python API find them without this checkout. The copy is removed after
+# (it must not be git-ignored: maturin leaves ignored files out of the wheel).
+PKG_MODELS := rust/python/python/layerseg/models
+wheel: venv
+	rm -rf $(PKG_MODELS) && mkdir -p $(PKG_MODELS)
+	cp models/*.safetensors models/*.json $(PKG_MODELS)/
+	maturin build --release --out dist; status=$$?; rm -rf $(PKG_MODELS); exit $$status
 
 samples: python
 	$(PY) -m layerseg.samples fetch

@@ -23,12 +23,24 @@ fn runtime() -> String {
     layerseg_torch::Runtime::detect().to_string()
 }
 
+/// Registers the models folder of the installed package; returns the folders searched for
+/// shipped models, in order.
+#[pyfunction]
+#[pyo3(signature = (packaged=None))]
+fn model_dirs(packaged: Option<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
+    if let Some(dir) = packaged {
+        layerseg_cli::models::register_packaged_models(dir);
+    }
+    layerseg_cli::models::model_dirs()
+}
+
 #[pymodule]
 fn _layerseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("LayerSegError", m.py().get_type::<errors::LayerSegError>())?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(model_dirs, m)?)?;
     volumes::register(m)?;
     inference::register(m)?;
     synthesis::register(m)?;

@@ -6,6 +6,8 @@ in the file's voxel order, and the 4x4 voxel-to-RAS affine, as nibabel gives the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # torch maps libtorch (and its CUDA backend, when present) into the process; the extension
 # resolves its libtorch symbols against those, so no LD_LIBRARY_PATH is needed.
 import torch  # noqa: F401  # isort: skip
@@ -15,6 +17,7 @@ from layerseg._layerseg import (
     __version__,
     adapt,
     finetune,
+    model_dirs,
     pretrain,
     profile_json,
     read_image,
@@ -24,12 +27,19 @@ from layerseg._layerseg import (
 )
 from layerseg.api import evaluate, segment, synthesize, write_image, write_labels
 
+# A wheel carries the shipped models in the package (`make wheel` copies them in); in a
+# checkout they are found in the repository's models/ instead.
+_PACKAGED_MODELS = Path(__file__).with_name("models")
+if _PACKAGED_MODELS.is_dir():
+    model_dirs(_PACKAGED_MODELS)
+
 __all__ = [
     "LayerSegError",
     "__version__",
     "adapt",
     "evaluate",
     "finetune",
+    "model_dirs",
     "pretrain",
     "profile_json",
     "read_image",

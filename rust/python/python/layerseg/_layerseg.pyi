@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,10 @@ def run_cli(argv: list[str]) -> int:
 
 def runtime() -> str:
     """What libtorch sees: CUDA backend loaded, CUDA available, devices, CPU threads."""
+
+def model_dirs(packaged: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Folders searched for shipped models, in order; ``packaged`` registers the package's own
+    ``models/`` folder (done by ``import layerseg`` when the wheel carries one)."""
 
 def read_image(path: str | os.PathLike[str]) -> tuple[npt.NDArray[np.float32], Affine]:
     """Read a NIfTI image as float32 ``[i, j, k]`` (scaling applied) and its voxel-to-RAS affine."""
