@@ -94,8 +94,10 @@ def test_read_only_output_folder(layerseg_bin: Path, scan: Path, tmp_path: Path)
     before = _digest(scan)
     out = tmp_path / "ro"
     out.mkdir()
-    proc = _in_tmpfs(out, "ro,size=1m", _segment(layerseg_bin, scan, out / "mask.nii.gz"))
+    argv = ["env", "LAYERSEG_PROGRESS=lines", *_segment(layerseg_bin, scan, out / "mask.nii.gz")]
+    proc = _in_tmpfs(out, "ro,size=1m", argv)
     _assert_clear_error(proc, str(out), "Read-only file system")
+    assert "layerseg: progress" not in proc.stderr  # refused before the network ran
     synth = _in_tmpfs(
         out,
         "ro,size=1m",

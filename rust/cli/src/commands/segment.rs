@@ -231,6 +231,7 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("{}: cannot create folder", parent.display()))?;
             }
+            crate::output::check_writable(out)?;
         }
         refuse_overwriting_input(&input, &mask)?;
         for out in prob.iter() {
