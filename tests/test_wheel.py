@@ -60,30 +60,25 @@ def test_installed_wheel_segments_with_its_own_model(
         f"r = layerseg.segment({str(scan)!r}, device='cpu')\n"
         "print(r['mask'].shape)\n"
     )
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no LAYERSEG_MODELS
-    proc = subprocess.run(
-        [str(python), "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr
-    package, first_dir, shape = proc.stdout.splitlines()
+
+    def outside_checkout(*argv: str) -> str:
+        proc = subprocess.run(
+            argv,
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},  # no LAYERSEG_MODELS
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    package, first_dir, shape = outside_checkout(str(python), "-c", script).splitlines()
     assert Path(package).is_relative_to(venv)
     assert Path(first_dir) == Path(package).parent / "models"
     assert shape == "(128, 128, 62)"
     # the console script, which the Slicer module runs, finds it too
     mask = tmp_path / "mask.nii.gz"
     console_script = str(venv / "bin" / "layerseg")
-    cli = subprocess.run(
-        [console_script, "segment", str(scan), "--out", str(mask), "--device", "cpu"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert cli.returncode == 0, cli.stderr
+    outside_checkout(console_script, "segment", str(scan), "--out", str(mask), "--device", "cpu")
     assert mask.stat().st_size > 0
