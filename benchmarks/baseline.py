@@ -30,6 +30,11 @@ CT_Z = -2.0
 CT_MIN_MM3 = 100.0
 
 
+def default_region(image: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
+    """The head/body foreground, where no organ mask is given."""
+    return np.asarray(image > 0.1 * float(np.percentile(image, 99)))
+
+
 def baseline_mask(
     image: npt.NDArray[np.floating], region: npt.NDArray[np.bool_], modality: str, voxel_mm3: float
 ) -> npt.NDArray[np.uint8]:
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.organ_mask}: not on the scan's grid", file=sys.stderr)
             return 1
     else:
-        region = image > 0.1 * float(np.percentile(image, 99))
+        region = default_region(image)
     voxel_mm3 = float(np.prod(img.header.get_zooms()[:3]))
     mask = baseline_mask(image, region, args.modality, voxel_mm3)
     out = nib.Nifti1Image(mask, img.affine, img.header)

@@ -3,9 +3,10 @@
 The registries hold a single labelled tumour scan per organ, so the few-shot protocol splits it.
 The scan is cut across its superior-inferior axis at the median slice of the tumour voxels, so
 both halves hold tumour. Fold 0 fine-tunes the shipped model (`layerseg finetune`) on the
-inferior half (image, label and organ mask cropped to it) and scores the superior half; fold 1
-the other way round. Every method segments the whole scan and is scored only inside the
-held-out half (and the organ mask, when the case has one):
+inferior half (image, label and organ mask; the superior half replaced by the inferior half's
+mirror image, see save_mirrored_half) and scores the superior half; fold 1 the other way
+round. Every method segments the whole scan and is scored only inside the held-out half (and
+the organ mask, when the case has one):
 - zero-shot: the shipped model
 - few-shot: the fine-tuned model (the weights with the best Dice on its own training half)
 - baseline: benchmarks/baseline.py's no-learning threshold
@@ -13,7 +14,7 @@ held-out half (and the organ mask, when the case has one):
 Both halves come from one patient, so this measures what one labelled case teaches about the
 rest of that case, an optimistic stand-in for a cross-patient few-shot result.
 
-    python benchmarks/fewshot.py --case lits117 --steps 30 --out runs/fewshot-lits117
+    python benchmarks/fewshot.py --case lits117 --steps 40 --out runs/fewshot-lits117
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import layerseg
 from layerseg import samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import baseline_mask
+from baseline import baseline_mask, default_region
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,23 @@ def half_slices(shape: tuple[int, ...], axis: int, cut: int) -> tuple[tuple[slic
     return lower, upper
 
 
-def save_crop(src: Path, crop: tuple[slice, ...], dst: Path) -> None:
-    nib.save(nib.load(src).slicer[crop], dst)
+def save_mirrored_half(src: Path, axis: int, cut: int, lower: bool, dst: Path) -> None:
+    """Keeps one half of `src` and fills the other with its mirror image across the cut.
+
+    A bare half is thinner than the network's patch (96^3 voxels of 1.5 x 1.5 x 2 mm for the
+    liver), so it would be padded with a flat slab the model never meets on a whole scan, and
+    fine-tuning would learn that slab. The mirror keeps the scan's own grid and local anatomy
+    and uses nothing of the held-out half.
+    """
+    img = nib.load(src)
+    data = np.asarray(img.dataobj)
+    n = data.shape[axis]
+    keep = [slice(None)] * data.ndim
+    keep[axis] = slice(0, cut) if lower else slice(cut, n)
+    pad = [(0, 0)] * data.ndim
+    pad[axis] = (0, n - cut) if lower else (cut, 0)
+    mirrored = np.pad(data[tuple(keep)], pad, mode="symmetric")
+    nib.save(nib.Nifti1Image(mirrored, img.affine, img.header), dst)
 
 
 def scores(
@@ -85,25 +101,28 @@ def run_fold(
     image_path, truth_path = folder / "image.nii.gz", folder / case.truth
     img = nib.load(image_path)
     truth = np.asarray(nib.load(truth_path).dataobj) > 0
+    data = np.asarray(img.dataobj, dtype=np.float32)
     organ = (
         np.asarray(nib.load(folder / case.organ).dataobj) > 0
         if case.organ
         else np.ones(truth.shape, bool)
     )
+    baseline_region = organ if case.organ else default_region(data)
     axis = axial_axis(img)
     cut = int(np.median(np.nonzero(truth)[axis]))
     lower, upper = half_slices(truth.shape, axis, cut)
-    train, test = (lower, upper) if fold == 0 else (upper, lower)
+    test = upper if fold == 0 else lower
 
     fold_dir = out / f"fold-{fold}"
     data_dir = fold_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     entry = {"image": "image.nii.gz", "label": "label.nii.gz"}
-    save_crop(image_path, train, data_dir / "image.nii.gz")
-    save_crop(truth_path, train, data_dir / "label.nii.gz")
+    sources = {"image": image_path, "label": truth_path}
     if case.organ:
-        save_crop(folder / case.organ, train, data_dir / "organ.nii.gz")
+        sources["organ"] = folder / case.organ
         entry["organ"] = "organ.nii.gz"
+    for key, src in sources.items():
+        save_mirrored_half(src, axis, cut, fold == 0, data_dir / f"{key}.nii.gz")
     datalist = data_dir / "datalist.json"
     datalist.write_text(json.dumps({"training": [entry]}, indent=2))
 
@@ -138,8 +157,7 @@ def run_fold(
         )["mask"],
     }
     voxel_mm3 = float(np.prod(spacing))
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    preds["baseline"] = baseline_mask(data, organ, case.modality, voxel_mm3)
+    preds["baseline"] = baseline_mask(data, baseline_region, case.modality, voxel_mm3)
     result = {method: scores(p, truth, region, spacing) for method, p in preds.items()}
     result["few-shot"]["finetune_s"] = round(finetune_s, 1)
     result["few-shot"]["steps"] = report["folds"][0]["steps"]
