@@ -140,3 +140,21 @@ def test_a_tiny_scan_is_resized_not_refused() -> None:
     tiny[1:5, 1:4, 1:3] = 100.0
     result = layerseg.segment(tiny, np.eye(4), model=MODEL, profile=PROFILE)
     assert result["mask"].shape == tiny.shape
+
+
+def test_cli_warns_when_the_scan_is_not_the_profiles_modality(
+    sample_dirs: dict[str, Path], layerseg_bin: Path, tmp_path: Path
+) -> None:
+    """A CT under the default brain-mri profile (found zero voxels silently before)."""
+    ct = sample_dirs["lits117"]
+    liver = ["--organ-mask", str(ct / "liver.nii.gz")]
+    cmd = [str(layerseg_bin), "segment", str(ct / "image.nii.gz"), "--device", "cpu", *liver]
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "m.nii.gz")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "like a CT in Hounsfield units, but profile brain-mri is for MRI" in proc.stderr
+    right = [*cmd, "--profile", "liver-ct", "--out", str(tmp_path / "l.nii.gz")]
+    proc = subprocess.run(right, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr

@@ -217,11 +217,46 @@ impl Profile {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a profile always serialises")
     }
+
+    /// Why `image` looks like another modality than the profile's, if it does: CT in
+    /// Hounsfield units holds air near -1000 and MRI magnitudes are never far below 0, so a
+    /// minimum under -500 under an MRI profile, or none below 0 under a CT profile, is suspect.
+    pub fn modality_mismatch(&self, image: &ndarray::Array3<f32>) -> Option<String> {
+        let min = image.iter().copied().fold(f32::INFINITY, f32::min);
+        match self.modality {
+            Modality::Mri if min < -500.0 => Some(format!(
+                "values go down to {min:.0}, like a CT in Hounsfield units, but profile {} is for MRI (pass --profile liver-ct, or a CT model)",
+                self.name
+            )),
+            Modality::Ct if min >= 0.0 => Some(format!(
+                "no value is below 0, unlike a CT in Hounsfield units, but profile {} is for CT",
+                self.name
+            )),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scan_of_the_other_modality_is_named() {
+        let brain = Profile::builtin("brain-mri").unwrap();
+        let liver = Profile::builtin("liver-ct").unwrap();
+        let mut ct = ndarray::Array3::from_elem((4, 4, 4), 40.0_f32);
+        ct[[0, 0, 0]] = -1024.0;
+        let mri = ndarray::Array3::from_elem((4, 4, 4), 300.0_f32);
+        let warning = brain.modality_mismatch(&ct).unwrap();
+        assert!(
+            warning.contains("-1024") && warning.contains("brain-mri"),
+            "{warning}"
+        );
+        assert!(liver.modality_mismatch(&mri).unwrap().contains("liver-ct"));
+        assert_eq!(brain.modality_mismatch(&mri), None);
+        assert_eq!(liver.modality_mismatch(&ct), None);
+    }
 
     #[test]
     fn builtins_load_and_round_trip() {

@@ -140,6 +140,9 @@ fn run_case(
     let read = ReadOptions::default();
     let (image, meta) = read_image(&case.input, &read)?;
     crate::warn_all(&meta);
+    if let Some(why) = profile.modality_mismatch(&image.data) {
+        eprintln!("layerseg: warning: {}: {why}", case.input.display());
+    }
     let organ = match &case.organ {
         Some(path) => Some(read_labels(path, &read)?.0),
         None => None,
