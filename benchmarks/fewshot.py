@@ -3,10 +3,10 @@
 The registries hold a single labelled tumour scan per organ, so the few-shot protocol splits it.
 The scan is cut across its superior-inferior axis at the median slice of the tumour voxels, so
 both halves hold tumour. Fold 0 fine-tunes the shipped model (`layerseg finetune`) on the
-inferior half (image, label and organ mask; the superior half replaced by the inferior half's
-mirror image, see save_mirrored_half) and scores the superior half; fold 1 the other way
-round. Every method segments the whole scan and is scored only inside the held-out half (and
-the organ mask, when the case has one):
+lower-index half, inferior in both samples (LPS): its image, label and organ mask, with the
+superior half replaced by the inferior half's mirror image (see save_mirrored_half); it scores
+the superior half. Fold 1 is the other way round. Every method segments the whole scan and is
+scored only inside the held-out half (and the organ mask, when the case has one):
 - zero-shot: the shipped model
 - few-shot: the fine-tuned model (the weights with the best Dice on its own training half)
 - baseline: benchmarks/baseline.py's no-learning threshold
@@ -168,7 +168,7 @@ def run_fold(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=sorted(CASES), required=True)
-    parser.add_argument("--steps", type=int, default=30, help="fine-tuning steps per fold")
+    parser.add_argument("--steps", type=int, default=40, help="fine-tuning steps per fold")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--validate-every", type=int, default=10)
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1], choices=[0, 1])
