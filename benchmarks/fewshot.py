@@ -73,12 +73,10 @@ def save_mirrored_half(src: Path, axis: int, cut: int, lower: bool, dst: Path) -
     """
     img = nib.load(src)
     data = np.asarray(img.dataobj)
-    n = data.shape[axis]
-    keep = [slice(None)] * data.ndim
-    keep[axis] = slice(0, cut) if lower else slice(cut, n)
+    keep = half_slices(data.shape, axis, cut)[0 if lower else 1]
     pad = [(0, 0)] * data.ndim
-    pad[axis] = (0, n - cut) if lower else (cut, 0)
-    mirrored = np.pad(data[tuple(keep)], pad, mode="symmetric")
+    pad[axis] = (0, data.shape[axis] - cut) if lower else (cut, 0)
+    mirrored = np.pad(data[keep], pad, mode="symmetric")
     nib.save(nib.Nifti1Image(mirrored, img.affine, img.header), dst)
 
 
