@@ -10,7 +10,7 @@ export LIBTORCH_USE_PYTORCH := 1
 BIN := target/release/layerseg
 SAMPLES := $(HOME)/.cache/layerseg/samples
 
-.PHONY: all build venv python rust wheel samples demo test lint rust-test py-test clean
+.PHONY: all build venv python rust wheel samples demo test lint rust-test py-test parity-spread clean
 
 all: build
 
@@ -62,7 +62,17 @@ rust-test: build
 py-test: build samples
 	pytest
 
-test: lint samples rust-test py-test
+# The parity tests again under the kernel choices of other CPUs: oneDNN capped at SSE4.1 and at
+# AVX2, and ATen's scalar kernels. They stand in for the machines CI may land on (issue 15).
+PARITY_SPREAD := ONEDNN_MAX_CPU_ISA=SSE41 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=default
+parity-spread: build
+	set -e; for setting in $(PARITY_SPREAD); do \
+	  echo "== parity under $$setting"; \
+	  env $$setting cargo test --release -p layerseg-torch --test basic_unet_parity; \
+	  env $$setting pytest -q tests/test_network_parity.py tests/test_inference_parity.py; \
+	done
+
+test: lint samples rust-test py-test parity-spread
 
 clean:
 	rm -rf target $(VENV)
