@@ -7,6 +7,8 @@ each would get alone, and really run at once (the GIL is released while the netw
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -205,3 +207,45 @@ def test_two_threads_segment_at_once(
     # Interleaved: some progress of each thread happened between progress calls of the other.
     first_done = min(max(i for i, e in enumerate(events) if e == name) for name in scans)
     assert len(set(events[: first_done + 1])) == 2, events
+
+
+FORKED_DATALOADER = """
+import sys
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset
+import layerseg
+
+image = np.zeros((48, 48, 48), np.float32)
+image[8:40, 8:40, 8:40] = 100.0
+image += np.random.default_rng(0).normal(0, 5, image.shape).astype(np.float32)
+organ = (image > 50).astype(np.uint8)
+affine = np.eye(4)
+
+def synth(seed):
+    out = layerseg.synthesize(image, affine, organ_mask=organ, seed=int(seed))
+    return float(out["mask"].sum())
+
+parent = synth(0)  # a parallel Rust call in the parent, before the fork
+loader = DataLoader(
+    Dataset(list(range(4)), transform=synth),
+    batch_size=1,
+    num_workers=2,
+    multiprocessing_context="fork",
+)
+children = [float(batch[0]) for batch in loader]
+assert children[0] == parent, (children, parent)
+print("forked workers returned", children)
+"""
+
+
+def test_forked_dataloader_workers_do_not_hang_after_a_parallel_call(tmp_path: Path) -> None:
+    """Issue 21: fork-started DataLoader workers inherited rayon's pool without its threads and
+    waited for them forever. They must finish, with the same numbers as the parent."""
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED_DATALOADER)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "forked workers returned" in result.stdout

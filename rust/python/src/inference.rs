@@ -154,8 +154,9 @@ fn evaluate<'py>(
             "spacing must be positive, got {spacing:?}"
         )));
     }
-    let metrics =
-        py.detach(|| layerseg_core::metrics::evaluate(&pred, &truth, spacing, region.as_ref()));
+    let metrics = crate::gate::in_own_pool(py, || {
+        layerseg_core::metrics::evaluate(&pred, &truth, spacing, region.as_ref())
+    });
     let json =
         serde_json::to_string(&metrics).map_err(|e| LayerSegError::new_err(e.to_string()))?;
     py.import("json")?.call_method1("loads", (json,))

@@ -1,5 +1,6 @@
-//! The `layerseg._layerseg` extension: a thin layer over the Rust crates. Every long call goes
-//! through [`gate::without_gil`], and every error through [`errors::IntoPyErr`].
+//! The `layerseg._layerseg` extension: a thin layer over the Rust crates. Every call into Rust
+//! work goes through [`gate`] (no GIL, a fork-safe thread pool), and every error through
+//! [`errors::IntoPyErr`].
 
 use pyo3::prelude::*;
 
@@ -14,7 +15,7 @@ mod volumes;
 /// Run the `layerseg` command line in this process; returns its exit code.
 #[pyfunction]
 fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
-    py.detach(|| layerseg_cli::run(argv))
+    gate::in_own_pool(py, || layerseg_cli::run(argv))
 }
 
 /// What libtorch sees: CUDA backend loaded, number of GPUs, CPU threads.
