@@ -101,7 +101,8 @@ def main() -> None:
     for key, value in double.items():
         io[key] = value.contiguous()
         err = (single[key].double() - value).abs().max()
-        print(f"{key}: max |float64| {value.abs().max().item():.3e}, float32 error {err.item():.3e}")
+        scale = value.abs().max().item()
+        print(f"{key}: max |float64| {scale:.3e}, float32 error {err.item():.3e}")
     save_file(io, str(IO))
 
 
