@@ -135,6 +135,41 @@ def test_cli_batch_reports_a_bad_case_and_does_the_rest(
     assert (tmp_path / "png" / "colin.png").stat().st_size > 1000
 
 
+def test_cli_batch_gives_same_named_scans_distinct_outputs(
+    sample_dirs: dict[str, Path], layerseg_bin: Path, tmp_path: Path
+) -> None:
+    """Issue 21: A/image.nii.gz and B/image.nii.gz both went to OUT/image.nii.gz, the second
+    silently replacing the first. Each now gets its own name, from its folder."""
+    scans = []
+    for case in ("A", "B"):
+        (tmp_path / case).mkdir()
+        scans.append(tmp_path / case / "image.nii.gz")
+        shutil.copy(sample_dirs["itk_t1"] / "image.nii.gz", scans[-1])
+    out = tmp_path / "masks"
+    proc = _segment_cli(layerseg_bin, *scans, "--out", out, "--prob", tmp_path / "prob")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["A_image.nii.gz", "B_image.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "prob").iterdir()) == [
+        "A_image.nii.gz",
+        "B_image.nii.gz",
+    ]
+
+    twice = _segment_cli(layerseg_bin, scans[0], scans[0], "--out", tmp_path / "twice")
+    assert twice.returncode == 1
+    assert "would write the same output" in twice.stderr and str(scans[0]) in twice.stderr
+
+
+def test_cli_batch_refuses_a_file_name_as_its_output_folder(
+    sample_dirs: dict[str, Path], layerseg_bin: Path, tmp_path: Path
+) -> None:
+    """Several scans and --out m.nii.gz made a folder called m.nii.gz; now it is refused."""
+    scans = [sample_dirs[name] / "image.nii.gz" for name in ("itk_t1", "colin27")]
+    proc = _segment_cli(layerseg_bin, *scans, "--out", tmp_path / "m.nii.gz")
+    assert proc.returncode == 1
+    assert "--out" in proc.stderr and "must be a folder" in proc.stderr
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
 def test_a_tiny_scan_is_resized_not_refused() -> None:
     tiny = np.zeros((6, 5, 4), np.float32)
     tiny[1:5, 1:4, 1:3] = 100.0

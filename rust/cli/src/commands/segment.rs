@@ -61,6 +61,8 @@ pub struct Args {
 /// Output paths of one case.
 struct Case {
     input: PathBuf,
+    /// The name its outputs take in a folder (unique within the run).
+    name: String,
     organ: Option<PathBuf>,
     mask: PathBuf,
     prob: Option<PathBuf>,
@@ -158,7 +160,7 @@ fn run_case(
     if let Some(dir) = &args.layers {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        let name = case_name(&case.input);
+        let name = &case.name;
         for (layer, volume) in [("healthy", &result.healthy), ("tumour", &result.tumour)] {
             if let Some(volume) = volume {
                 let path = dir.join(format!("{name}_{layer}.nii.gz"));
@@ -195,10 +197,22 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
         bail!("no NIfTI scans in {}", args.inputs[0].display());
     }
     let batch = inputs.len() > 1 || args.inputs[0].is_dir();
-    let in_folder =
-        |dir: &Path, input: &Path, suffix: &str| dir.join(format!("{}{suffix}", case_name(input)));
+    let names = if batch {
+        for (flag, dir) in [("--out", Some(&args.out)), ("--prob", args.prob.as_ref())]
+            .into_iter()
+            .chain([("--overlay", args.overlay.as_ref())])
+        {
+            if let Some(dir) = dir {
+                refuse_file_name_for_folder(flag, dir, inputs.len())?;
+            }
+        }
+        unique_case_names(&inputs)?
+    } else {
+        vec![case_name(&inputs[0])]
+    };
+    let in_folder = |dir: &Path, name: &str, suffix: &str| dir.join(format!("{name}{suffix}"));
     let mut cases = Vec::new();
-    for input in inputs {
+    for (input, name) in inputs.into_iter().zip(names) {
         let (mask, prob, overlay, organ) = if batch {
             std::fs::create_dir_all(&args.out)
                 .with_context(|| format!("{}: cannot create folder", args.out.display()))?;
@@ -207,9 +221,9 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
                     .with_context(|| format!("{}: cannot create folder", dir.display()))?;
             }
             (
-                in_folder(&args.out, &input, ".nii.gz"),
-                args.prob.as_ref().map(|d| in_folder(d, &input, ".nii.gz")),
-                args.overlay.as_ref().map(|d| in_folder(d, &input, ".png")),
+                in_folder(&args.out, &name, ".nii.gz"),
+                args.prob.as_ref().map(|d| in_folder(d, &name, ".nii.gz")),
+                args.overlay.as_ref().map(|d| in_folder(d, &name, ".png")),
                 args.organ_mask.as_ref().map(|d| {
                     if d.is_dir() {
                         d.join(input.file_name().unwrap())
@@ -242,6 +256,7 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
         }
         cases.push(Case {
             input,
+            name,
             organ,
             mask,
             prob,
@@ -249,6 +264,77 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
         });
     }
     Ok(cases)
+}
+
+/// Several scans write one file each into a folder; a folder named like a file (`m.nii.gz`) is
+/// almost certainly a mistake, so it is refused rather than created.
+fn refuse_file_name_for_folder(flag: &str, dir: &Path, scans: usize) -> Result<()> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().to_lowercase());
+    let file_like = [".nii", ".nii.gz", ".gz", ".png", ".nrrd", ".mha", ".mhd"];
+    if dir.is_dir() || !name.is_some_and(|n| file_like.iter().any(|ext| n.ends_with(ext))) {
+        return Ok(());
+    }
+    bail!(
+        "{flag} {}: {scans} scans write one file each, so {flag} must be a folder, not a file name",
+        dir.display()
+    )
+}
+
+/// Output names for a batch, unique within it: the scan's name (`image` for
+/// `A/image.nii.gz`), with as many parent folders prefixed as it takes to tell clashing scans
+/// apart (`A_image`, `B_image`). The same scan given twice is refused.
+fn unique_case_names(inputs: &[PathBuf]) -> Result<Vec<String>> {
+    use std::collections::HashMap;
+    use std::path::Component;
+
+    let parts: Vec<Vec<String>> = inputs
+        .iter()
+        .map(|input| {
+            let absolute = std::path::absolute(input).unwrap_or_else(|_| input.clone());
+            let mut parts: Vec<String> = absolute
+                .parent()
+                .into_iter()
+                .flat_map(Path::components)
+                .filter_map(|c| match c {
+                    Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect();
+            parts.push(case_name(input));
+            parts
+        })
+        .collect();
+    let mut depth = vec![1; inputs.len()];
+    loop {
+        let names: Vec<String> = parts
+            .iter()
+            .zip(&depth)
+            .map(|(parts, &depth)| parts[parts.len() - depth..].join("_"))
+            .collect();
+        let mut holders: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, name) in names.iter().enumerate() {
+            holders.entry(name).or_default().push(i);
+        }
+        let clashes: Vec<&Vec<usize>> = holders.values().filter(|h| h.len() > 1).collect();
+        let Some(first) = clashes.first() else {
+            return Ok(names);
+        };
+        let mut deepened = false;
+        for &i in clashes.iter().copied().flatten() {
+            if depth[i] < parts[i].len() {
+                depth[i] += 1;
+                deepened = true;
+            }
+        }
+        if !deepened {
+            bail!(
+                "{} and {} would write the same output {}: give each scan once",
+                inputs[first[0]].display(),
+                inputs[first[1]].display(),
+                names[first[0]]
+            );
+        }
+    }
 }
 
 fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {
