@@ -71,7 +71,8 @@ fn bad_inputs_give_one_line_errors() {
     for (args, needle) in [
         (
             vec!["--healthy", colin.as_str(), "--organ-mask", liver.as_str()],
-            "liver.nii.gz: organ mask: its grid",
+            "liver.nii.gz: organ mask: it is on another grid than the healthy scan: shape \
+             181x217x181 vs 122x101x112 voxels",
         ),
         (
             vec!["--profile", "liver-ct", "--healthy", ct.as_str()],

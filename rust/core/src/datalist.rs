@@ -377,9 +377,9 @@ pub fn read_cases(
             ("organ mask", case.organ.as_ref(), organ.as_ref()),
         ] {
             if let (Some(path), Some(other)) = (path, other) {
-                if !image.same_grid(other) {
+                if let Some(difference) = image.grid_difference(other) {
                     problems.push(format!(
-                        "{}: the {what} is on another grid than its image {} ({other:?} vs {image:?})",
+                        "{}: the {what} is on another grid than its image {}: {difference}",
                         path.display(),
                         case.image.display()
                     ));

@@ -87,12 +87,7 @@ pub fn network_grid(
     profile: &Profile,
 ) -> Result<(Image, LabelMap, GridMapping)> {
     if let Some(mask) = organ {
-        if !image.same_grid(mask) {
-            return Err(Error::Mismatch {
-                what: "organ mask".into(),
-                reason: format!("it is on another grid than the scan ({mask:?} vs {image:?})"),
-            });
-        }
+        image.ensure_same_grid("scan", mask, "organ mask")?;
     }
     let (ras, reorientation) = Reorientation::to_ras(image);
     let ras_organ = organ.map(|m| Reorientation::to_ras(m).0);

@@ -3,6 +3,7 @@
 use ndarray::Array3;
 use std::fmt;
 
+use crate::error::{Error, Result};
 use crate::orientation::Orientation;
 
 /// Voxel index (i, j, k, 1) to RAS world coordinates (x, y, z, 1), row-major.
@@ -51,6 +52,70 @@ impl<T> Volume<T> {
         self.shape() == other.shape() && affines_close(&self.affine, &other.affine, 1e-4)
     }
 
+    /// What differs between this grid and `other`'s, in words a user can act on: the shape,
+    /// the voxel size, the axis directions or the origin (with the shift in mm). `None` when
+    /// [`Volume::same_grid`] holds.
+    pub fn grid_difference<U>(&self, other: &Volume<U>) -> Option<String> {
+        const TOLERANCE_MM: f64 = 1e-4;
+        let three = |v: [f64; 3]| format!("{:.4} x {:.4} x {:.4}", v[0], v[1], v[2]);
+        if self.shape() != other.shape() {
+            let [a, b, c] = self.shape();
+            let [x, y, z] = other.shape();
+            return Some(format!("shape {a}x{b}x{c} vs {x}x{y}x{z} voxels"));
+        }
+        if affines_close(&self.affine, &other.affine, TOLERANCE_MM) {
+            return None;
+        }
+        let (ours, theirs) = (self.spacing(), other.spacing());
+        if ours
+            .iter()
+            .zip(&theirs)
+            .any(|(a, b)| (a - b).abs() > TOLERANCE_MM)
+        {
+            return Some(format!(
+                "voxel size {} vs {} mm",
+                three(ours),
+                three(theirs)
+            ));
+        }
+        let rotated = (0..3)
+            .any(|r| (0..3).any(|c| (self.affine[r][c] - other.affine[r][c]).abs() > TOLERANCE_MM));
+        if rotated {
+            return Some(format!(
+                "axis directions {} vs {} (same shape and voxel size)",
+                self.orientation(),
+                other.orientation()
+            ));
+        }
+        // Rounded to the printed 0.001 mm, so that no "-0.000" appears.
+        let shift = [0, 1, 2].map(|r| {
+            let mm = other.affine[r][3] - self.affine[r][3];
+            if mm.abs() < 5e-4 {
+                0.0
+            } else {
+                mm
+            }
+        });
+        Some(format!(
+            "origin shifted by ({:.3}, {:.3}, {:.3}) mm in RAS (same shape, voxel size and axes)",
+            shift[0], shift[1], shift[2]
+        ))
+    }
+
+    /// `Err(Mismatch)` when `other` (called `what`) is not on this grid (called `this`): says
+    /// what differs and how to fix it. The one grid check of the CLI and the Python API.
+    pub fn ensure_same_grid<U>(&self, this: &str, other: &Volume<U>, what: &str) -> Result<()> {
+        match self.grid_difference(other) {
+            None => Ok(()),
+            Some(difference) => Err(Error::Mismatch {
+                what: what.into(),
+                reason: format!(
+                    "it is on another grid than the {this}: {difference}. {RESAMPLE_HINT}"
+                ),
+            }),
+        }
+    }
+
     /// A volume on this grid with other voxels.
     pub fn with_data<U>(&self, data: Array3<U>) -> Volume<U> {
         debug_assert_eq!(data.shape(), self.data.shape());
@@ -75,6 +140,11 @@ pub fn spacing(affine: &Affine) -> [f64; 3] {
     let col = |c: usize| (0..3).map(|r| affine[r][c].powi(2)).sum::<f64>().sqrt();
     [col(0), col(1), col(2)]
 }
+
+/// What to do about a mask on another grid than the volume it belongs to.
+pub const RESAMPLE_HINT: &str = "Resample it onto that grid first (3D Slicer: Resample Image \
+    (BRAINS) with that volume as the reference and nearest-neighbour interpolation; Python: \
+    nibabel.processing.resample_from_to(mask, reference, order=0))";
 
 pub fn affines_close(a: &Affine, b: &Affine, tol: f64) -> bool {
     a.iter()
@@ -122,5 +192,41 @@ mod tests {
             format!("{v:?}"),
             "Volume<u8>(2x3x4, spacing 1.0000x1.0000x1.0000 mm, RAS)"
         );
+    }
+
+    #[test]
+    fn grid_difference_names_the_field_that_differs() {
+        let scan = Volume::new(Array3::<u8>::zeros((4, 5, 6)), IDENTITY);
+        let other = |shape: (usize, usize, usize), edit: &dyn Fn(&mut Affine)| {
+            let mut affine = IDENTITY;
+            edit(&mut affine);
+            Volume::new(Array3::<u8>::zeros(shape), affine)
+        };
+        let same = other((4, 5, 6), &|a| a[0][3] += 5e-5);
+        assert_eq!(scan.grid_difference(&same), None);
+        assert!(scan.ensure_same_grid("scan", &same, "mask").is_ok());
+        let cases: [(Volume<u8>, &str); 4] = [
+            (other((4, 5, 7), &|_| {}), "shape 4x5x6 vs 4x5x7 voxels"),
+            (
+                other((4, 5, 6), &|a| a[2][2] = 3.0),
+                "voxel size 1.0000 x 1.0000 x 1.0000 vs 1.0000 x 1.0000 x 3.0000 mm",
+            ),
+            (
+                other((4, 5, 6), &|a| a[0][0] = -1.0),
+                "axis directions RAS vs LAS",
+            ),
+            (
+                other((4, 5, 6), &|a| a[1][3] = -30.0),
+                "origin shifted by (0.000, -30.000, 0.000) mm",
+            ),
+        ];
+        for (mask, expected) in cases {
+            let difference = scan.grid_difference(&mask).unwrap();
+            assert!(difference.starts_with(expected), "{difference}");
+            let err = scan.ensure_same_grid("scan", &mask, "mask").unwrap_err();
+            let message = err.to_string();
+            assert!(message.starts_with("mask: it is on another grid than the scan: "));
+            assert!(message.contains(expected) && message.contains("Resample"));
+        }
     }
 }

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
 
+use layerseg_core::volume::IDENTITY;
 use layerseg_core::{NoProgress, Profile, Volume};
 use layerseg_torch::inference::{
     segment as run_segment, sliding_window as run_windows, SegmentOptions, WindowOptions,
@@ -64,9 +65,10 @@ fn sliding_window<'py>(
 }
 
 /// Segment one scan given as (`image` [i, j, k], 4x4 `affine`). Returns a dict with `mask`
-/// (uint8), `probability`, `healthy` and `tumour` (float32), all on the input grid.
+/// (uint8), `probability`, `healthy` and `tumour` (float32), all on the input grid. The organ
+/// mask lies on `organ_affine` when given (read from its file), else on `affine`.
 #[pyfunction]
-#[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto", progress=None))]
+#[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto", progress=None, organ_affine=None))]
 #[allow(clippy::too_many_arguments)]
 fn segment<'py>(
     py: Python<'py>,
@@ -81,14 +83,35 @@ fn segment<'py>(
     min_size_mm3: f64,
     device: &str,
     progress: Option<Py<PyAny>>,
+    organ_affine: Option<PyReadonlyArray2<'py, f64>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let affine = affine_from_py(affine)?;
     let image = Volume::new(image.as_array().to_owned(), affine);
     if image.data.iter().any(|v| !v.is_finite()) {
         return Err(LayerSegError::new_err("image holds NaN or infinite values"));
     }
-    let organ = organ_mask.map(|m| Volume::new(m.as_array().to_owned(), affine));
+    let organ_affine = organ_affine
+        .map(affine_from_py)
+        .transpose()?
+        .unwrap_or(affine);
+    let organ = organ_mask.map(|m| Volume::new(m.as_array().to_owned(), organ_affine));
+    if let Some(organ) = &organ {
+        image
+            .ensure_same_grid("scan", organ, "organ_mask")
+            .map_err(IntoPyErr::into_py_err)?;
+    }
     let profile = Profile::load(profile).map_err(IntoPyErr::into_py_err)?;
+    if let Some(why) = profile.modality_mismatch(&image.data) {
+        // The CLI's warning, as a Python warning (filterable, and an error under -W error).
+        let message =
+            std::ffi::CString::new(why).map_err(|e| LayerSegError::new_err(e.to_string()))?;
+        PyErr::warn(
+            py,
+            &py.get_type::<pyo3::exceptions::PyUserWarning>(),
+            &message,
+            1,
+        )?;
+    }
     let file =
         layerseg_cli::models::resolve(model.as_deref(), &profile.name).map_err(anyhow_to_py)?;
     let config = file.config(&profile);
@@ -101,6 +124,7 @@ fn segment<'py>(
         min_component_mm3: min_size_mm3,
         layers: true,
     };
+    opts.validate().map_err(IntoPyErr::into_py_err)?;
     let reporter = PyProgress::new(progress);
     let result = without_gil(py, || {
         let model = Model::load(&config, device, &file.weights)?;
@@ -126,29 +150,46 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// Compare a predicted mask with the truth (both [i, j, k], non-zero = tumour) on a grid with
-/// `spacing` in mm. Returns the metrics as a dict (see `layerseg evaluate`).
+/// `spacing` in mm. Returns the metrics as a dict (see `layerseg evaluate`). With affines (from
+/// the files), the grids are checked as the CLI checks them; an array without one is taken to
+/// lie on the truth's grid.
 #[pyfunction]
-#[pyo3(signature = (pred, truth, spacing, region=None))]
+#[pyo3(signature = (pred, truth, spacing, region=None, pred_affine=None, truth_affine=None, region_affine=None))]
+#[allow(clippy::too_many_arguments)]
 fn evaluate<'py>(
     py: Python<'py>,
     pred: PyReadonlyArray3<'py, u8>,
     truth: PyReadonlyArray3<'py, u8>,
     spacing: [f64; 3],
     region: Option<PyReadonlyArray3<'py, u8>>,
+    pred_affine: Option<PyReadonlyArray2<'py, f64>>,
+    truth_affine: Option<PyReadonlyArray2<'py, f64>>,
+    region_affine: Option<PyReadonlyArray2<'py, f64>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (pred, truth) = (
-        pred.as_array().mapv(|v| v > 0),
-        truth.as_array().mapv(|v| v > 0),
-    );
-    let region = region.map(|r| r.as_array().mapv(|v| v > 0));
-    if pred.shape() != truth.shape() || region.as_ref().is_some_and(|r| r.shape() != truth.shape())
-    {
-        return Err(LayerSegError::new_err(format!(
-            "pred {:?}, truth {:?} and region must have the same shape",
-            pred.shape(),
-            truth.shape()
-        )));
+    let truth_affine = truth_affine
+        .map(affine_from_py)
+        .transpose()?
+        .unwrap_or(IDENTITY);
+    let on_grid = |data: PyReadonlyArray3<'py, u8>, affine: Option<PyReadonlyArray2<'py, f64>>| {
+        let affine = affine
+            .map(affine_from_py)
+            .transpose()?
+            .unwrap_or(truth_affine);
+        PyResult::Ok(Volume::new(data.as_array().mapv(|v| v > 0), affine))
+    };
+    let truth = Volume::new(truth.as_array().mapv(|v| v > 0), truth_affine);
+    let pred = on_grid(pred, pred_affine)?;
+    let region = region.map(|r| on_grid(r, region_affine)).transpose()?;
+    let check = |other: &Volume<bool>, what: &str| {
+        truth
+            .ensure_same_grid("truth", other, what)
+            .map_err(IntoPyErr::into_py_err)
+    };
+    check(&pred, "pred")?;
+    if let Some(region) = &region {
+        check(region, "organ_mask")?;
     }
+    let (pred, truth, region) = (pred.data, truth.data, region.map(|r| r.data));
     if spacing.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
         return Err(LayerSegError::new_err(format!(
             "spacing must be positive, got {spacing:?}"

@@ -41,6 +41,31 @@ pub struct SegmentOptions {
     pub layers: bool,
 }
 
+impl SegmentOptions {
+    /// Refuses settings that cannot mean anything, before any work: the threshold is a
+    /// probability in [0, 1], the overlap a fraction of a window in [0, 1), the smallest
+    /// component a volume >= 0. Both faces (CLI and Python) call this, and [`segment`] again.
+    pub fn validate(&self) -> Result<()> {
+        let refuse = |what: &str, value: f64, range: &str| {
+            Err(Error::Config(format!("{what} {value} is outside {range}")))
+        };
+        if let Some(t) = self.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+            return refuse("threshold", t, "[0, 1] (a probability)");
+        }
+        if let Some(o) = self.overlap.filter(|o| !(0.0..1.0).contains(o)) {
+            return refuse("overlap", o, "[0, 1) (a fraction of the window)");
+        }
+        if !(self.min_component_mm3 >= 0.0 && self.min_component_mm3.is_finite()) {
+            return refuse(
+                "minimum component size (mm^3)",
+                self.min_component_mm3,
+                "[0, infinity)",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Everything `segment` produces, on the input scan's grid.
 pub struct Segmentation {
     pub mask: LabelMap,
@@ -60,6 +85,7 @@ pub fn segment(
     opts: &SegmentOptions,
     progress: &dyn Progress,
 ) -> Result<Segmentation> {
+    opts.validate()?;
     let prepared = preprocess(image, organ, profile)?;
     segment_prepared(image, &prepared, profile, model, opts, progress)
 }

@@ -75,9 +75,9 @@ pub fn read_scans(images: &[PathBuf], organ_masks: &[PathBuf]) -> Result<Vec<Sca
         match (image, organ) {
             (Ok((image, _)), Ok(organ)) => {
                 let organ = organ.map(|(m, _)| m);
-                if let Some(m) = organ.as_ref().filter(|m| !image.same_grid(*m)) {
+                if let Some(difference) = organ.as_ref().and_then(|m| image.grid_difference(m)) {
                     problems.push(format!(
-                        "{}: the organ mask is on another grid than its scan {} ({m:?} vs {image:?})",
+                        "{}: the organ mask is on another grid than its scan {}: {difference}",
                         masks[i].display(),
                         path.display()
                     ));

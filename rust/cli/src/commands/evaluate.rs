@@ -3,6 +3,7 @@ use layerseg_core::io::{case_name, nifti_files, read_labels, ReadOptions};
 use layerseg_core::metrics::{evaluate, Metrics};
 use ndarray::Array3;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::output::write_text_atomic;
@@ -81,28 +82,27 @@ fn evaluate_case(
 ) -> Result<Metrics> {
     let (pred, _) = read_labels(&case.pred, opts)?;
     let (truth, _) = read_labels(&case.truth, opts)?;
-    if !pred.same_grid(&truth) {
-        bail!(
-            "{} and {} are on different grids ({pred:?} vs {truth:?})",
-            case.pred.display(),
-            case.truth.display()
-        );
-    }
+    let truth_name = format!("truth {}", case.truth.display());
+    truth.ensure_same_grid(&truth_name, &pred, &case.pred.display().to_string())?;
     let region = match &case.organ {
         Some(path) => {
             let (organ, _) = read_labels(path, opts)?;
-            if !organ.same_grid(&truth) {
-                bail!(
-                    "{}: the organ mask is on another grid than the truth",
-                    path.display()
-                );
-            }
+            truth.ensure_same_grid(&truth_name, &organ, &path.display().to_string())?;
             Some(organ.data.mapv(|v| v > 0))
         }
         None => None,
     };
     let truth_mask: Array3<bool> = match truth_label {
-        Some(l) => truth.data.mapv(|v| v == l),
+        Some(label) => {
+            let present: BTreeSet<u8> = truth.data.iter().copied().collect();
+            if !present.contains(&label) {
+                bail!(
+                    "{}: --truth-label {label} does not occur in it (labels present: {present:?})",
+                    case.truth.display()
+                );
+            }
+            truth.data.mapv(|v| v == label)
+        }
         None => truth.data.mapv(|v| v > 0),
     };
     let pred_mask = pred.data.mapv(|v| v > 0);

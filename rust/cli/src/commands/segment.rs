@@ -70,6 +70,15 @@ struct Case {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let opts = SegmentOptions {
+        threshold: args.threshold,
+        overlap: args.overlap,
+        batch_size: Some(args.batch_size),
+        flip_tta: args.tta,
+        min_component_mm3: args.min_size_mm3,
+        layers: args.layers.is_some(),
+    };
+    opts.validate()?;
     let cases = plan_cases(&args)?;
     let model_file = models::resolve(args.model.as_deref(), &profile_name(&args))?;
     let card_profile = model_file.card.as_ref().and_then(|c| c.profile.clone());
@@ -86,14 +95,6 @@ pub fn run(args: Args) -> Result<()> {
     let device = select_device(args.device)?;
     let model = Model::load(&model_file.config(&profile), device, &model_file.weights)
         .with_context(|| format!("{}: cannot load the model", model_file.weights.display()))?;
-    let opts = SegmentOptions {
-        threshold: args.threshold,
-        overlap: args.overlap,
-        batch_size: Some(args.batch_size),
-        flip_tta: args.tta,
-        min_component_mm3: args.min_size_mm3,
-        layers: args.layers.is_some(),
-    };
     let bar = Bar::new();
     let mut failed = 0;
     for (n, case) in cases.iter().enumerate() {

@@ -279,18 +279,7 @@ impl<'a> Context<'a> {
         }
         let inverse = check_affine("healthy scan", &healthy.affine)?;
         if let Some(m) = inputs.organ_mask {
-            if !healthy.same_grid(m) {
-                return Err(Error::Mismatch {
-                    what: "organ mask".into(),
-                    reason: format!(
-                        "its grid ({:?}, {:?}) differs from the healthy scan's ({:?}, {:?}); resample it onto the scan first",
-                        m.shape(),
-                        m.spacing(),
-                        shape,
-                        healthy.spacing()
-                    ),
-                });
-            }
+            healthy.ensure_same_grid("healthy scan", m, "organ mask")?;
         }
         for (i, t) in inputs.textures.iter().enumerate() {
             let what = format!("texture scan {}", i + 1);

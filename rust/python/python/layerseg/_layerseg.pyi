@@ -71,6 +71,7 @@ def segment(
     min_size_mm3: float = 0.0,
     device: str = "auto",
     progress: Callable[[str, int, int], object] | None = None,
+    organ_affine: Affine | None = None,
 ) -> dict[str, npt.NDArray[Any]]:
     """Segment one scan; see ``layerseg.segment``."""
 
@@ -79,6 +80,9 @@ def evaluate(
     truth: npt.NDArray[np.uint8],
     spacing: list[float],
     region: npt.NDArray[np.uint8] | None = None,
+    pred_affine: Affine | None = None,
+    truth_affine: Affine | None = None,
+    region_affine: Affine | None = None,
 ) -> dict[str, Any]:
     """Segmentation metrics; see ``layerseg.evaluate``."""
 

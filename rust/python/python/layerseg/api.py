@@ -90,8 +90,9 @@ def segment(
             raise ValueError("an image array needs its 4x4 affine")
         data = _as_volume("image", image, np.float32)
         affine_arr = _as_affine("affine", affine)
+    organ_affine = None
     if isinstance(organ_mask, (str, os.PathLike)):
-        organ, _ = _layerseg.read_labels(organ_mask)
+        organ, organ_affine = _layerseg.read_labels(organ_mask)
     elif organ_mask is not None:
         organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
     else:
@@ -108,6 +109,7 @@ def segment(
         min_size_mm3=min_size_mm3,
         device=device,
         progress=progress,
+        organ_affine=organ_affine,
     )
     if out is not None:
         _layerseg.write_labels(out, result["mask"], affine_arr, reference=reference)
@@ -129,17 +131,25 @@ def evaluate(
 
     def load(x: PathLike | npt.ArrayLike, name: str) -> tuple[npt.NDArray[Any], Any]:
         if isinstance(x, (str, os.PathLike)):
-            arr, aff = _layerseg.read_labels(x)
-            return arr, np.sqrt((np.asarray(aff)[:3, :3] ** 2).sum(axis=0))
+            return _layerseg.read_labels(x)
         return _as_volume(name, np.asarray(x) != 0, np.uint8), None
 
-    p, _ = load(pred, "pred")
-    t, header_spacing = load(truth, "truth")
-    region = None if organ_mask is None else load(organ_mask, "organ_mask")[0]
-    sp = spacing if spacing is not None else header_spacing
-    if sp is None:
+    p, pred_affine = load(pred, "pred")
+    t, truth_affine = load(truth, "truth")
+    region, region_affine = (None, None) if organ_mask is None else load(organ_mask, "organ_mask")
+    if spacing is None and truth_affine is not None:
+        spacing = tuple(np.sqrt((np.asarray(truth_affine)[:3, :3] ** 2).sum(axis=0)))
+    if spacing is None:
         raise ValueError("arrays need spacing=(sx, sy, sz) in mm")
-    result: dict[str, Any] = _layerseg.evaluate(p, t, [float(v) for v in sp], region)
+    result: dict[str, Any] = _layerseg.evaluate(
+        p,
+        t,
+        [float(v) for v in spacing],
+        region,
+        pred_affine=pred_affine,
+        truth_affine=truth_affine,
+        region_affine=region_affine,
+    )
     return result
 
 

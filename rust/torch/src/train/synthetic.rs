@@ -159,14 +159,12 @@ impl SynthesisSource {
             let organ = match organ_masks.get(i) {
                 Some(m) => {
                     let (mask, _) = read_labels(m, &opts)?;
-                    if !image.same_grid(&mask) {
+                    if let Some(difference) = image.grid_difference(&mask) {
                         return Err(invalid(
                             m,
                             format!(
-                                "the organ mask is on another grid than its scan {} ({:?} vs {:?})",
+                                "the organ mask is on another grid than its scan {}: {difference}",
                                 path.display(),
-                                mask.shape(),
-                                image.shape()
                             ),
                         ));
                     }
