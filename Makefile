@@ -62,13 +62,16 @@ rust-test: build
 py-test: build samples
 	pytest
 
-# The parity tests again under the kernel choices of other CPUs: oneDNN capped at SSE4.1 and at
-# AVX2, and ATen's scalar kernels. They stand in for the machines CI may land on (issue 15).
-PARITY_SPREAD := ONEDNN_MAX_CPU_ISA=SSE41 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=default
+# The tests that compare with stored numbers, again under the kernel choices of other CPUs:
+# oneDNN capped at SSE4.1 and at AVX2, ATen's scalar kernels, and glibc's libm without its
+# FMA/AVX variants. They stand in for the machines CI may land on (issue 15).
+PARITY_SPREAD := ONEDNN_MAX_CPU_ISA=SSE41 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=default \
+	GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2,-FMA,-AVX
 parity-spread: build
 	set -e; for setting in $(PARITY_SPREAD); do \
 	  echo "== parity under $$setting"; \
 	  env $$setting cargo test --release -p layerseg-torch --test basic_unet_parity; \
+	  env $$setting cargo test --release -p layerseg-core --test synthesis; \
 	  env $$setting pytest -q tests/test_network_parity.py tests/test_inference_parity.py; \
 	done
 

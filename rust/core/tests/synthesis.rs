@@ -405,7 +405,10 @@ fn bad_inputs_are_clear_errors() {
     let other = Volume::new(Array3::<u8>::ones((10, 10, 10)), s.colin.affine);
     let mut inputs = brain_inputs(s);
     inputs.organ_mask = Some(&other);
-    expect(synth::generate(&brain, inputs, 0), "organ mask: its grid");
+    expect(
+        synth::generate(&brain, inputs, 0),
+        "organ mask: it is on another grid than the healthy scan: shape 181x217x181 vs 10x10x10",
+    );
 
     // An empty organ mask.
     let empty = s
