@@ -118,3 +118,22 @@ def test_python_warns_like_the_cli_when_a_ct_meets_an_mri_profile(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layerseg.segment(sample_dirs["itk_t1"] / "image.nii.gz", model=MODEL, profile=PROFILE)
+
+
+def test_an_unknown_profile_is_named_with_the_built_in_ones(
+    itk: tuple[Path, Path], layerseg_bin: Path, tmp_path: Path
+) -> None:
+    """`--profile brain` blamed a missing brain.safetensors; now it lists the profiles."""
+    scan, _ = itk
+    proc = _cli(layerseg_bin, "segment", scan, "--out", tmp_path / "m.nii.gz", "--profile", "brain")
+    assert proc.returncode == 1
+    assert "no built-in profile" in proc.stderr and "brain-mri, liver-ct" in proc.stderr
+    assert "safetensors" not in proc.stderr
+    with pytest.raises(layerseg.LayerSegError, match="brain-mri, liver-ct"):
+        layerseg.segment(scan, profile="brain")
+
+
+def test_help_gives_every_default_of_segment(layerseg_bin: Path) -> None:
+    text = _cli(layerseg_bin, "segment", "--help").stdout
+    for needle in ("auto (CUDA when a GPU is visible", "0.5 for the", "0.25", "[0, 1)"):
+        assert needle in text, needle

@@ -66,7 +66,9 @@ pub fn resolve(model: Option<&Path>, profile_name: &str) -> Result<ModelFile> {
             path.to_path_buf()
         }
         None => {
-            let file = format!("{profile_name}.safetensors");
+            // An unknown profile is the user's mistake to name first, with the built-in list.
+            let profile = Profile::load(profile_name)?;
+            let file = format!("{}.safetensors", profile.name);
             match model_dirs().into_iter().map(|d| d.join(&file)).find(|p| p.exists()) {
                 Some(p) => p,
                 None => bail!(

@@ -50,6 +50,7 @@ pub struct Args {
     /// Patches per step [default: the profile's batch_size].
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Where the network runs: auto (CUDA when a GPU is visible, else CPU), cpu, or cuda.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     /// Seed of the patch positions and the augmentation.

@@ -17,6 +17,7 @@ pub struct Args {
     /// Weights to run instead of the shipped model of the case's profile.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Where the network runs: auto (CUDA when a GPU is visible, else CPU), cpu, or cuda.
     #[arg(long, default_value = "auto")]
     pub device: layerseg_torch::DeviceChoice,
 }

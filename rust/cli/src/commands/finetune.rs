@@ -76,6 +76,7 @@ pub struct Args {
     /// positive_fraction, seed); the options above override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Where the network runs: auto (CUDA when a GPU is visible, else CPU), cpu, or cuda.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     /// Continue from the newest checkpoint of each run folder.

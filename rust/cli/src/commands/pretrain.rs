@@ -40,7 +40,9 @@ pub struct Args {
     /// The run folder (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Optimiser steps in total [default: the profile's max_epochs epochs].
+    /// Optimiser steps in total [default: the profile's max_epochs epochs: 71 500 for the
+    /// built-in profiles, the paper's schedule, which takes hours on a GPU and weeks on a CPU;
+    /// stop early with Ctrl-C, which checkpoints and exports].
     #[arg(long)]
     pub steps: Option<u64>,
     /// Samples per step [default: the profile's batch_size].
@@ -49,6 +51,7 @@ pub struct Args {
     /// Learning rate [default: the profile's lr].
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Where the network runs: auto (CUDA when a GPU is visible, else CPU), cpu, or cuda.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     /// Continue from the newest checkpoint in the run folder.
