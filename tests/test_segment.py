@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -193,3 +196,32 @@ def test_cli_warns_when_the_scan_is_not_the_profiles_modality(
     proc = subprocess.run(right, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr
+
+
+def test_a_second_interrupt_exits_at_once_without_a_crash(
+    sample_dirs: dict[str, Path], layerseg_bin: Path, tmp_path: Path
+) -> None:
+    """Issue 21: the second Ctrl-C ran libtorch's static destructors under a running network and
+    printed a C++ backtrace or crashed (SIGSEGV). It must exit 130 with its two lines only, and
+    leave no mask behind."""
+    scan = sample_dirs["mrbraintumor2"] / "image.nii.gz"
+    for attempt in range(3):
+        out = tmp_path / f"mask{attempt}.nii.gz"
+        proc = subprocess.Popen(
+            [str(layerseg_bin), "segment", str(scan), "--out", str(out), "--device", "cpu"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "LAYERSEG_PROGRESS": "lines"},
+        )
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "progress" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130, rest
+        assert "exiting now" in rest, rest
+        assert not any(w in rest for w in ("terminate", "Exception raised", "frame #")), rest
+        assert not out.exists()

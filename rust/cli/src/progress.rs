@@ -32,7 +32,12 @@ fn cancel_flag() -> &'static CancelFlag {
             let flag = cancel_flag();
             if flag.is_set() {
                 eprintln!("layerseg: interrupted again, exiting now");
-                std::process::exit(130);
+                // `_exit`, not `process::exit`: the latter runs libtorch's static destructors
+                // while the main thread is still inside libtorch, which dumped a C++ backtrace
+                // or crashed (SIGSEGV). Outputs are written through temporary files, so none is
+                // left half-written either way.
+                // SAFETY: `_exit` ends the process at once; it touches no Rust state.
+                unsafe { libc::_exit(130) };
             }
             eprintln!("layerseg: interrupted, stopping cleanly (interrupt again to exit now)");
             flag.cancel();
