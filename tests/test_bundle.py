@@ -291,6 +291,41 @@ def test_train_runs_two_iterations_on_real_scans(
     check_trained(ckpt, log)
 
 
+def test_train_log_names_the_epoch_of_the_lowest_loss(
+    sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issue 21: the key metric is a loss, so lower is better; MONAI's default comparison took the
+    highest loss as the best. Also: training no longer writes into the bundle's models/."""
+    shipped = BUNDLE / "models" / "model.pt"
+    before = shipped.stat().st_mtime_ns
+    log = ok(
+        bundle(
+            "run",
+            "--config_file", "configs/train.json",
+            "--meta_file", "configs/metadata.json",
+            "--logging_file", "configs/logging.conf",
+            *train_overrides(sample_dirs, tmp_path / "models"),
+            "--epochs", "3",
+            "--samples_per_epoch", "2",
+            "--batch_size", "2",
+        )
+    )  # fmt: skip
+    losses = [
+        float(line.split("train_loss:")[1])
+        for line in log.splitlines()
+        if "Metrics -- train_loss:" in line
+    ]
+    assert len(losses) == 3, log[-3000:]
+    best = [line for line in log.splitlines() if "Key metric: train_loss best value" in line][-1]
+    best_epoch = int(best.rsplit("at epoch:", 1)[1])
+    assert losses[best_epoch - 1] == pytest.approx(min(losses), abs=1e-4), (losses, best)
+    assert shipped.stat().st_mtime_ns == before
+    assert (
+        '"ckpt_dir": "$@bundle_root + \'/runs/pretrain\'"'
+        in (BUNDLE / "configs" / "train.json").read_text()
+    )
+
+
 def test_multi_gpu_train_runs_with_torchrun_on_cpu(
     sample_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
