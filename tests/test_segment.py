@@ -205,7 +205,8 @@ def test_a_second_interrupt_exits_at_once_without_a_crash(
     printed a C++ backtrace or crashed (SIGSEGV). It must exit 130 with its two lines only, and
     leave no mask behind."""
     scan = sample_dirs["mrbraintumor2"] / "image.nii.gz"
-    for attempt in range(3):
+    exits = []
+    for attempt in range(5):
         out = tmp_path / f"mask{attempt}.nii.gz"
         proc = subprocess.Popen(
             [str(layerseg_bin), "segment", str(scan), "--out", str(out), "--device", "cpu"],
@@ -218,10 +219,15 @@ def test_a_second_interrupt_exits_at_once_without_a_crash(
             if "progress" in line:
                 break
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         rest = proc.stderr.read()
-        assert proc.wait(timeout=60) == 130, rest
-        assert "exiting now" in rest, rest
+        code = proc.wait(timeout=60)
+        exits.append(code)
+        # The first interrupt may finish its clean stop before the second arrives (exit 1,
+        # "cancelled"); either way nothing crashes and no mask is left.
+        assert code in (1, 130), rest
+        assert ("exiting now" if code == 130 else "cancelled") in rest, rest
         assert not any(w in rest for w in ("terminate", "Exception raised", "frame #")), rest
         assert not out.exists()
+    assert 130 in exits, exits

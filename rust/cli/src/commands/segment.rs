@@ -184,7 +184,13 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
         }
     }
     if inputs.is_empty() {
-        bail!("no NIfTI scans in {}", args.inputs[0].display());
+        let folder = &args.inputs[0];
+        layerseg_core::io::refuse_dicom_folder(folder)?;
+        bail!(
+            "no scans ({}) in {}",
+            layerseg_core::io::SCAN_EXTENSIONS.join(", "),
+            folder.display()
+        );
     }
     let batch = inputs.len() > 1 || args.inputs[0].is_dir();
     let names = if batch {

@@ -75,7 +75,9 @@ pub(super) fn read_raw_from(
     let mut header = NiftiHeader::from_reader(&head[..]).map_err(|e| match e {
         nifti::NiftiError::InvalidFormat => Error::NotNifti {
             path: path.to_path_buf(),
-            reason: "wrong magic (expected \"n+1\")".into(),
+            reason: "wrong magic (expected \"n+1\"); LayerSeg reads NIfTI-1, NRRD and MetaImage \
+                     files"
+                .into(),
         },
         other => nifti_error(path, other),
     })?;

@@ -1,4 +1,5 @@
-//! NIfTI-1 reading and writing (.nii and .nii.gz) on top of the `nifti` crate.
+//! Scan reading and writing: NIfTI-1 (.nii and .nii.gz) on top of the `nifti` crate, and NRRD
+//! (.nrrd, .nhdr) and MetaImage (.mha, .mhd) in [`itk_formats`], under the same rules.
 //!
 //! Reading validates the header before anything is allocated, so a header that claims absurd
 //! dimensions or a truncated file ends in a clear error, never a panic or a huge allocation.
@@ -11,10 +12,13 @@ use nifti::{DataElement, InMemNiftiVolume, IntoNdArray, NiftiHeader, XForm};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::volume::{affines_close, spacing, Affine, Image, LabelMap, Volume};
+use crate::volume::{affines_close, determinant3, spacing, Affine, Image, LabelMap, Volume};
+use std::io::{Read, Write};
 
 mod header;
+mod itk_formats;
 use header::{read_raw, read_raw_from};
+use itk_formats::Element;
 
 pub(crate) const HEADER_SIZE: usize = 348;
 /// Default ceiling on voxels per volume: 2^30 (4 GiB as float32). `LAYERSEG_MAX_VOXELS` raises it.
@@ -65,6 +69,8 @@ pub enum AffineSource {
     Qform,
     /// Neither code set: pixdim only, as nibabel's base affine.
     Pixdim,
+    /// A NRRD or MetaImage file's own directions, spacing and origin (LPS, converted to RAS).
+    Directions,
 }
 
 /// The header of a file that was read, kept so outputs can reuse its exact geometry.
@@ -86,11 +92,115 @@ impl NiftiMeta {
     }
 }
 
-/// Read an intensity volume as float32, with `scl_slope`/`scl_inter` applied.
+/// Read an intensity volume as float32 (NIfTI with `scl_slope`/`scl_inter` applied; NRRD and
+/// MetaImage too, told apart by their content).
 pub fn read_image(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<(Image, NiftiMeta)> {
     let path = path.as_ref();
-    let (header, raw, meta) = read_raw(path, opts)?;
-    image_from_raw(path, header, raw, meta)
+    match sniff(path)? {
+        Format::Nifti => {
+            let (header, raw, meta) = read_raw(path, opts)?;
+            image_from_raw(path, header, raw, meta)
+        }
+        format => read_itk_format(path, format, opts),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Nifti,
+    Nrrd,
+    MetaImage,
+}
+
+/// What to tell a user who gives us DICOM, which we do not read.
+const DICOM_HINT: &str = "DICOM is not read; convert the series to NIfTI first, e.g. \
+    `dcm2niix -z y -o OUT_FOLDER DICOM_FOLDER`, or load it in 3D Slicer's DICOM module and save \
+    the volume as .nii.gz or .nrrd";
+
+fn is_dicom(bytes: &[u8]) -> bool {
+    bytes.len() >= 132 && &bytes[128..132] == b"DICM"
+}
+
+/// Refuses a folder of DICOM files (by `.dcm` extension or the `DICM` magic) with what to do.
+pub fn refuse_dicom_folder(path: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Ok(());
+    };
+    let dicom = entries.filter_map(|e| e.ok()).take(50).any(|e| {
+        let p = e.path();
+        p.extension().is_some_and(|x| x.eq_ignore_ascii_case("dcm"))
+            || std::fs::File::open(&p)
+                .and_then(|f| {
+                    let mut head = Vec::with_capacity(132);
+                    f.take(132).read_to_end(&mut head).map(|_| head)
+                })
+                .is_ok_and(|head| is_dicom(&head))
+    });
+    if dicom {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("a folder of DICOM files. {DICOM_HINT}"),
+        });
+    }
+    Ok(())
+}
+
+/// The format of `path`, from its first bytes (and the `.mha`/`.mhd` extension, whose text
+/// header has no fixed magic). A DICOM file, or a folder of them, is refused with what to do.
+fn sniff(path: &Path) -> Result<Format> {
+    if path.is_dir() {
+        refuse_dicom_folder(path)?;
+        return Ok(Format::Nifti); // the NIfTI reader says it is a folder
+    }
+    let mut head = Vec::with_capacity(132);
+    if let Ok(file) = std::fs::File::open(path) {
+        file.take(132)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::io(path, e))?;
+    }
+    let name = path.to_string_lossy().to_lowercase();
+    Ok(if head.starts_with(b"NRRD") {
+        Format::Nrrd
+    } else if head.starts_with(b"ObjectType")
+        || head.starts_with(b"NDims")
+        || name.ends_with(".mha")
+        || name.ends_with(".mhd")
+    {
+        Format::MetaImage
+    } else if is_dicom(&head) {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("a DICOM file. {DICOM_HINT}"),
+        });
+    } else {
+        Format::Nifti
+    })
+}
+
+fn read_itk_format(path: &Path, format: Format, opts: &ReadOptions) -> Result<(Image, NiftiMeta)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let parsed = match format {
+        Format::Nrrd => itk_formats::read_nrrd(path, &bytes, opts.max_voxels)?,
+        _ => itk_formats::read_metaimage(path, &bytes, opts.max_voxels)?,
+    };
+    if determinant3(&parsed.affine).abs() < 1e-12 {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: "degenerate geometry: the axis directions do not span 3D".into(),
+        });
+    }
+    let mut meta = NiftiMeta {
+        path: path.to_path_buf(),
+        header: NiftiHeader::default(),
+        dims: parsed.dims.to_vec(),
+        datatype: parsed.element.name(),
+        affine: parsed.affine,
+        affine_source: AffineSource::Directions,
+        warnings: Vec::new(),
+    };
+    let image = volume_from_values(path, parsed.dims, parsed.values, &mut meta)?;
+    meta.header = output_header(&image, None);
+    Ok((image, meta))
 }
 
 /// Read an intensity volume from the bytes of a `.nii` or `.nii.gz` file already in memory;
@@ -115,9 +225,21 @@ fn image_from_raw(
     let array = volume
         .into_ndarray::<f32>()
         .map_err(|e| nifti_error(path, e))?;
-    let [nx, ny, nz] = [meta.dims[0], meta.dims[1], meta.dims[2]];
+    let dims = [meta.dims[0], meta.dims[1], meta.dims[2]];
     // The crate returns a Fortran-ordered array; keep that memory order, index as [i, j, k].
-    let (mut values, _) = array.into_raw_vec_and_offset();
+    let (values, _) = array.into_raw_vec_and_offset();
+    let image = volume_from_values(path, dims, values, &mut meta)?;
+    Ok((image, meta))
+}
+
+/// The volume of Fortran-ordered `values` on `meta`'s grid; non-finite voxels become 0, with a
+/// warning in `meta`.
+fn volume_from_values(
+    path: &Path,
+    [nx, ny, nz]: [usize; 3],
+    mut values: Vec<f32>,
+    meta: &mut NiftiMeta,
+) -> Result<Image> {
     let mut nonfinite = 0u64;
     for v in values.iter_mut().filter(|v| !v.is_finite()) {
         *v = 0.0;
@@ -131,7 +253,7 @@ fn image_from_raw(
         path: path.to_path_buf(),
         reason: format!("voxel data does not match the header: {e}"),
     })?;
-    Ok((Volume::new(data, meta.affine), meta))
+    Ok(Volume::new(data, meta.affine))
 }
 
 /// Read a label map: every voxel must be an integer in 0..=255.
@@ -157,7 +279,7 @@ pub fn write_image(
     vol: &Image,
     reference: Option<&NiftiMeta>,
 ) -> Result<()> {
-    write_volume(path.as_ref(), vol, reference)
+    write_volume(path.as_ref(), vol, reference, Element::F32)
 }
 
 /// Write a uint8 label map. With `reference`, the output keeps that file's header geometry.
@@ -166,14 +288,35 @@ pub fn write_labels(
     vol: &LabelMap,
     reference: Option<&NiftiMeta>,
 ) -> Result<()> {
-    write_volume(path.as_ref(), vol, reference)
+    write_volume(path.as_ref(), vol, reference, Element::U8)
 }
 
-fn write_volume<T>(path: &Path, vol: &Volume<T>, reference: Option<&NiftiMeta>) -> Result<()>
+/// The output extensions we write, by the name's ending.
+pub const OUTPUT_EXTENSIONS: [&str; 4] = [".nii.gz", ".nii", ".nrrd", ".mha"];
+
+fn write_volume<T>(
+    path: &Path,
+    vol: &Volume<T>,
+    reference: Option<&NiftiMeta>,
+    element: Element,
+) -> Result<()>
 where
     T: DataElement + bytemuck::Pod + Clone,
 {
     check_replaceable(path)?;
+    let lower = path.to_string_lossy().to_lowercase();
+    if lower.ends_with(".nrrd") || lower.ends_with(".mha") {
+        return write_itk_format(path, vol, element, lower.ends_with(".nrrd"));
+    }
+    if !(lower.ends_with(".nii") || lower.ends_with(".nii.gz")) {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            reason: format!(
+                "unsupported output format: name it {}",
+                OUTPUT_EXTENSIONS.join(", ")
+            ),
+        });
+    }
     let header = output_header(vol, reference);
     let name = path
         .file_name()
@@ -209,6 +352,46 @@ where
                 reason: other.to_string(),
             },
         })?;
+    persist_output(tmp, path)
+}
+
+/// NRRD or MetaImage: the whole file is built in memory, then written beside the target and
+/// renamed into place like the NIfTI outputs.
+fn write_itk_format<T: bytemuck::Pod>(
+    path: &Path,
+    vol: &Volume<T>,
+    element: Element,
+    nrrd: bool,
+) -> Result<()> {
+    // Fortran order (first axis fastest), as both formats store voxels; little-endian, as every
+    // target we build for is.
+    let voxels: Vec<T> = vol.data.view().reversed_axes().iter().copied().collect();
+    let encoded = itk_formats::Encoded {
+        dims: vol.shape(),
+        element,
+        bytes: bytemuck::cast_slice(&voxels),
+    };
+    let bytes = if nrrd {
+        itk_formats::nrrd_bytes(&encoded, &vol.affine)
+    } else {
+        itk_formats::metaimage_bytes(&encoded, &vol.affine)
+    }
+    .map_err(|e| Error::io(path, e))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".layerseg-")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
+    tmp.write_all(&bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    persist_output(tmp, path)
+}
+
+fn persist_output(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     // Temporary files are private (0600); the output is an ordinary file.
     #[cfg(unix)]
     {
@@ -279,7 +462,7 @@ pub(crate) fn nifti_error(path: &Path, e: nifti::NiftiError) -> Error {
     }
 }
 
-/// The `.nii` and `.nii.gz` files directly inside `dir`, sorted by path.
+/// The scans (NIfTI, NRRD, MetaImage files, by extension) directly inside `dir`, sorted by path.
 pub fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut files: Vec<PathBuf> = entries
@@ -290,18 +473,24 @@ pub fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// A scan's name without the folder and the `.nii`/`.nii.gz` extension.
+/// Extensions of the scans we read.
+pub const SCAN_EXTENSIONS: [&str; 6] = [".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"];
+
+/// A scan's name without the folder and the extension (`.nii.gz`, `.nrrd`, ...).
 pub fn case_name(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    name.trim_end_matches(".gz")
-        .trim_end_matches(".nii")
-        .to_string()
+    let lower = name.to_lowercase();
+    match SCAN_EXTENSIONS.iter().find(|ext| lower.ends_with(*ext)) {
+        Some(ext) => name[..name.len() - ext.len()].to_string(),
+        None => name,
+    }
 }
 
 fn is_nifti(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.ends_with(".nii") || name.ends_with(".nii.gz")
+    let lower = name.to_lowercase();
+    SCAN_EXTENSIONS.iter().any(|ext| lower.ends_with(ext))
 }
