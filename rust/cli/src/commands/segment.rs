@@ -194,10 +194,12 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
     }
     let batch = inputs.len() > 1 || args.inputs[0].is_dir();
     let names = if batch {
-        for (flag, dir) in [("--out", Some(&args.out)), ("--prob", args.prob.as_ref())]
-            .into_iter()
-            .chain([("--overlay", args.overlay.as_ref())])
-        {
+        let folders = [
+            ("--out", Some(&args.out)),
+            ("--prob", args.prob.as_ref()),
+            ("--overlay", args.overlay.as_ref()),
+        ];
+        for (flag, dir) in folders {
             if let Some(dir) = dir {
                 refuse_file_name_for_folder(flag, dir, inputs.len())?;
             }

@@ -57,6 +57,30 @@ impl Element {
         }
     }
 
+    /// NRRD's type names are ours but for the two float types.
+    fn nrrd_name(self) -> &'static str {
+        match self {
+            Element::F32 => "float",
+            Element::F64 => "double",
+            other => other.name(),
+        }
+    }
+
+    fn meta_name(self) -> &'static str {
+        match self {
+            Element::I8 => "MET_CHAR",
+            Element::U8 => "MET_UCHAR",
+            Element::I16 => "MET_SHORT",
+            Element::U16 => "MET_USHORT",
+            Element::I32 => "MET_INT",
+            Element::U32 => "MET_UINT",
+            Element::I64 => "MET_LONG_LONG",
+            Element::U64 => "MET_ULONG_LONG",
+            Element::F32 => "MET_FLOAT",
+            Element::F64 => "MET_DOUBLE",
+        }
+    }
+
     fn from_nrrd(name: &str) -> Option<Element> {
         Some(match name {
             "signed char" | "int8" | "int8_t" => Element::I8,
@@ -462,38 +486,6 @@ pub(super) struct Encoded<'a> {
     pub dims: [usize; 3],
     pub element: Element,
     pub bytes: &'a [u8],
-}
-
-impl Element {
-    fn nrrd_name(self) -> &'static str {
-        match self {
-            Element::I8 => "int8",
-            Element::U8 => "uint8",
-            Element::I16 => "int16",
-            Element::U16 => "uint16",
-            Element::I32 => "int32",
-            Element::U32 => "uint32",
-            Element::I64 => "int64",
-            Element::U64 => "uint64",
-            Element::F32 => "float",
-            Element::F64 => "double",
-        }
-    }
-
-    fn meta_name(self) -> &'static str {
-        match self {
-            Element::I8 => "MET_CHAR",
-            Element::U8 => "MET_UCHAR",
-            Element::I16 => "MET_SHORT",
-            Element::U16 => "MET_USHORT",
-            Element::I32 => "MET_INT",
-            Element::U32 => "MET_UINT",
-            Element::I64 => "MET_LONG_LONG",
-            Element::U64 => "MET_ULONG_LONG",
-            Element::F32 => "MET_FLOAT",
-            Element::F64 => "MET_DOUBLE",
-        }
-    }
 }
 
 fn join(values: &[f64]) -> String {
