@@ -195,7 +195,7 @@ fn evaluate<'py>(
             "spacing must be positive, got {spacing:?}"
         )));
     }
-    let metrics = crate::gate::in_own_pool(py, || {
+    let metrics = crate::gate::run_detached(py, || {
         layerseg_core::metrics::evaluate(&pred, &truth, spacing, region.as_ref())
     });
     let json =

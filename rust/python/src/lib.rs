@@ -15,7 +15,7 @@ mod volumes;
 /// Run the `layerseg` command line in this process; returns its exit code.
 #[pyfunction]
 fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
-    gate::in_own_pool(py, || layerseg_cli::run(argv))
+    gate::run_detached(py, || layerseg_cli::run(argv))
 }
 
 /// What libtorch sees: CUDA backend loaded, number of GPUs, CPU threads.
@@ -37,6 +37,7 @@ fn model_dirs(packaged: Option<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
 
 #[pymodule]
 fn _layerseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    gate::remember_importer();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("LayerSegError", m.py().get_type::<errors::LayerSegError>())?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
