@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::io::{case_name, nifti_files, read_image, read_labels, ReadOptions};
+use crate::io::{case_name, read_image, read_labels, scan_files, ReadOptions};
 use crate::volume::{Image, LabelMap};
 
 /// One labelled case, before reading.
@@ -154,7 +154,7 @@ impl Datalist {
             if images.is_dir() && labels.is_dir() {
                 let mut problems = Vec::new();
                 let mut training = Vec::new();
-                for image in nifti_files(&images)? {
+                for image in scan_files(&images)? {
                     let label = labels.join(image.file_name().unwrap_or_default());
                     if label.is_file() {
                         training.push(LabelledCase {

@@ -1,5 +1,5 @@
 use anyhow::{bail, Context, Result};
-use layerseg_core::io::{case_name, nifti_files, read_labels, ReadOptions};
+use layerseg_core::io::{case_name, read_labels, scan_files, ReadOptions};
 use layerseg_core::metrics::{evaluate, Metrics};
 use ndarray::Array3;
 use serde_json::json;
@@ -148,7 +148,7 @@ fn pair_cases(args: &Args) -> Result<Vec<Case>> {
         );
     }
     let mut cases = Vec::new();
-    for truth in nifti_files(&args.truth)? {
+    for truth in scan_files(&args.truth)? {
         let file = truth.file_name().expect("listed files have names");
         let pred = args.pred.join(file);
         if !pred.exists() {

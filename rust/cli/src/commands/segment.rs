@@ -1,6 +1,6 @@
 use anyhow::{bail, Context, Result};
 use layerseg_core::io::{
-    case_name, nifti_files, read_image, read_labels, write_image, write_labels, ReadOptions,
+    case_name, read_image, read_labels, scan_files, write_image, write_labels, ReadOptions,
 };
 use layerseg_core::{Profile, Progress};
 use layerseg_torch::inference::{segment, SegmentOptions};
@@ -178,7 +178,7 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
     let mut inputs = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
-            inputs.extend(nifti_files(input)?);
+            inputs.extend(scan_files(input)?);
         } else {
             inputs.push(input.clone());
         }

@@ -117,6 +117,15 @@ const DICOM_HINT: &str = "DICOM is not read; convert the series to NIfTI first, 
     `dcm2niix -z y -o OUT_FOLDER DICOM_FOLDER`, or load it in 3D Slicer's DICOM module and save \
     the volume as .nii.gz or .nrrd";
 
+/// Enough of a file's start to tell the formats apart (DICOM's magic sits at byte 128).
+fn first_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(132);
+    std::fs::File::open(path)?
+        .take(132)
+        .read_to_end(&mut head)?;
+    Ok(head)
+}
+
 fn is_dicom(bytes: &[u8]) -> bool {
     bytes.len() >= 132 && &bytes[128..132] == b"DICM"
 }
@@ -129,12 +138,7 @@ pub fn refuse_dicom_folder(path: &Path) -> Result<()> {
     let dicom = entries.filter_map(|e| e.ok()).take(50).any(|e| {
         let p = e.path();
         p.extension().is_some_and(|x| x.eq_ignore_ascii_case("dcm"))
-            || std::fs::File::open(&p)
-                .and_then(|f| {
-                    let mut head = Vec::with_capacity(132);
-                    f.take(132).read_to_end(&mut head).map(|_| head)
-                })
-                .is_ok_and(|head| is_dicom(&head))
+            || first_bytes(&p).is_ok_and(|head| is_dicom(&head))
     });
     if dicom {
         return Err(Error::Invalid {
@@ -152,12 +156,8 @@ fn sniff(path: &Path) -> Result<Format> {
         refuse_dicom_folder(path)?;
         return Ok(Format::Nifti); // the NIfTI reader says it is a folder
     }
-    let mut head = Vec::with_capacity(132);
-    if let Ok(file) = std::fs::File::open(path) {
-        file.take(132)
-            .read_to_end(&mut head)
-            .map_err(|e| Error::io(path, e))?;
-    }
+    // A file that cannot be opened or read is left to the NIfTI reader, which names the problem.
+    let head = first_bytes(path).unwrap_or_default();
     let name = path.to_string_lossy().to_lowercase();
     Ok(if head.starts_with(b"NRRD") {
         Format::Nrrd
@@ -463,11 +463,11 @@ pub(crate) fn nifti_error(path: &Path, e: nifti::NiftiError) -> Error {
 }
 
 /// The scans (NIfTI, NRRD, MetaImage files, by extension) directly inside `dir`, sorted by path.
-pub fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn scan_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && is_nifti(p))
+        .filter(|p| p.is_file() && is_scan(p))
         .collect();
     files.sort();
     Ok(files)
@@ -489,7 +489,7 @@ pub fn case_name(path: &Path) -> String {
     }
 }
 
-fn is_nifti(path: &Path) -> bool {
+fn is_scan(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let lower = name.to_lowercase();
     SCAN_EXTENSIONS.iter().any(|ext| lower.ends_with(ext))

@@ -284,7 +284,7 @@ pub fn list_scans(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            out.extend(layerseg_core::io::nifti_files(input)?);
+            out.extend(layerseg_core::io::scan_files(input)?);
         } else if input.extension().is_some_and(|e| e == "txt") {
             let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
             let base = input.parent().unwrap_or(Path::new("."));
