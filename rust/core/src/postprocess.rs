@@ -11,6 +11,34 @@ pub fn components(mask: &Array3<bool>) -> (Array3<u32>, usize) {
     label::<u32>(&mask.as_standard_layout(), &Kernel3d::Full.generate())
 }
 
+/// The largest connected component (26-connectivity) of `mask`; an empty mask stays empty.
+pub fn largest_component(mask: &Array3<bool>) -> Array3<bool> {
+    let (labels, count) = components(mask);
+    let sizes = label_histogram(&labels, count);
+    match (1..sizes.len()).max_by_key(|&l| sizes[l]) {
+        Some(largest) => labels.mapv(|l| l as usize == largest),
+        None => mask.clone(),
+    }
+}
+
+/// `mask` with every enclosed cavity filled: background regions (6-connectivity) that do not
+/// reach the volume's border become foreground, as `scipy.ndimage.binary_fill_holes`.
+pub fn fill_holes(mask: &Array3<bool>) -> Array3<bool> {
+    let background = mask.mapv(|v| !v);
+    let (labels, count) =
+        label::<u32>(&background.as_standard_layout(), &Kernel3d::Star.generate());
+    let mut reaches_border = vec![false; count + 1];
+    let (a, b, c) = labels.dim();
+    for ((i, j, k), &l) in labels.indexed_iter() {
+        if i == 0 || j == 0 || k == 0 || i + 1 == a || j + 1 == b || k + 1 == c {
+            reaches_border[l as usize] = true;
+        }
+    }
+    Zip::from(mask)
+        .and(&labels)
+        .map_collect(|&inside, &l| inside || !reaches_border[l as usize])
+}
+
 /// `probability >= threshold`, kept only inside `region` when one is given.
 pub fn threshold(
     probability: &Array3<f32>,
@@ -70,6 +98,31 @@ mod tests {
         let kept = remove_small_components(&mask, [2.0; 3], 50.0);
         assert!(!kept[[1, 1, 1]]);
         assert_eq!(kept.iter().filter(|&&v| v).count(), 9);
+    }
+
+    #[test]
+    fn the_largest_component_stays_and_cavities_fill() {
+        let mut mask = Array3::from_elem((9, 9, 9), false);
+        mask[[0, 0, 0]] = true;
+        for i in 2..7 {
+            for j in 2..7 {
+                for k in 2..7 {
+                    mask[[i, j, k]] = !(i == 4 && j == 4 && k == 4);
+                }
+            }
+        }
+        let largest = largest_component(&mask);
+        assert!(!largest[[0, 0, 0]]);
+        assert_eq!(largest.iter().filter(|&&v| v).count(), 124);
+        let filled = fill_holes(&largest);
+        assert!(filled[[4, 4, 4]]);
+        assert_eq!(filled.iter().filter(|&&v| v).count(), 125);
+        // A dent open to the outside is not a cavity.
+        let mut open = filled.clone();
+        for i in 0..5 {
+            open[[i, 4, 4]] = false;
+        }
+        assert_eq!(fill_holes(&open), open);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! LayerSeg on libtorch: device selection, the BasicUNet, the layer-decomposition losses and
 //! checkpoints.
 
+pub mod brain;
 pub mod checkpoint;
 pub mod device;
 pub mod error;
