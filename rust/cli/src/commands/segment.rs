@@ -8,7 +8,7 @@ use layerseg_torch::network::Model;
 use layerseg_torch::{select_device, DeviceChoice};
 use std::path::{Path, PathBuf};
 
-use crate::figures::{write_three_views, Outline, RED};
+use crate::figures::{write_figure, Outline, RED};
 use crate::models;
 use crate::progress::Bar;
 
@@ -160,14 +160,15 @@ fn run_case(
     }
     if let Some(path) = &case.overlay {
         let mask = result.mask.data.mapv(|v| v > 0);
-        write_three_views(
+        write_figure(
             path,
             &image,
             &[Outline {
                 mask: &mask,
                 color: RED,
+                label: "prediction",
             }],
-            None,
+            Some(&case.name),
         )?;
     }
     Ok(voxels)

@@ -4,7 +4,7 @@ use layerseg_core::synth::{Inputs, Synthesizer};
 use layerseg_core::{Image, Profile, Progress};
 use std::path::{Path, PathBuf};
 
-use crate::figures::{write_three_views, Outline, RED};
+use crate::figures::{write_figure, Outline, RED};
 use crate::output::write_text_atomic;
 use crate::progress::Bar;
 
@@ -115,8 +115,10 @@ pub fn run(args: Args) -> Result<()> {
             let outline = [Outline {
                 mask: &mask,
                 color: RED,
+                label: "synthetic tumour",
             }];
-            write_three_views(&file("preview.png"), &out.image, &outline, None)?;
+            let title = format!("case_{i:04} (seed {seed})");
+            write_figure(&file("preview.png"), &out.image, &outline, Some(&title))?;
         }
         bar.advance(1);
     }
