@@ -72,7 +72,7 @@ pub fn resolve(model: Option<&Path>, profile_name: &str) -> Result<ModelFile> {
             match model_dirs().into_iter().map(|d| d.join(&file)).find(|p| p.exists()) {
                 Some(p) => p,
                 None => bail!(
-                    "no shipped model for profile {profile_name} (looked for {file} in $LAYERSEG_MODELS and models/); pass --model, or train one with `layerseg pretrain`"
+                    "no shipped model for profile {profile_name} (looked for {file} in $LAYERSEG_MODELS and models/); pass a model (CLI --model, Python model=), or train one with `layerseg pretrain` (Python layerseg.pretrain)"
                 ),
             }
         }

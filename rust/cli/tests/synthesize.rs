@@ -76,7 +76,7 @@ fn bad_inputs_give_one_line_errors() {
         ),
         (
             vec!["--profile", "liver-ct", "--healthy", ct.as_str()],
-            "pass one (--organ-mask)",
+            "pass one (CLI --organ-mask, Python organ_mask=)",
         ),
         (
             vec!["--profile", "kidney-mri", "--healthy", ct.as_str()],

@@ -399,7 +399,7 @@ pub fn read_cases(
                 let list: Vec<String> = values.iter().map(|v| v.to_string()).collect();
                 problems.push(format!(
                     "{}: label values {} besides 0 and 1 (say which values are tumour with a \
-                     label map, e.g. --label-value 1)",
+                     label map: CLI --label-value 1, Python label_values=[1])",
                     case.label.display(),
                     list.join(", ")
                 ));

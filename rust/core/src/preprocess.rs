@@ -96,12 +96,12 @@ pub fn network_grid(
             (m.data.mapv(|v| v > 0), *margin_mm)
         }
         (Roi::ForegroundCrop { margin_mm }, None) => (ras.data.mapv(|v| v != 0.0), *margin_mm),
-        (Roi::OrganMask { .. }, None) => {
-            return Err(Error::Mismatch {
-                what: format!("profile {}", profile.name),
-                reason: "it segments inside an organ mask; pass one (--organ-mask)".into(),
-            })
-        }
+        (Roi::OrganMask { .. }, None) => return Err(Error::Mismatch {
+            what: format!("profile {}", profile.name),
+            reason:
+                "it segments inside an organ mask; pass one (CLI --organ-mask, Python organ_mask=)"
+                    .into(),
+        }),
     };
     let (crop_start, crop_shape) = bounding_box(&region_full, ras.spacing(), margin_mm)
         .ok_or_else(|| Error::Mismatch {

@@ -423,7 +423,7 @@ fn bad_inputs_are_clear_errors() {
     inputs.organ_mask = None;
     expect(
         synth::generate(&liver, inputs, 0),
-        "pass one (--organ-mask)",
+        "pass one (CLI --organ-mask, Python organ_mask=)",
     );
 
     // An all-zero texture scan.

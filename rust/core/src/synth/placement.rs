@@ -48,7 +48,7 @@ impl<'c, 'a> Placer<'c, 'a> {
                 if self.ctx.inputs.organ_mask.is_none() {
                     return Err(Error::InvalidInput {
                         what: "organ mask".into(),
-                        reason: "this profile places tumours inside an organ mask; pass one (--organ-mask)".into(),
+                        reason: "this profile places tumours inside an organ mask; pass one (CLI --organ-mask, Python organ_mask=)".into(),
                     });
                 }
                 let [_, n1, n2] = self.ctx.shape;

@@ -12,9 +12,7 @@ from pathlib import Path
 # resolves its libtorch symbols against those, so no LD_LIBRARY_PATH is needed.
 import torch  # noqa: F401  # isort: skip
 
-from layerseg._layerseg import (
-    LayerSegError,
-    __version__,
+from layerseg._functions import (
     adapt,
     finetune,
     model_dirs,
@@ -25,6 +23,7 @@ from layerseg._layerseg import (
     run_cli,
     runtime,
 )
+from layerseg._layerseg import LayerSegError, __version__
 from layerseg.api import evaluate, segment, synthesize, write_image, write_labels
 
 # A wheel carries the shipped models in the package (`make wheel` copies them in); in a

@@ -101,17 +101,17 @@ def profile_json(name_or_path: str) -> str:
     """A built-in profile (brain-mri, liver-ct) or a profile file, validated, as JSON."""
 
 def pretrain(
-    healthy: str | os.PathLike[str] | list[str | os.PathLike[str]],
+    healthy: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     profile: str = "brain-mri",
-    organ_masks: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
-    textures: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
+    organ_masks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    textures: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     steps: int | None = None,
     batch: int | None = None,
     device: str = "auto",
     resume: bool = False,
     progress: Callable[[str, int, int], object] | None = None,
-    validate_on: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
+    validate_on: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     checkpoint_every: int = 500,
     workers: int = 0,
     seed: int = 0,

@@ -74,12 +74,57 @@ def segment(
 ) -> dict[str, npt.NDArray[Any]]:
     """Segment tumours in one scan.
 
-    ``image`` is a NIfTI path, or a 3D array ``[i, j, k]`` with its 4x4 voxel-to-RAS ``affine``.
-    ``organ_mask`` (path or array on the same grid) narrows the search. With ``out`` the uint8
-    mask is also written there, with the scan's header geometry when ``image`` is a path.
-    ``progress(what, done, total)`` is called as windows finish; raising from it, or Ctrl-C,
-    cancels. Returns ``mask`` (uint8), ``probability``, ``healthy`` and ``tumour`` (float32),
-    all on the input grid. The GIL is released while the network runs.
+    The scan is reoriented to RAS, cropped to its foreground (or the organ mask), resampled to
+    the profile's grid and normalised; the network runs in Gaussian-weighted sliding windows
+    and the mask probability is mapped back to the scan's own grid before thresholding. The
+    GIL is released while the network runs.
+
+    Parameters
+    ----------
+    image
+        A scan path (NIfTI, NRRD or MetaImage), or a 3D array ``[i, j, k]`` (any numeric dtype)
+        with its ``affine``.
+    affine
+        The 4x4 voxel-to-RAS affine (mm) of an ``image`` array; ignored for a path. Default
+        ``None``.
+    model
+        Weights to run: ``.safetensors`` from ``pretrain``/``finetune`` or a MONAI BasicUNet
+        state dict. Default ``None``: the model shipped for ``profile``.
+    profile
+        A built-in profile (``"brain-mri"``, ``"liver-ct"``) or a profile JSON file. Default
+        ``"brain-mri"``.
+    organ_mask
+        A label map (path, or array on the image's grid; non-zero = organ) that the search is
+        narrowed to; required by profiles that segment inside an organ (``"liver-ct"``).
+        Default ``None``.
+    out
+        Also write the uint8 mask here, with the scan's header geometry when ``image`` is a
+        path. Default ``None``: write nothing.
+    threshold
+        Probability (0..1) above which a voxel is tumour. Default ``None``: the profile's
+        (0.5 for the built-in profiles).
+    overlap
+        Fraction (0..1) by which neighbouring sliding windows overlap. Default ``None``: the
+        profile's (0.25).
+    tta
+        Test-time augmentation: average over no flip and a flip along each axis (four times
+        slower). Default ``False``.
+    min_size_mm3
+        Drop connected components smaller than this volume, in cubic millimetres. Default 0.0
+        (keep all).
+    device
+        ``"auto"`` (the first CUDA GPU when one is usable, else the CPU), ``"cpu"``, ``"cuda"``
+        or ``"cuda:N"``. Default ``"auto"``; any other name raises ``LayerSegError`` (a
+        ``ValueError``).
+    progress
+        ``progress(what, done, total)`` is called as windows finish; raising from it, or
+        Ctrl-C, cancels. Default ``None``.
+
+    Returns
+    -------
+    dict
+        ``mask`` (uint8, 1 = tumour), ``probability``, ``healthy`` and ``tumour`` (float32),
+        all on the input grid.
     """
     reference = None
     if isinstance(image, (str, os.PathLike)):
@@ -125,8 +170,28 @@ def evaluate(
 ) -> dict[str, Any]:
     """Dice, Jaccard, HD95 and ASSD (mm), sensitivity, specificity and lesion detection.
 
-    Paths are read as label maps (non-zero = tumour) and their spacing comes from the header;
-    arrays need ``spacing``. Values follow MONAI's metrics; see ``layerseg evaluate``.
+    Values follow MONAI's metrics. Masks given as paths must be on the same grid (shape and
+    affine); a mismatch raises ``LayerSegError`` naming both files.
+
+    Parameters
+    ----------
+    pred
+        The predicted mask: a label-map path or a 3D array; non-zero = tumour.
+    truth
+        The ground truth, as ``pred``; non-zero = tumour.
+    spacing
+        Voxel size ``(sx, sy, sz)`` in millimetres, needed when ``truth`` is an array. Default
+        ``None``: from the truth file's header.
+    organ_mask
+        Evaluate only inside this mask (path or array, non-zero = inside). Default ``None``:
+        the whole volume.
+
+    Returns
+    -------
+    dict
+        ``dice``, ``jaccard``, ``hd95_mm``, ``assd_mm`` (None when a mask is empty),
+        ``sensitivity``, ``specificity``, ``precision``, ``truth_ml``, ``pred_ml`` (millilitres),
+        ``lesions``, ``lesions_detected``, ``lesions_missed`` and ``false_positive_components``.
     """
 
     def load(x: PathLike | npt.ArrayLike, name: str) -> tuple[npt.NDArray[Any], Any]:
@@ -161,7 +226,17 @@ def write_image(
 ) -> None:
     """Write a 3D array ``[i, j, k]`` as float32 voxels, atomically (no partial file on failure).
 
-    ``reference`` (a NIfTI path) copies that file's header geometry when the grids match.
+    Parameters
+    ----------
+    path
+        The output file; ``.nii.gz`` is compressed, ``.nii`` is not.
+    array
+        The voxels, any numeric dtype, without NaN or infinite values.
+    affine
+        The 4x4 voxel-to-RAS affine in millimetres.
+    reference
+        A NIfTI path whose header geometry (qform and sform codes) is copied when its grid
+        matches. Default ``None``.
     """
     data = _as_volume("array", array, np.float32)
     _layerseg.write_image(path, data, _as_affine("affine", affine), reference=reference)
@@ -175,7 +250,17 @@ def write_labels(
 ) -> None:
     """Write a label map (integers 0..255, any numeric dtype) as uint8, atomically.
 
-    ``reference`` (a NIfTI path) copies that file's header geometry when the grids match.
+    Parameters
+    ----------
+    path
+        The output file; ``.nii.gz`` is compressed, ``.nii`` is not.
+    array
+        The labels: a 3D array of integers in 0..255 (bool, integer or integral float dtype).
+    affine
+        The 4x4 voxel-to-RAS affine in millimetres.
+    reference
+        A NIfTI path whose header geometry (qform and sform codes) is copied when its grid
+        matches. Default ``None``.
     """
     data = _as_volume("array", array, np.uint8, labels=True)
     _layerseg.write_labels(path, data, _as_affine("affine", affine), reference=reference)
@@ -190,12 +275,32 @@ def synthesize(
     seed: int = 0,
     texture_affine: npt.ArrayLike | None = None,
 ) -> dict[str, Any]:
-    """Blend a synthetic tumour into ``image`` (3D ``[i, j, k]`` with its 4x4 ``affine``).
+    """Blend a synthetic tumour into a healthy scan, as the profile's synthesis section says.
 
-    ``organ_mask`` (a label map on the same grid) is where tumours go; ``texture`` is a scan to
-    take the tumour texture from (on ``texture_affine``, default ``affine``). Returns float32
-    ``image``, ``healthy``, ``tumour``, a uint8 ``mask`` and ``params`` (JSON). See
-    ``layerseg._layerseg.synthesize``.
+    Parameters
+    ----------
+    image
+        The healthy scan, a 3D array ``[i, j, k]``.
+    affine
+        Its 4x4 voxel-to-RAS affine in millimetres.
+    profile
+        A built-in profile (``"brain-mri"``, ``"liver-ct"``) or a profile JSON file. Default
+        ``"brain-mri"``.
+    organ_mask
+        A label map on the image's grid (non-zero = organ) where tumours are placed; required
+        by profiles that place tumours inside an organ. Default ``None``.
+    texture
+        A scan to take the tumour texture from. Default ``None``: ``image`` itself.
+    seed
+        The random seed; the same seed gives the same tumour. Default 0.
+    texture_affine
+        The affine of ``texture``. Default ``None``: ``affine``.
+
+    Returns
+    -------
+    dict
+        float32 ``image`` (with the tumour), ``healthy`` and ``tumour`` layers, a uint8
+        ``mask`` and ``params`` (the tumour's parameters, JSON text).
     """
     result: dict[str, Any] = _layerseg.synthesize(
         _as_volume("image", image, np.float32),
