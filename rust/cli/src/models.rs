@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use layerseg_core::Profile;
+use layerseg_torch::brain::BrainExtractor;
 use layerseg_torch::checkpoint::ModelCard;
 use layerseg_torch::BasicUNetConfig;
 use std::path::{Path, PathBuf};
@@ -109,4 +110,20 @@ pub fn resolve_with_profile(
     let name = profile.map(str::to_string).or(card_profile);
     let profile = Profile::load(name.as_deref().unwrap_or("brain-mri"))?;
     Ok((model_file, profile))
+}
+
+/// The brain extractor shipped beside the models (`deepbet/` in a folder of [`model_dirs`]).
+pub fn brain_extractor(device: layerseg_torch::Device) -> Result<BrainExtractor> {
+    let dirs = model_dirs();
+    let Some(dir) = BrainExtractor::find(&dirs) else {
+        bail!(
+            "the brain extractor ({}/) is in none of {}; give an organ mask, or none",
+            layerseg_torch::brain::MODEL_FOLDER,
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    BrainExtractor::load(&dir, device).map_err(|e| anyhow::anyhow!(e))
 }

@@ -115,6 +115,28 @@ pub struct Inference {
     pub overlap: f64,
     /// Threshold on the sigmoid of the mask channel.
     pub threshold: f64,
+    /// Extract the brain (deepbet) when no organ mask is given (`--organ-mask auto`), and
+    /// search for tumour only inside it.
+    #[serde(default)]
+    pub brain_extraction: bool,
+    /// Keep a voxel of the mask only where the layers agree (absent: the network's own mask).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_rule: Option<LayerRule>,
+}
+
+/// The final mask follows the layers: a voxel stays tumour only where the mask probability
+/// passes the threshold and the image departs from the predicted healthy layer in the lesion
+/// direction by more than `margin` (normalised units); then components smaller than
+/// `min_lesion_mm3` go. The numbers are chosen on synthetic validation samples, where the
+/// truth is known, by `benchmarks/choose_layer_rule.py` (README, "The layer rule").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerRule {
+    pub residual_sign: ResidualSign,
+    /// Least signed residual (image minus healthy layer), in the profile's normalised units.
+    pub margin: f64,
+    /// Smallest lesion kept (mm^3).
+    pub min_lesion_mm3: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -65,10 +65,12 @@ fn sliding_window<'py>(
 }
 
 /// Segment one scan given as (`image` [i, j, k], 4x4 `affine`). Returns a dict with `mask`
-/// (uint8), `probability`, `healthy` and `tumour` (float32), all on the input grid. The organ
-/// mask lies on `organ_affine` when given (read from its file), else on `affine`.
+/// (uint8), `probability`, `healthy`, `tumour` and `residual` (float32), all on the input grid,
+/// and `organ_mask` (uint8) when one was used. The organ mask lies on `organ_affine` when given
+/// (read from its file), else on `affine`. Without one, `auto_brain` extracts the brain for
+/// profiles that ask for it. `raw_mask` skips the profile's layer rule.
 #[pyfunction]
-#[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto", progress=None, organ_affine=None))]
+#[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto", progress=None, organ_affine=None, auto_brain=true, raw_mask=false))]
 #[allow(clippy::too_many_arguments)]
 fn segment<'py>(
     py: Python<'py>,
@@ -84,6 +86,8 @@ fn segment<'py>(
     device: &str,
     progress: Option<Py<PyAny>>,
     organ_affine: Option<PyReadonlyArray2<'py, f64>>,
+    auto_brain: bool,
+    raw_mask: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let affine = affine_from_py(affine)?;
     let image = Volume::new(image.as_array().to_owned(), affine);
@@ -123,18 +127,49 @@ fn segment<'py>(
         flip_tta: tta,
         min_component_mm3: min_size_mm3,
         layers: true,
+        raw_mask,
     };
     opts.validate().map_err(IntoPyErr::into_py_err)?;
     let reporter = PyProgress::new(progress);
+    let extractor = (organ.is_none() && auto_brain && profile.inference.brain_extraction)
+        .then(|| layerseg_cli::models::brain_extractor(device))
+        .transpose()
+        .map_err(anyhow_to_py)?;
+    let automatic = extractor
+        .map(|extractor| {
+            without_gil(py, || {
+                extractor.automatic_mask(&image, std::path::Path::new("image"))
+            })
+        })
+        .transpose()?;
+    if let Some(warning) = automatic.as_ref().and_then(|a| a.warning.as_ref()) {
+        let message = std::ffi::CString::new(warning.as_str())
+            .map_err(|e| LayerSegError::new_err(e.to_string()))?;
+        PyErr::warn(
+            py,
+            &py.get_type::<pyo3::exceptions::PyUserWarning>(),
+            &message,
+            1,
+        )?;
+    }
+    let organ = organ.or_else(|| automatic.as_ref().and_then(|a| a.organ().cloned()));
     let result = without_gil(py, || {
         let model = Model::load(&config, device, &file.weights)?;
         run_segment(&image, organ.as_ref(), &profile, &model, &opts, &reporter)
     })
     .map_err(|e| reporter.take_error().unwrap_or(e))?;
     let out = PyDict::new(py);
+    if let Some(organ) = organ {
+        out.set_item("organ_mask", organ.data.into_pyarray(py))?;
+    }
     out.set_item("mask", result.mask.data.into_pyarray(py))?;
     out.set_item("probability", result.probability.data.into_pyarray(py))?;
-    for (key, layer) in [("healthy", result.healthy), ("tumour", result.tumour)] {
+    let layers = [
+        ("healthy", result.healthy),
+        ("tumour", result.tumour),
+        ("residual", result.residual),
+    ];
+    for (key, layer) in layers {
         if let Some(layer) = layer {
             out.set_item(key, layer.data.into_pyarray(py))?;
         }
@@ -142,7 +177,28 @@ fn segment<'py>(
     Ok(out)
 }
 
+/// The brain mask of one scan (`image` [i, j, k], 4x4 `affine`) by the shipped brain
+/// extractor: `(mask uint8 on the input grid, volume in litres)`.
+#[pyfunction]
+#[pyo3(signature = (image, affine, device="auto"))]
+fn extract_brain<'py>(
+    py: Python<'py>,
+    image: PyReadonlyArray3<'py, f32>,
+    affine: PyReadonlyArray2<'py, f64>,
+    device: &str,
+) -> PyResult<(Bound<'py, numpy::PyArray3<u8>>, f64)> {
+    let image = Volume::new(image.as_array().to_owned(), affine_from_py(affine)?);
+    if image.data.iter().any(|v| !v.is_finite()) {
+        return Err(LayerSegError::new_err("image holds NaN or infinite values"));
+    }
+    let extractor =
+        layerseg_cli::models::brain_extractor(self::device(device)?).map_err(anyhow_to_py)?;
+    let brain = without_gil(py, || extractor.extract(&image))?;
+    Ok((brain.mask.data.into_pyarray(py), brain.litres))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(extract_brain, m)?)?;
     m.add_function(wrap_pyfunction!(sliding_window, m)?)?;
     m.add_function(wrap_pyfunction!(segment, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;

@@ -65,7 +65,34 @@ impl BrainMask {
     }
 }
 
+/// The organ mask that `--organ-mask auto` gives: the extracted brain, or none (with the
+/// warning to print) when the extracted brain is implausible; the run then goes on without it.
+pub struct AutomaticMask {
+    pub brain: BrainMask,
+    pub warning: Option<String>,
+}
+
+impl AutomaticMask {
+    /// The mask to segment in: the brain when it is plausible.
+    pub fn organ(&self) -> Option<&LabelMap> {
+        self.warning.is_none().then_some(&self.brain.mask)
+    }
+}
+
 impl BrainExtractor {
+    /// [`BrainExtractor::extract`], checked: an implausible brain becomes a warning that names
+    /// `scan` and the volume, and no mask.
+    pub fn automatic_mask(&self, image: &Image, scan: &Path) -> Result<AutomaticMask> {
+        let brain = self.extract(image)?;
+        let warning = brain.implausible().map(|why| {
+            format!(
+                "{}: {why}; segmenting without a brain mask (give one instead)",
+                scan.display()
+            )
+        });
+        Ok(AutomaticMask { brain, warning })
+    }
+
     /// Loads the two networks from `dir` (a `deepbet` folder) onto `device`.
     pub fn load(dir: &Path, device: Device) -> Result<BrainExtractor> {
         let load = |name: &str| -> Result<CModule> {

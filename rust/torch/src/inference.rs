@@ -4,7 +4,7 @@
 //! (`sliding_window_inference`, planned in `layerseg_core::sliding_window`), so the two agree to
 //! numerical precision on the same weights.
 
-use ndarray::{Array3, Array4, ArrayView3, Axis};
+use ndarray::{Array3, Array4, ArrayView3, Axis, Zip};
 use tch::{Device, Kind, Tensor};
 
 use layerseg_core::postprocess::{remove_small_components, threshold};
@@ -39,6 +39,8 @@ pub struct SegmentOptions {
     pub min_component_mm3: f64,
     /// Also map the healthy and tumour layers back to the input grid.
     pub layers: bool,
+    /// The network's own mask, without the profile's layer rule.
+    pub raw_mask: bool,
 }
 
 impl SegmentOptions {
@@ -74,6 +76,8 @@ pub struct Segmentation {
     /// The healthy and tumour layers, in the network's normalised intensity units (when asked).
     pub healthy: Option<Image>,
     pub tumour: Option<Image>,
+    /// The image minus the healthy layer, in the network's normalised units (when asked).
+    pub residual: Option<Image>,
 }
 
 /// Segment one scan. `organ` (on the scan's grid) restricts the search, as the profile says.
@@ -115,8 +119,23 @@ pub fn segment_prepared(
     let region = region.data.mapv(|v| v > 0);
     let thr = opts.threshold.unwrap_or(profile.inference.threshold) as f32;
     let mut mask = threshold(&probability.data, thr, Some(&region));
-    if opts.min_component_mm3 > 0.0 {
-        mask = remove_small_components(&mask, image.spacing(), opts.min_component_mm3);
+    let layer_rule = profile.inference.layer_rule.as_ref();
+    let residual = (opts.layers || layer_rule.is_some()).then(|| {
+        let residual = &prepared.input - &channel(HEALTHY_CHANNEL);
+        map.to_input_grid(residual.view(), 0.0)
+    });
+    let rule = layer_rule.filter(|_| !opts.raw_mask);
+    if let (Some(rule), Some(residual)) = (rule, &residual) {
+        let margin = rule.margin as f32;
+        Zip::from(&mut mask)
+            .and(&residual.data)
+            .for_each(|keep, &r| *keep = *keep && rule.residual_sign.apply(r) > margin);
+    }
+    let min_component_mm3 = opts
+        .min_component_mm3
+        .max(rule.map_or(0.0, |r| r.min_lesion_mm3));
+    if min_component_mm3 > 0.0 {
+        mask = remove_small_components(&mask, image.spacing(), min_component_mm3);
     }
     Ok(Segmentation {
         mask: image.with_data(mask.mapv(u8::from)),
@@ -126,6 +145,7 @@ pub fn segment_prepared(
         tumour: opts
             .layers
             .then(|| map.to_input_grid(channel(TUMOUR_CHANNEL), 0.0)),
+        residual: residual.filter(|_| opts.layers),
         probability,
     })
 }

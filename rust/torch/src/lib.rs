@@ -17,3 +17,4 @@ pub use losses::{
     Losses,
 };
 pub use network::{BasicUNet, BasicUNetConfig, Model};
+pub use tch::Device;

@@ -75,6 +75,14 @@ pub fn run(args: Args) -> Result<()> {
     let mask = args.out.join(format!("{name}_mask.nii.gz"));
     let overlay = args.out.join(format!("{name}_overlay.png"));
     let metrics = args.out.join(format!("{name}_metrics.json"));
+    // The brain case has no brain mask: segment extracts one and saves it for the figure.
+    let extracted = args
+        .out
+        .join(format!("{name}_{}.nii.gz", args.case.organ()));
+    let (organ_mask, save_organ_mask) = match &organ {
+        Some(file) => (segment::OrganMask::File(file.clone()), None),
+        None => (segment::OrganMask::Auto, Some(extracted.clone())),
+    };
 
     eprintln!("layerseg demo: segmenting {} zero-shot", scan.display());
     segment::run(segment::Args {
@@ -82,7 +90,9 @@ pub fn run(args: Args) -> Result<()> {
         out: mask.clone(),
         model: args.model,
         profile: Some(args.case.profile().into()),
-        organ_mask: organ.clone(),
+        organ_mask,
+        save_organ_mask: save_organ_mask.clone(),
+        raw_mask: false,
         prob: None,
         layers: None,
         // The demo draws its own overlay below, with the truth and the Dice.
@@ -112,7 +122,10 @@ pub fn run(args: Args) -> Result<()> {
         &scan,
         &mask,
         &folder.join(truth),
-        organ.as_deref().map(|p| (p, args.case.organ())),
+        organ
+            .as_deref()
+            .or(save_organ_mask.as_deref().filter(|p| p.exists()))
+            .map(|p| (p, args.case.organ())),
         &title,
     )?;
     println!("mask:    {}", mask.display());

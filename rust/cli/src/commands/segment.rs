@@ -3,12 +3,13 @@ use layerseg_core::io::{
     case_name, read_image, read_labels, scan_files, write_image, write_labels, ReadOptions,
 };
 use layerseg_core::{Profile, Progress};
+use layerseg_torch::brain::BrainExtractor;
 use layerseg_torch::inference::{segment, SegmentOptions};
 use layerseg_torch::network::Model;
 use layerseg_torch::{select_device, DeviceChoice};
 use std::path::{Path, PathBuf};
 
-use crate::figures::{write_figure, Outline, RED};
+use crate::figures::{write_figure, Outline, RED, YELLOW};
 use crate::models;
 use crate::progress::Bar;
 
@@ -27,13 +28,22 @@ pub struct Args {
     /// Built-in profile name or a profile JSON; default: the model card's profile, else brain-mri.
     #[arg(long)]
     pub profile: Option<String>,
-    /// Organ or brain mask on the scan's grid (a folder, matched by name, for several inputs).
+    /// Where to search: `auto` (brain extraction for profiles that ask for it, as brain-mri
+    /// does; nothing for the others), `none` (the whole scan), or an organ or brain mask file
+    /// on the scan's grid (a folder, matched by name, for several inputs).
+    #[arg(long, default_value = "auto", value_name = "auto|none|FILE")]
+    pub organ_mask: OrganMask,
+    /// Also write the organ or brain mask the search used (a folder for several inputs).
     #[arg(long)]
-    pub organ_mask: Option<PathBuf>,
+    pub save_organ_mask: Option<PathBuf>,
+    /// Write the network's own mask, without the profile's layer rule (README, "The layer rule").
+    #[arg(long)]
+    pub raw_mask: bool,
     /// Also write the tumour probability (float32) here (a folder for several inputs).
     #[arg(long)]
     pub prob: Option<PathBuf>,
-    /// Also write the healthy and tumour layers into this folder.
+    /// Also write the healthy and tumour layers, and the image minus the healthy layer
+    /// (normalised units), into this folder (NAME_healthy, NAME_tumour, NAME_residual.nii.gz).
     #[arg(long)]
     pub layers: Option<PathBuf>,
     /// Also write a PNG with the mask outlined on the scan (a folder for several inputs).
@@ -61,12 +71,34 @@ pub struct Args {
     pub min_size_mm3: f64,
 }
 
+/// What `--organ-mask` asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OrganMask {
+    Auto,
+    None,
+    File(PathBuf),
+}
+
+impl std::str::FromStr for OrganMask {
+    type Err = std::convert::Infallible;
+
+    /// `auto` and `none` are the choices; anything else is a path (`./auto` for a file so named).
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => OrganMask::Auto,
+            "none" => OrganMask::None,
+            path => OrganMask::File(PathBuf::from(path)),
+        })
+    }
+}
+
 /// Output paths of one case.
 struct Case {
     input: PathBuf,
     /// The name its outputs take in a folder (unique within the run).
     name: String,
-    organ: Option<PathBuf>,
+    organ: OrganMask,
+    organ_out: Option<PathBuf>,
     mask: PathBuf,
     prob: Option<PathBuf>,
     overlay: Option<PathBuf>,
@@ -80,6 +112,7 @@ pub fn run(args: Args) -> Result<()> {
         flip_tta: args.tta,
         min_component_mm3: args.min_size_mm3,
         layers: args.layers.is_some(),
+        raw_mask: args.raw_mask,
     };
     opts.validate()?;
     let cases = plan_cases(&args)?;
@@ -88,6 +121,12 @@ pub fn run(args: Args) -> Result<()> {
     let device = select_device(args.device)?;
     let model = Model::load(&model_file.config(&profile), device, &model_file.weights)
         .with_context(|| format!("{}: cannot load the model", model_file.weights.display()))?;
+    let extractor =
+        if profile.inference.brain_extraction && cases.iter().any(|c| c.organ == OrganMask::Auto) {
+            Some(models::brain_extractor(device)?)
+        } else {
+            None
+        };
     let bar = Bar::new();
     let mut failed = 0;
     for (n, case) in cases.iter().enumerate() {
@@ -102,7 +141,15 @@ pub fn run(args: Args) -> Result<()> {
                 case.input.display()
             ));
         }
-        match run_case(case, &args, &profile, &model, &opts, &bar) {
+        let run = Run {
+            args: &args,
+            profile: &profile,
+            model: &model,
+            extractor: extractor.as_ref(),
+            opts: &opts,
+            bar: &bar,
+        };
+        match run.case(case) {
             Ok(voxels) => eprintln!(
                 "{}: {voxels} tumour voxels -> {}",
                 case.input.display(),
@@ -121,57 +168,111 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn run_case(
-    case: &Case,
-    args: &Args,
-    profile: &Profile,
-    model: &Model,
-    opts: &SegmentOptions,
-    bar: &Bar,
-) -> Result<usize> {
-    let read = ReadOptions::default();
-    let (image, meta) = read_image(&case.input, &read)?;
-    crate::warn_all(&meta);
-    if let Some(why) = profile.modality_mismatch(&image.data) {
-        eprintln!("layerseg: warning: {}: {why}", case.input.display());
-    }
-    let organ = match &case.organ {
-        Some(path) => Some(read_labels(path, &read)?.0),
-        None => None,
-    };
-    let result = segment(&image, organ.as_ref(), profile, model, opts, bar)
+/// What every case of one `segment` run shares.
+struct Run<'a> {
+    args: &'a Args,
+    profile: &'a Profile,
+    model: &'a Model,
+    extractor: Option<&'a BrainExtractor>,
+    opts: &'a SegmentOptions,
+    bar: &'a Bar,
+}
+
+impl Run<'_> {
+    fn case(&self, case: &Case) -> Result<usize> {
+        let read = ReadOptions::default();
+        let (image, meta) = read_image(&case.input, &read)?;
+        crate::warn_all(&meta);
+        if let Some(why) = self.profile.modality_mismatch(&image.data) {
+            eprintln!("layerseg: warning: {}: {why}", case.input.display());
+        }
+        let organ = match (&case.organ, self.extractor) {
+            (OrganMask::File(path), _) => Some(read_labels(path, &read)?.0),
+            (OrganMask::Auto, Some(extractor)) => {
+                self.bar
+                    .message(&format!("{}: brain extraction", case.input.display()));
+                let automatic = extractor
+                    .automatic_mask(&image, &case.input)
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(|| format!("{}: brain extraction", case.input.display()))?;
+                if let Some(warning) = &automatic.warning {
+                    eprintln!("layerseg: warning: {warning}");
+                }
+                automatic.organ().cloned()
+            }
+            _ => None,
+        };
+        if let (Some(path), Some(organ)) = (&case.organ_out, &organ) {
+            write_labels(path, organ, Some(&meta))?;
+        }
+        let result = segment(
+            &image,
+            organ.as_ref(),
+            self.profile,
+            self.model,
+            self.opts,
+            self.bar,
+        )
         .map_err(|e| anyhow::anyhow!(e))
         .with_context(|| format!("{}", case.input.display()))?;
-    let voxels = result.mask.data.iter().filter(|&&v| v > 0).count();
-    write_labels(&case.mask, &result.mask, Some(&meta))?;
-    if let Some(path) = &case.prob {
-        write_image(path, &result.probability, Some(&meta))?;
+        let voxels = result.mask.data.iter().filter(|&&v| v > 0).count();
+        write_labels(&case.mask, &result.mask, Some(&meta))?;
+        self.write_extras(case, &image, &meta, organ.as_ref(), &result)?;
+        Ok(voxels)
     }
-    if let Some(dir) = &args.layers {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        let name = &case.name;
-        for (layer, volume) in [("healthy", &result.healthy), ("tumour", &result.tumour)] {
-            if let Some(volume) = volume {
-                let path = dir.join(format!("{name}_{layer}.nii.gz"));
-                write_image(path, volume, Some(&meta))?;
+
+    fn write_extras(
+        &self,
+        case: &Case,
+        image: &layerseg_core::Image,
+        meta: &layerseg_core::io::NiftiMeta,
+        organ: Option<&layerseg_core::LabelMap>,
+        result: &layerseg_torch::inference::Segmentation,
+    ) -> Result<()> {
+        let args = self.args;
+        let meta = Some(meta);
+        if let Some(path) = &case.prob {
+            write_image(path, &result.probability, meta)?;
+        }
+        if let Some(dir) = &args.layers {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+            let name = &case.name;
+            let layers = [
+                ("healthy", &result.healthy),
+                ("tumour", &result.tumour),
+                ("residual", &result.residual),
+            ];
+            for (layer, volume) in layers {
+                if let Some(volume) = volume {
+                    let path = dir.join(format!("{name}_{layer}.nii.gz"));
+                    write_image(path, volume, meta)?;
+                }
             }
         }
-    }
-    if let Some(path) = &case.overlay {
-        let mask = result.mask.data.mapv(|v| v > 0);
-        write_figure(
-            path,
-            &image,
-            &[Outline {
+        if let Some(path) = &case.overlay {
+            let mask = result.mask.data.mapv(|v| v > 0);
+            let organ = organ.map(|o| o.data.mapv(|v| v > 0));
+            let mut outlines = vec![Outline {
                 mask: &mask,
                 color: RED,
                 label: "prediction",
-            }],
-            Some(&case.name),
-        )?;
+            }];
+            if let Some(organ) = &organ {
+                outlines.push(Outline {
+                    mask: organ,
+                    color: YELLOW,
+                    label: if self.profile.inference.brain_extraction {
+                        "brain"
+                    } else {
+                        "organ"
+                    },
+                });
+            }
+            write_figure(path, image, &outlines, Some(&case.name))?;
+        }
+        Ok(())
     }
-    Ok(voxels)
 }
 
 /// One input file: outputs are files. Several, or a folder: outputs are folders of NAME.nii.gz.
@@ -199,6 +300,7 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
             ("--out", Some(&args.out)),
             ("--prob", args.prob.as_ref()),
             ("--overlay", args.overlay.as_ref()),
+            ("--save-organ-mask", args.save_organ_mask.as_ref()),
         ];
         for (flag, dir) in folders {
             if let Some(dir) = dir {
@@ -212,10 +314,13 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
     let in_folder = |dir: &Path, name: &str, suffix: &str| dir.join(format!("{name}{suffix}"));
     let mut cases = Vec::new();
     for (input, name) in inputs.into_iter().zip(names) {
-        let (mask, prob, overlay, organ) = if batch {
+        let (mask, prob, overlay, organ, organ_out) = if batch {
             std::fs::create_dir_all(&args.out)
                 .with_context(|| format!("{}: cannot create folder", args.out.display()))?;
-            for dir in [&args.prob, &args.overlay].into_iter().flatten() {
+            for dir in [&args.prob, &args.overlay, &args.save_organ_mask]
+                .into_iter()
+                .flatten()
+            {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("{}: cannot create folder", dir.display()))?;
             }
@@ -223,13 +328,15 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
                 in_folder(&args.out, &name, ".nii.gz"),
                 args.prob.as_ref().map(|d| in_folder(d, &name, ".nii.gz")),
                 args.overlay.as_ref().map(|d| in_folder(d, &name, ".png")),
-                args.organ_mask.as_ref().map(|d| {
-                    if d.is_dir() {
-                        d.join(input.file_name().unwrap())
-                    } else {
-                        d.clone()
+                match &args.organ_mask {
+                    OrganMask::File(d) if d.is_dir() => {
+                        OrganMask::File(d.join(input.file_name().unwrap()))
                     }
-                }),
+                    other => other.clone(),
+                },
+                args.save_organ_mask
+                    .as_ref()
+                    .map(|d| in_folder(d, &name, ".nii.gz")),
             )
         } else {
             (
@@ -237,11 +344,17 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
                 args.prob.clone(),
                 args.overlay.clone(),
                 args.organ_mask.clone(),
+                args.save_organ_mask.clone(),
             )
         };
-        for out in [Some(&mask), prob.as_ref(), overlay.as_ref()]
-            .into_iter()
-            .flatten()
+        for out in [
+            Some(&mask),
+            prob.as_ref(),
+            overlay.as_ref(),
+            organ_out.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
@@ -250,13 +363,14 @@ fn plan_cases(args: &Args) -> Result<Vec<Case>> {
             crate::output::check_writable(out)?;
         }
         refuse_overwriting_input(&input, &mask)?;
-        for out in prob.iter() {
+        for out in prob.iter().chain(&organ_out) {
             refuse_overwriting_input(&input, out)?;
         }
         cases.push(Case {
             input,
             name,
             organ,
+            organ_out,
             mask,
             prob,
             overlay,

@@ -113,6 +113,17 @@ impl Profile {
         if !(inf.threshold > 0.0 && inf.threshold < 1.0) {
             return fail("inference.threshold", "must be in (0, 1)");
         }
+        if let Some(rule) = &inf.layer_rule {
+            if !(rule.margin.is_finite() && rule.margin >= 0.0) {
+                return fail("inference.layer_rule.margin", "must be a number >= 0");
+            }
+            if !(rule.min_lesion_mm3.is_finite() && rule.min_lesion_mm3 >= 0.0) {
+                return fail(
+                    "inference.layer_rule.min_lesion_mm3",
+                    "must be a number >= 0",
+                );
+            }
+        }
         let t = &self.training;
         positive("training.lr", t.lr)?;
         if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {

@@ -24,7 +24,14 @@ from layerseg._functions import (
     runtime,
 )
 from layerseg._layerseg import LayerSegError, __version__
-from layerseg.api import evaluate, segment, synthesize, write_image, write_labels
+from layerseg.api import (
+    evaluate,
+    extract_brain,
+    segment,
+    synthesize,
+    write_image,
+    write_labels,
+)
 
 # A wheel carries the shipped models in the package (`make wheel` copies them in); in a
 # checkout they are found in the repository's models/ instead.
@@ -37,6 +44,7 @@ __all__ = [
     "__version__",
     "adapt",
     "evaluate",
+    "extract_brain",
     "finetune",
     "model_dirs",
     "pretrain",

@@ -72,8 +72,15 @@ def segment(
     device: str = "auto",
     progress: Callable[[str, int, int], object] | None = None,
     organ_affine: Affine | None = None,
+    auto_brain: bool = True,
+    raw_mask: bool = False,
 ) -> dict[str, npt.NDArray[Any]]:
     """Segment one scan; see ``layerseg.segment``."""
+
+def extract_brain(
+    image: npt.NDArray[np.float32], affine: Affine, device: str = "auto"
+) -> tuple[npt.NDArray[np.uint8], float]:
+    """Brain mask and its volume (L); see ``layerseg.extract_brain``."""
 
 def evaluate(
     pred: npt.NDArray[np.uint8],

@@ -57,13 +57,25 @@ def _as_affine(name: str, affine: Any) -> npt.NDArray[np.float64]:
     return np.ascontiguousarray(arr)
 
 
+def _scan(
+    image: PathLike | npt.ArrayLike, affine: npt.ArrayLike | None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], PathLike | None]:
+    """A scan given as a path, or as an array with its affine: (data, affine, the path)."""
+    if isinstance(image, (str, os.PathLike)):
+        data, affine_arr = _layerseg.read_image(image)
+        return data, affine_arr, image
+    if affine is None:
+        raise ValueError("an image array needs its 4x4 affine")
+    return _as_volume("image", image, np.float32), _as_affine("affine", affine), None
+
+
 def segment(
     image: PathLike | npt.ArrayLike,
     affine: npt.ArrayLike | None = None,
     *,
     model: PathLike | None = None,
     profile: str = "brain-mri",
-    organ_mask: PathLike | npt.ArrayLike | None = None,
+    organ_mask: PathLike | npt.ArrayLike | None = "auto",
     out: PathLike | None = None,
     threshold: float | None = None,
     overlap: float | None = None,
@@ -71,6 +83,7 @@ def segment(
     min_size_mm3: float = 0.0,
     device: str = "auto",
     progress: Progress | None = None,
+    raw_mask: bool = False,
 ) -> dict[str, npt.NDArray[Any]]:
     """Segment tumours in one scan.
 
@@ -94,9 +107,11 @@ def segment(
         A built-in profile (``"brain-mri"``, ``"liver-ct"``) or a profile JSON file. Default
         ``"brain-mri"``.
     organ_mask
-        A label map (path, or array on the image's grid; non-zero = organ) that the search is
-        narrowed to; required by profiles that segment inside an organ (``"liver-ct"``).
-        Default ``None``.
+        Where to search. ``"auto"`` (default): the brain, extracted automatically, for profiles
+        that ask for it (``"brain-mri"``), else the whole scan; ``"none"`` or ``None``: the
+        whole scan; or a label map (path, or array on the image's grid; non-zero = organ),
+        required by profiles that segment inside an organ (``"liver-ct"``). An extracted brain
+        outside 0.8 to 2.2 L gives a ``UserWarning`` and is not used.
     out
         Also write the uint8 mask here, with the scan's header geometry when ``image`` is a
         path. Default ``None``: write nothing.
@@ -119,29 +134,26 @@ def segment(
     progress
         ``progress(what, done, total)`` is called as windows finish; raising from it, or
         Ctrl-C, cancels. Default ``None``.
+    raw_mask
+        Return the network's own mask, without the profile's layer rule (the image must depart
+        from the healthy layer in the lesion direction). Default ``False``.
 
     Returns
     -------
     dict
-        ``mask`` (uint8, 1 = tumour), ``probability``, ``healthy`` and ``tumour`` (float32),
-        all on the input grid.
+        ``mask`` (uint8, 1 = tumour), ``probability``, ``healthy``, ``tumour`` and
+        ``residual`` (float32: the image minus the healthy layer, in the network's normalised
+        units), all on the input grid, and ``organ_mask`` (uint8) when one was used.
     """
-    reference = None
-    if isinstance(image, (str, os.PathLike)):
-        reference = image
-        data, affine_arr = _layerseg.read_image(image)
-    else:
-        if affine is None:
-            raise ValueError("an image array needs its 4x4 affine")
-        data = _as_volume("image", image, np.float32)
-        affine_arr = _as_affine("affine", affine)
+    data, affine_arr, reference = _scan(image, affine)
     organ_affine = None
-    if isinstance(organ_mask, (str, os.PathLike)):
+    auto_brain = isinstance(organ_mask, str) and organ_mask == "auto"
+    if organ_mask is None or (isinstance(organ_mask, str) and organ_mask in ("auto", "none")):
+        organ = None
+    elif isinstance(organ_mask, (str, os.PathLike)):
         organ, organ_affine = _layerseg.read_labels(organ_mask)
     elif organ_mask is not None:
         organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
-    else:
-        organ = None
     result: dict[str, npt.NDArray[Any]] = _layerseg.segment(
         data,
         affine_arr,
@@ -155,10 +167,50 @@ def segment(
         device=device,
         progress=progress,
         organ_affine=organ_affine,
+        auto_brain=auto_brain,
+        raw_mask=raw_mask,
     )
     if out is not None:
         _layerseg.write_labels(out, result["mask"], affine_arr, reference=reference)
     return result
+
+
+def extract_brain(
+    image: PathLike | npt.ArrayLike,
+    affine: npt.ArrayLike | None = None,
+    *,
+    out: PathLike | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """The brain mask of a head MRI, by the shipped brain extractor (deepbet's networks).
+
+    ``segment`` runs this itself for the brain profiles when no organ mask is given; call it to
+    see or reuse the mask. It works in any orientation, with slices up to 7 mm thick and on
+    partial coverage; it was made for T1 and T1c (README, "Brain extraction").
+
+    Parameters
+    ----------
+    image
+        A scan path (NIfTI, NRRD or MetaImage), or a 3D array ``[i, j, k]`` with its ``affine``.
+    affine
+        The 4x4 voxel-to-RAS affine (mm) of an ``image`` array; ignored for a path. Default
+        ``None``.
+    out
+        Also write the uint8 mask here. Default ``None``: write nothing.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Default ``"auto"``.
+
+    Returns
+    -------
+    dict
+        ``mask`` (uint8 on the input grid, 1 = brain), ``litres`` (its volume) and ``plausible``
+        (whether the volume is an adult brain's, 0.8 to 2.2 L).
+    """
+    data, affine_arr, reference = _scan(image, affine)
+    mask, litres = _layerseg.extract_brain(data, affine_arr, device=device)
+    if out is not None:
+        _layerseg.write_labels(out, mask, affine_arr, reference=reference)
+    return {"mask": mask, "litres": litres, "plausible": 0.8 <= litres <= 2.2}
 
 
 def evaluate(
