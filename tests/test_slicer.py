@@ -33,15 +33,34 @@ MODULE = EXTENSION / "LayerSeg"
 sys.path.insert(0, str(MODULE))
 
 from LayerSegLib import dependencies  # noqa: E402
-from LayerSegLib.logic import Logic, OrganMask, SegmentResult  # noqa: E402
+from LayerSegLib.logic import (  # noqa: E402
+    Logic,
+    OrganMask,
+    OrganMaskSetting,
+    SegmentResult,
+    read_organ_mask_setting,
+    write_organ_mask_setting,
+)
 from LayerSegLib.parameters import (  # noqa: E402
+    BUILTIN_PROFILE_SEARCH,
+    BUILTIN_PROFILES,
+    ORGAN_MASK_CHOICES,
     FinetuneParameters,
     ParameterError,
     PretrainParameters,
+    ProfileSearch,
     SegmentParameters,
+    profile_search,
 )
 from LayerSegLib.process import CliNotFoundError, Progress, find_cli, parse_progress  # noqa: E402
-from LayerSegLib.scene import TUMOR_NAME, LayerSegError, check_volume  # noqa: E402
+from LayerSegLib.scene import (  # noqa: E402
+    BRAIN_COLOR,
+    BRAIN_NAME,
+    SEARCHED_REGION_TAG,
+    TUMOR_NAME,
+    LayerSegError,
+    check_volume,
+)
 
 HERE = Path(__file__).parent
 MODEL = HERE / "golden" / "basicunet_weights.safetensors"
@@ -293,6 +312,264 @@ def test_existing_output_node_gets_its_tumor_segment_replaced(
     assert scene.GetNumberOfNodes() == count
     assert first.segmentation.GetSegmentation().GetNumberOfSegments() == 1
     np.testing.assert_array_equal(segment_array(second, volume), cli_mask[0])
+
+
+# ---- the brain / organ mask choice ----------------------------------------------------------
+
+
+def brain_segmentation(scene: Any, folder: Path) -> tuple[Any, str]:
+    """A segmentation node holding the sample's brain label as its only segment."""
+    label = load_volume(scene, folder / "brain.nii.gz", labelmap=True)
+    node = slicer.vtkMRMLSegmentationNode()
+    node.SetName("my segments")
+    scene.AddNode(node)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(label, node)
+    return node, str(node.GetSegmentation().GetNthSegmentID(0))
+
+
+def test_each_organ_mask_choice_becomes_its_command_line(
+    scene: Any, sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = sample_dirs["colin27"]
+    volume = load_volume(scene, folder / "image.nii.gz")
+    node, segment_id = brain_segmentation(scene, folder)
+    truth = np.asarray(nib.load(folder / "brain.nii.gz").dataobj) > 0
+    written: list[np.ndarray] = []
+
+    def check_organ(path: Path) -> None:
+        written.append(np.asarray(nib.load(path).dataobj))
+
+    logic = Logic(scene, wrapper(tmp_path, "exit 0"))
+
+    def argv(p: SegmentParameters, organ: OrganMask | None = None) -> list[str]:
+        running = logic.start_segment(volume, p, organ=organ)
+        try:
+            assert running.wait(60) == 0
+            args = running.job.argv[1:]
+            value = args[args.index("--organ-mask") + 1]
+            if value not in ("auto", "none"):
+                assert Path(value).parent == running.folder
+                check_organ(Path(value))
+            if "--save-organ-mask" in args:
+                saved = Path(args[args.index("--save-organ-mask") + 1])
+                assert saved.parent == running.folder
+            return args
+        finally:
+            running.tmp.cleanup()
+
+    def after(args: list[str], flag: str) -> str | None:
+        return args[args.index(flag) + 1] if flag in args else None
+
+    # Automatic: brain extraction, and the mask it used comes back.
+    auto = argv(params(organ_mask="auto"))
+    assert after(auto, "--organ-mask") == "auto"
+    saved = after(auto, "--save-organ-mask")
+    assert saved is not None and Path(saved).name == "brain.nii"
+    # Automatic is the default.
+    assert params().organ_mask == "auto" and SegmentParameters().organ_mask == "auto"
+    # None: the whole scan, nothing to bring back.
+    none = argv(params(organ_mask="none"))
+    assert after(none, "--organ-mask") == "none" and "--save-organ-mask" not in none
+    # From a segment: the segment, written on the scan's grid, and nothing to bring back.
+    chosen = argv(params(organ_mask="segment"), OrganMask(node, segment_id))
+    assert Path(after(chosen, "--organ-mask") or "").name == "organ.nii"
+    assert "--save-organ-mask" not in chosen
+    np.testing.assert_array_equal(written[-1] > 0, truth)
+    # A segment given wins over the choice, as a file does on the command line.
+    given = argv(params(organ_mask="none"), OrganMask(node, segment_id))
+    assert Path(after(given, "--organ-mask") or "").name == "organ.nii"
+    assert "--save-organ-mask" not in given
+    assert chosen.count("--organ-mask") == given.count("--organ-mask") == 1
+    # "From a segment" without one: a message, not a run.
+    before = node_ids(scene)
+    with pytest.raises(LayerSegError, match="Choose the segment for the brain / organ mask"):
+        logic.start_segment(volume, params(organ_mask="segment"))
+    with pytest.raises(LayerSegError, match="organ mask 'brain'"):
+        logic.start_segment(volume, params(organ_mask="brain"))
+    assert node_ids(scene) == before
+
+
+def test_organ_mask_setting_round_trips_through_the_parameter_node(scene: Any) -> None:
+    # A segment painted in the scene (no file behind it).
+    arr = np.zeros((8, 8, 8), np.uint8)
+    arr[2:6, 2:6, 2:6] = 1
+    label = slicer.vtkMRMLLabelMapVolumeNode()
+    scene.AddNode(label)
+    slicer.util.updateVolumeFromArray(label, arr)
+    node = slicer.vtkMRMLSegmentationNode()
+    scene.AddNode(node)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(label, node)
+    segment_id = str(node.GetSegmentation().GetNthSegmentID(0))
+    parameters = slicer.vtkMRMLScriptedModuleNode()
+    parameters.SetName("LayerSeg")
+    scene.AddNode(parameters)
+    # A new parameter node: Automatic.
+    assert read_organ_mask_setting(parameters) == OrganMaskSetting("auto", None, "")
+
+    def saved_and_loaded(setting: OrganMaskSetting) -> OrganMaskSetting:
+        write_organ_mask_setting(parameters, setting)
+        scene.SetSaveToXMLString(1)
+        scene.Commit()
+        loaded = slicer.vtkMRMLScene()
+        loaded.SetLoadFromXMLString(1)
+        loaded.SetSceneXMLString(scene.GetSceneXMLString())
+        assert loaded.Import()
+        back = read_organ_mask_setting(loaded.GetFirstNodeByClass("vtkMRMLScriptedModuleNode"))
+        if back.segmentation is not None:
+            assert back.segmentation.GetScene() is loaded
+            back.segmentation = scene.GetNodeByID(back.segmentation.GetID())
+        return back
+
+    for setting in (
+        OrganMaskSetting("segment", node, segment_id),
+        OrganMaskSetting("none", node, segment_id),  # the segment is kept for later
+        OrganMaskSetting("auto", None, ""),
+        OrganMaskSetting("none", None, ""),
+    ):
+        assert saved_and_loaded(setting) == setting
+    assert OrganMaskSetting("segment", node, segment_id).organ() == OrganMask(node, segment_id)
+    assert OrganMaskSetting("auto", node, segment_id).organ() is None
+    with pytest.raises(LayerSegError, match="Choose the segment"):
+        OrganMaskSetting("segment", node, "").organ()
+    with pytest.raises(LayerSegError, match="unknown brain / organ mask choice"):
+        write_organ_mask_setting(parameters, OrganMaskSetting("brain"))
+
+    # A scene saved before the choice existed: a chosen segment meant "search inside it".
+    old = slicer.vtkMRMLScriptedModuleNode()
+    scene.AddNode(old)
+    old.SetNodeReferenceID("OrganMask", node.GetID())
+    old.SetParameter("OrganMaskSegmentId", segment_id)
+    assert read_organ_mask_setting(old) == OrganMaskSetting("segment", node, segment_id)
+    old.RemoveNodeReferenceIDs("OrganMask")
+    assert read_organ_mask_setting(old).choice == "auto"
+
+
+def test_automatic_brain_mask_comes_back_as_a_brain_segment(
+    scene: Any, tumour_scan: Path, layerseg_bin: Path, tmp_path: Path
+) -> None:
+    # The tiny test profile with brain extraction on, as brain-mri has it.
+    profile = json.loads(Path(PROFILE).read_text())
+    profile["inference"]["brain_extraction"] = True
+    bet_profile = tmp_path / "tiny-bet.json"
+    bet_profile.write_text(json.dumps(profile))
+    # The real CLI; the script keeps a copy of the brain mask and the tumour mask it wrote.
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    cli = wrapper(
+        tmp_path,
+        f'"{layerseg_bin}" "$@" || exit $?\n'
+        'while [ $# -gt 0 ]; do case "$1" in\n'
+        f'  --save-organ-mask) [ -f "$2" ] && cp "$2" "{kept}/brain.nii" ;;\n'
+        f'  --out) cp "$2" "{kept}/mask.nii" ;;\n'
+        "esac; shift; done",
+    )
+    logic = Logic(scene, cli)
+    volume = load_volume(scene, tumour_scan)
+    lines: list[str] = []
+    result = logic.segment(
+        volume, params(profile=str(bet_profile)), on_line=lines.append, timeout=300
+    )
+
+    assert result.organ_mask == "auto" and result.warnings == [], lines
+    assert result.brain_segment_id is not None
+    segmentation = result.segmentation.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    brain = segmentation.GetSegment(result.brain_segment_id)
+    assert brain.GetName() == BRAIN_NAME == "Brain"
+    assert brain.GetColor() == pytest.approx(BRAIN_COLOR)
+    assert brain.GetColor() != segmentation.GetSegment(result.segment_id).GetColor()
+    terminology = vtk.reference("")
+    assert brain.GetTag(brain.GetTerminologyEntryTagName(), terminology)
+    assert "SCT^12738006^Brain" in terminology.get()
+    display = result.segmentation.GetDisplayNode()
+    assert display.GetSegmentOpacity2DFill(result.brain_segment_id) == 0.0
+    # The Brain segment is the mask the CLI wrote, voxel for voxel, and a plausible brain.
+    cli_brain = np.asarray(nib.load(kept / "brain.nii").dataobj) > 0
+    np.testing.assert_array_equal(
+        segment_on_grid(result.segmentation, result.brain_segment_id, volume), cli_brain
+    )
+    litres = cli_brain.sum() * np.prod(nib.load(tumour_scan).header.get_zooms()[:3]) / 1e6
+    assert 0.8 < litres < 2.2, litres
+    # ... and the Tumor segment is the CLI's mask searched inside it.
+    cli_tumour = np.asarray(nib.load(kept / "mask.nii").dataobj) > 0
+    np.testing.assert_array_equal(segment_array(result, volume), cli_tumour)
+
+    # A second Automatic run into the same node, on a scan too small to be a whole head: the
+    # CLI warns that the brain is implausible and searches the whole scan. The warning reaches
+    # the result, the old Brain segment goes (it no longer shows what was searched), and a
+    # segment of the user's that happens to be called Brain stays.
+    voxels = slicer.vtkOrientedImageData()
+    voxels.DeepCopy(brain.GetRepresentation("Binary labelmap"))
+    users = slicer.vtkSegment()
+    users.SetName("Brain")
+    users.AddRepresentation("Binary labelmap", voxels)
+    assert segmentation.AddSegment(users, "users_brain")
+    assert brain.HasTag(SEARCHED_REGION_TAG[0]) and not users.HasTag(SEARCHED_REGION_TAG[0])
+    image = nib.load(tumour_scan)
+    small_file = tmp_path / "small.nii.gz"
+    data = np.asarray(image.dataobj)[64:192:2, 64:192:2, 30:94:2]
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), image.affine), small_file)
+    small = load_volume(scene, small_file)
+    (kept / "brain.nii").unlink()
+    again = logic.segment(
+        small, params(profile=str(bet_profile)), output=result.segmentation, timeout=300
+    )
+    assert again.segmentation is result.segmentation and again.brain_segment_id is None
+    assert not (kept / "brain.nii").exists()
+    assert len(again.warnings) == 1, again.warnings
+    assert "brain extraction gave" in again.warnings[0]
+    assert "outside the 0.8 to 2.2 L" in again.warnings[0], again.warnings
+    assert not again.warnings[0].startswith("layerseg:")
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    assert sorted(ids) == sorted([again.segment_id, "users_brain"]), ids
+    assert segmentation.GetSegment(result.brain_segment_id) is None
+
+
+def test_liver_ct_has_no_automatic_mask_and_says_so(
+    scene: Any, sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = sample_dirs["colin27"]
+    volume = load_volume(scene, folder / "image.nii.gz")
+    before = node_ids(scene)
+    # Refused before anything runs: the command line does not even exist.
+    logic = Logic(scene, ["/nonexistent/layerseg"])
+    liver = {"profile": "liver-ct", "model": None, "device": "cpu"}
+    with pytest.raises(
+        LayerSegError, match=r"no automatic liver mask.*'From a segment'.*liver segment"
+    ):
+        logic.start_segment(volume, SegmentParameters(**liver, organ_mask="auto"))
+    with pytest.raises(LayerSegError, match="liver mask, and it cannot search the whole scan"):
+        logic.start_segment(volume, SegmentParameters(**liver, organ_mask="none"))
+    # A profile file that searches inside an organ mask, likewise.
+    profile = json.loads(Path(PROFILE).read_text())
+    profile["roi"] = {"kind": "organ_mask", "margin_mm": 10.0}
+    organ_profile = tmp_path / "organ.json"
+    organ_profile.write_text(json.dumps(profile))
+    with pytest.raises(LayerSegError, match=r"no automatic organ mask.*organ segment"):
+        logic.start_segment(volume, params(profile=str(organ_profile)))
+    assert node_ids(scene) == before
+    # With a segment, liver-ct runs.
+    node, segment_id = brain_segmentation(scene, folder)
+    running = Logic(scene, wrapper(tmp_path, "exit 0")).start_segment(
+        volume, SegmentParameters(**liver, organ_mask="segment"), OrganMask(node, segment_id)
+    )
+    running.wait(60)
+    running.tmp.cleanup()
+    assert running.job.argv[running.job.argv.index("--organ-mask") + 1].endswith("organ.nii")
+    # Brain MRI and the tiny test profile take every choice.
+    for choice in ("auto", "none"):
+        params(organ_mask=choice).validate()
+        SegmentParameters(organ_mask=choice).validate()
+
+
+def test_builtin_profile_search_matches_the_shipped_profiles() -> None:
+    shipped = REPO / "rust" / "core" / "profiles"
+    assert set(BUILTIN_PROFILE_SEARCH) == set(BUILTIN_PROFILES)
+    for name, search in BUILTIN_PROFILE_SEARCH.items():
+        assert profile_search(str(shipped / f"{name}.json")) == search, name
+        assert profile_search(name) == search
+    assert profile_search(PROFILE) == ProfileSearch(False, False)
+    assert profile_search(None) is None and profile_search("/nonexistent.json") is None
 
 
 # ---- cancel and failure ----------------------------------------------------------------------
@@ -699,13 +976,27 @@ def test_module_file_has_the_four_classes_and_matches_its_ui() -> None:
     collapsed = [p for p in adv.findall("property") if p.get("name") == "collapsed"]
     assert collapsed and collapsed[0].findtext("bool") == "true"
     # Combo boxes list their entries in the order the module's tables expect.
-    for combo, table in (("profileComboBox", "PROFILES"), ("deviceComboBox", "DEVICES")):
+    tables = {}
+    for combo, table in (
+        ("profileComboBox", "PROFILES"),
+        ("deviceComboBox", "DEVICES"),
+        ("organMaskComboBox", "ORGAN_MASKS"),
+    ):
         node = next(
             w for w in ET.parse(UI).getroot().iter("widget")
             if w.get("name") == combo
         )  # fmt: skip
         values = ast.literal_eval(re.search(rf"^{table} = (\[.*\])$", source, re.M).group(1))  # type: ignore[union-attr]
         assert len(node.findall("item")) == len(values), combo
+        tables[table] = values
+    assert tuple(tables["ORGAN_MASKS"]) == ORGAN_MASK_CHOICES
+    # The choice comes first on the panel, with its segment selector right below it.
+    rows = {
+        w.get("name"): int(item.get("row", "-1"))
+        for item in ET.parse(UI).getroot().iter("item")
+        for w in item.findall("widget")
+    }
+    assert rows["organMaskSelector"] == rows["organMaskComboBox"] + 1
 
 
 def test_nothing_is_installed_at_import_or_in_the_constructor() -> None:

@@ -27,10 +27,18 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from LayerSegLib import dependencies
-from LayerSegLib.logic import Logic, OrganMask, RunningJob
+from LayerSegLib.logic import (
+    Logic,
+    OrganMask,
+    OrganMaskSetting,
+    RunningJob,
+    SegmentResult,
+    read_organ_mask_setting,
+    write_organ_mask_setting,
+)
 from LayerSegLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters
 from LayerSegLib.process import CliNotFoundError, Progress, find_cli
-from LayerSegLib.scene import TUMOR_NAME, LayerSegError, check_volume
+from LayerSegLib.scene import BRAIN_NAME, TUMOR_NAME, LayerSegError, check_volume
 
 try:
     from slicer.i18n import tr as _
@@ -48,6 +56,8 @@ except ImportError:  # Slicer before 5.4
 PROFILES = ["brain-mri", "liver-ct", "custom"]
 MODELS = ["default", "file"]
 DEVICES = ["auto", "cpu", "cuda"]
+#: The brain / organ mask choices (LayerSegLib.parameters.ORGAN_MASK_CHOICES).
+ORGAN_MASKS = ["auto", "segment", "none"]
 
 
 #
@@ -66,7 +76,9 @@ class LayerSeg(ScriptedLoadableModule):
             "Segments tumours in brain MRI and liver CT with a network pretrained by layer "
             "decomposition on healthy scans with synthetic tumours (Zhang et al., 2021). "
             "Choose a volume and press Segment: a Tumor segment appears in a segmentation "
-            "node. Pretrain and Fine-tune train your own models. The work runs in a separate "
+            "node. Brain / organ mask says where to search: Automatic extracts the brain (brain "
+            "MRI) and adds it as a Brain segment; liver CT needs a liver segment (From a "
+            "segment). Pretrain and Fine-tune train your own models. The work runs in a separate "
             "process; Cancel stops it. See https://github.com/layerseg/SlicerLayerSeg"
         )
         self.parent.acknowledgementText = _(
@@ -154,6 +166,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             getattr(self.ui, widgetName).checkedNodesChanged.connect(
                 self.updateParameterNodeFromGUI
             )
+        self.ui.organMaskComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.organMaskSelector.currentNodeChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.organMaskSelector.currentSegmentChanged.connect(self.updateParameterNodeFromGUI)
 
@@ -237,8 +250,10 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     n = selector.nodeFromIndex(i)
                     state = qt.Qt.Checked if n.GetID() in checked else qt.Qt.Unchecked
                     selector.setCheckState(n, state)
-            self.ui.organMaskSelector.setCurrentNode(node.GetNodeReference("OrganMask"))
-            self.ui.organMaskSelector.setCurrentSegmentID(node.GetParameter("OrganMaskSegmentId"))
+            organ = read_organ_mask_setting(node)
+            self.ui.organMaskComboBox.currentIndex = ORGAN_MASKS.index(organ.choice)
+            self.ui.organMaskSelector.setCurrentNode(organ.segmentation)
+            self.ui.organMaskSelector.setCurrentSegmentID(organ.segment_id)
         finally:
             self._updatingGUI = False
         self.updateButtons()
@@ -264,11 +279,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for name, widgetName in self.CHECKED.items():
                 ids = [n.GetID() for n in getattr(self.ui, widgetName).checkedNodes()]
                 node.SetParameter(name, ",".join(ids))
-            organ = self.ui.organMaskSelector.currentNode()
-            node.SetNodeReferenceID("OrganMask", organ.GetID() if organ else None)
-            node.SetParameter(
-                "OrganMaskSegmentId", self.ui.organMaskSelector.currentSegmentID() or ""
-            )
+            write_organ_mask_setting(node, self.organMaskSetting())
         finally:
             node.EndModify(wasModifying)
         self.updateButtons()
@@ -289,6 +300,9 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         self.ui.modelPathLineEdit.enabled = self.ui.modelComboBox.currentIndex == MODELS.index(
             "file"
+        )
+        self.ui.organMaskSelector.enabled = (
+            self.ui.organMaskComboBox.currentIndex == ORGAN_MASKS.index("segment")
         )
 
     # ---- gathering the choices -----------------------------------------------------------
@@ -321,16 +335,19 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             overlap=None if overlap <= self.ui.overlapSpinBox.minimum else overlap,
             tta=self.ui.ttaCheckBox.checked,
             probability=self.ui.probabilityCheckBox.checked,
+            organ_mask=ORGAN_MASKS[max(self.ui.organMaskComboBox.currentIndex, 0)],
+        )
+
+    def organMaskSetting(self) -> OrganMaskSetting:
+        return OrganMaskSetting(
+            ORGAN_MASKS[max(self.ui.organMaskComboBox.currentIndex, 0)],
+            self.ui.organMaskSelector.currentNode(),
+            self.ui.organMaskSelector.currentSegmentID() or "",
         )
 
     def organMask(self) -> OrganMask | None:
-        node = self.ui.organMaskSelector.currentNode()
-        segmentId = self.ui.organMaskSelector.currentSegmentID()
-        if node is None:
-            return None
-        if not segmentId:
-            raise LayerSegError(_("Choose the organ mask segment, or clear the organ mask."))
-        return OrganMask(node, segmentId)
+        """The segment to search inside, for "From a segment" (else None)."""
+        return self.organMaskSetting().organ()
 
     # ---- running -------------------------------------------------------------------------
 
@@ -440,6 +457,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         voxels=result.voxels, name=TUMOR_NAME, node=result.segmentation.GetName()
                     )
                 )
+                self.reportSearchedRegion(result)
             else:
                 model = self.logic.finish_run(running)
                 self._parameterNode.SetParameter("Model", "file")
@@ -455,6 +473,22 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._running, self._runningKind = None, ""
             self.ui.progressBar.hide()
             self.updateButtons()
+
+    def reportSearchedRegion(self, result: SegmentResult) -> None:
+        """Says where the search ran, and repeats the CLI's warnings (an implausible brain
+        extraction among them) after the Done line, where they are seen."""
+        if result.brain_segment_id is not None:
+            self.appendLog(
+                _("The search ran inside the automatic brain mask: segment {name}.").format(
+                    name=BRAIN_NAME
+                )
+            )
+        elif result.organ_mask == "auto":
+            self.appendLog(_("No automatic brain mask was used: the whole scan was searched."))
+        for warning in result.warnings:
+            self.appendLog(_("Warning: ") + warning)
+        if result.warnings:
+            logging.warning("LayerSeg: %s", "; ".join(result.warnings))
 
     def cancelRunning(self) -> None:
         running = self._running
@@ -640,6 +674,10 @@ class LayerSegTest(ScriptedLoadableModuleTest):
             raise
         segment = result.segmentation.GetSegmentation().GetSegment(result.segment_id)
         self.assertEqual(segment.GetName(), TUMOR_NAME)
+        # brain-mri extracts the brain (Automatic, the default) and shows it beside the tumour.
+        self.assertIsNotNone(result.brain_segment_id, result.warnings)
+        brain = result.segmentation.GetSegmentation().GetSegment(result.brain_segment_id)
+        self.assertEqual(brain.GetName(), BRAIN_NAME)
         self.assertEqual(
             result.segmentation.GetNodeReference(
                 result.segmentation.GetReferenceImageGeometryReferenceRole()

@@ -9,6 +9,7 @@ before the subprocess has succeeded and its results have been read and checked.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from collections.abc import Callable, Sequence
@@ -19,17 +20,25 @@ from typing import Any
 import slicer
 import vtk
 
-from .parameters import FinetuneParameters, ParameterError, PretrainParameters, SegmentParameters
+from .parameters import (
+    ORGAN_MASK_CHOICES,
+    FinetuneParameters,
+    ParameterError,
+    PretrainParameters,
+    SegmentParameters,
+)
 from .process import Job, Progress, find_cli
 from .scene import (
     TUMOR_NAME,
     LayerSegError,
     ScratchScene,
+    brain_segment,
     check_same_grid,
     check_volume,
     count_nonzero,
     find_segment_id,
     place_like,
+    searched_region_ids,
     tumor_segment,
 )
 
@@ -51,6 +60,67 @@ class SegmentResult:
     segment_id: str
     probability: Any | None
     voxels: int
+    #: The Brain segment (the automatic brain mask the search used), when there was one.
+    brain_segment_id: str | None = None
+    #: The command line's warnings (``layerseg: warning: ...``), without that prefix.
+    warnings: list[str] = field(default_factory=list)
+    #: The brain / organ mask choice the run used (one of ORGAN_MASK_CHOICES).
+    organ_mask: str = "auto"
+
+
+#: The CLI's warning lines start so (rust/cli; they come on stderr, merged into the output).
+WARNING_PREFIX = "layerseg: warning: "
+
+#: Parameter node names of the brain / organ mask settings: the choice, the segmentation node
+#: (a node reference) and the segment in it.
+ORGAN_MASK_PARAMETER = "OrganMaskChoice"
+ORGAN_MASK_REFERENCE = "OrganMask"
+ORGAN_MASK_SEGMENT_PARAMETER = "OrganMaskSegmentId"
+CHOOSE_ORGAN_SEGMENT = (
+    "Choose the segment for the brain / organ mask, or set the mask to Automatic or None."
+)
+
+
+@dataclass
+class OrganMaskSetting:
+    """The panel's "Brain / organ mask" choice as the parameter node keeps it."""
+
+    choice: str = "auto"
+    segmentation: Any | None = None
+    segment_id: str = ""
+
+    def organ(self) -> OrganMask | None:
+        """The segment to search inside (for "From a segment"), else None; raises
+        LayerSegError when that choice lacks its segment."""
+        if self.choice != "segment":
+            return None
+        if self.segmentation is None or not self.segment_id:
+            raise LayerSegError(CHOOSE_ORGAN_SEGMENT)
+        return OrganMask(self.segmentation, self.segment_id)
+
+
+def read_organ_mask_setting(node: Any) -> OrganMaskSetting:
+    """The setting stored in the parameter node ``node``. A node saved before the choice
+    existed (no OrganMaskChoice) means "From a segment" when it names a segmentation, as it
+    did then, and otherwise the default, Automatic."""
+    segmentation = node.GetNodeReference(ORGAN_MASK_REFERENCE)
+    choice = node.GetParameter(ORGAN_MASK_PARAMETER)
+    if choice not in ORGAN_MASK_CHOICES:
+        choice = "segment" if segmentation is not None else "auto"
+    return OrganMaskSetting(choice, segmentation, node.GetParameter(ORGAN_MASK_SEGMENT_PARAMETER))
+
+
+def write_organ_mask_setting(node: Any, setting: OrganMaskSetting) -> None:
+    """Stores ``setting`` in the parameter node ``node`` (the segment is kept for every
+    choice, so switching back to "From a segment" finds it again)."""
+    if setting.choice not in ORGAN_MASK_CHOICES:
+        raise LayerSegError(f"unknown brain / organ mask choice {setting.choice!r}")
+    node.SetParameter(ORGAN_MASK_PARAMETER, setting.choice)
+    segmentation = setting.segmentation
+    node.SetNodeReferenceID(
+        ORGAN_MASK_REFERENCE, segmentation.GetID() if segmentation is not None else None
+    )
+    node.SetParameter(ORGAN_MASK_SEGMENT_PARAMETER, setting.segment_id or "")
 
 
 @dataclass
@@ -133,13 +203,19 @@ class Logic:
         on_progress: ProgressCallback | None = None,
     ) -> RunningJob:
         """Checks the inputs, writes them to temporary NIfTI files and starts
-        ``layerseg segment``. ``output``: an existing segmentation node whose Tumor segment
-        is replaced; None makes a new node."""
+        ``layerseg segment``. ``organ``: the segment to search inside; given, it wins over
+        ``params.organ_mask`` (as a file does on the command line). ``output``: an existing
+        segmentation node whose Tumor segment is replaced (and, on an Automatic run, its Brain
+        segment); None makes a new node."""
         check_volume(volume)
+        if organ is not None:
+            params = dataclasses.replace(params, organ_mask="segment")
         try:
             params.validate()
         except ParameterError as e:
             raise LayerSegError(str(e)) from e
+        if params.organ_mask == "segment" and organ is None:
+            raise LayerSegError(CHOOSE_ORGAN_SEGMENT)
         if output is not None and not output.IsA("vtkMRMLSegmentationNode"):
             raise LayerSegError(f"'{output.GetName()}' is not a segmentation node.")
         cli = self.cli()
@@ -155,7 +231,10 @@ class Logic:
                 self._write_organ(scratch, organ, volume, organ_file)
             mask = folder / "mask.nii"
             prob = folder / "prob.nii" if params.probability else None
-            argv = params.to_argv(cli, scan, mask, prob, organ_file)
+            # The automatic mask comes back to be shown (the CLI writes none when the profile
+            # extracts no brain, or when the brain it found was implausible).
+            brain = folder / "brain.nii" if params.organ_mask == "auto" else None
+            argv = params.to_argv(cli, scan, mask, prob, organ_file, brain)
             job = Job(argv, on_line=on_line, on_progress=on_progress)
         except BaseException:
             tmp.cleanup()
@@ -164,7 +243,14 @@ class Logic:
             job,
             tmp,
             "Segmentation",
-            {"volume": volume, "mask": mask, "prob": prob, "output": output},
+            {
+                "volume": volume,
+                "mask": mask,
+                "prob": prob,
+                "brain": brain,
+                "organ_mask": params.organ_mask,
+                "output": output,
+            },
         )
 
     @staticmethod
@@ -184,8 +270,9 @@ class Logic:
             )
 
     def finish_segment(self, running: RunningJob) -> SegmentResult:
-        """Reads the finished run's files, checks them, then adds the Tumor segment (and the
-        probability volume) to the scene. On any error the scene is left as it was."""
+        """Reads the finished run's files, checks them, then adds the Tumor segment (the
+        Brain segment of an Automatic run, and the probability volume) to the scene. On any
+        error the scene is left as it was."""
         running.check_success()
         try:
             volume = running.extra["volume"]
@@ -197,14 +284,42 @@ class Logic:
             if running.extra["prob"] is not None:
                 prob = scratch.read(running.extra["prob"], labelmap=False)
                 check_same_grid(prob, volume, running.extra["prob"])
+            brain = None
+            brain_path: Path | None = running.extra["brain"]
+            if brain_path is not None and brain_path.is_file():
+                brain_mask = scratch.read(brain_path, labelmap=True)
+                check_same_grid(brain_mask, volume, brain_path)
+                brain = brain_segment(brain_mask, volume)
             voxels = count_nonzero(mask.GetImageData())
             segment = tumor_segment(mask, volume)
-            return self._add_results(volume, segment, prob, running.extra["output"], voxels)
+            result = self._add_results(
+                volume,
+                segment,
+                prob,
+                running.extra["output"],
+                voxels,
+                brain,
+                replace_brain=running.extra["organ_mask"] == "auto",
+            )
+            result.organ_mask = running.extra["organ_mask"]
+            result.warnings = [
+                line[len(WARNING_PREFIX) :]
+                for line in running.job.lines
+                if line.startswith(WARNING_PREFIX)
+            ]
+            return result
         finally:
             running.tmp.cleanup()
 
     def _add_results(
-        self, volume: Any, segment: Any, prob: Any | None, output: Any | None, voxels: int
+        self,
+        volume: Any,
+        segment: Any,
+        prob: Any | None,
+        output: Any | None,
+        voxels: int,
+        brain: Any | None = None,
+        replace_brain: bool = False,
     ) -> SegmentResult:
         added: list[Any] = []
         try:
@@ -221,6 +336,20 @@ class Logic:
             if not segmentation.AddSegment(segment):
                 raise LayerSegError(f"cannot add the Tumor segment to '{output.GetName()}'")
             segment_id = str(segmentation.GetSegmentIdBySegment(segment))
+            brain_id = None
+            if replace_brain:
+                # Only LayerSeg's own (tagged) Brain segment: it showed an earlier search.
+                for old in searched_region_ids(output):
+                    segmentation.RemoveSegment(old)
+            if brain is not None:
+                if not segmentation.AddSegment(brain):
+                    raise LayerSegError(f"cannot add the Brain segment to '{output.GetName()}'")
+                brain_id = str(segmentation.GetSegmentIdBySegment(brain))
+                display = output.GetDisplayNode()
+                if display is not None:
+                    # An outline in the slices and faint in 3D: the tumour stays in sight.
+                    display.SetSegmentOpacity2DFill(brain_id, 0.0)
+                    display.SetSegmentOpacity3D(brain_id, 0.2)
             output.SetReferenceImageGeometryParameterFromVolumeNode(volume)
             output.SetNodeReferenceID(
                 output.GetReferenceImageGeometryReferenceRole(), volume.GetID()
@@ -240,7 +369,7 @@ class Logic:
                 added.append(prob_node)
                 prob_node.CreateDefaultDisplayNodes()
                 place_like(prob_node, volume)
-            return SegmentResult(output, segment_id, prob_node, voxels)
+            return SegmentResult(output, segment_id, prob_node, voxels, brain_id)
         except BaseException:
             for node in added:
                 self.scene.RemoveNode(node)

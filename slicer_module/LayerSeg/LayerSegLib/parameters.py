@@ -6,12 +6,35 @@ build them directly.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Profiles built into the CLI; anything else must be a profile JSON file.
 BUILTIN_PROFILES = ("brain-mri", "liver-ct")
 DEVICES = ("auto", "cpu", "cuda")
+#: Where the search runs (``layerseg segment --organ-mask``): ``auto`` extracts the brain for
+#: profiles that ask for it, ``segment`` uses a segment the user chose (written to a file),
+#: ``none`` searches the whole scan.
+ORGAN_MASK_CHOICES = ("auto", "segment", "none")
+
+
+@dataclass(frozen=True)
+class ProfileSearch:
+    """What a profile does about the organ mask (its ``roi.kind`` and
+    ``inference.brain_extraction``)."""
+
+    #: It segments inside an organ mask only (roi kind ``organ_mask``): it needs a file.
+    needs_organ_mask: bool
+    #: ``--organ-mask auto`` extracts the brain.
+    brain_extraction: bool
+
+
+#: The built-in profiles (rust/core/profiles/*.json; a test keeps the two in step).
+BUILTIN_PROFILE_SEARCH = {
+    "brain-mri": ProfileSearch(needs_organ_mask=False, brain_extraction=True),
+    "liver-ct": ProfileSearch(needs_organ_mask=True, brain_extraction=False),
+}
 
 
 class ParameterError(ValueError):
@@ -29,6 +52,46 @@ def _check_profile(profile: str) -> None:
 def _check_model(model: str | None) -> None:
     if model is not None and not Path(model).is_file():
         raise ParameterError(f"model file {model} does not exist")
+
+
+def profile_search(profile: str | None) -> ProfileSearch | None:
+    """What ``profile`` (a built-in name or a profile file) does about the organ mask; None
+    when that is not known here (the model card's profile, or a file that does not parse, which
+    the CLI reports itself)."""
+    if profile is None:
+        return None
+    if profile in BUILTIN_PROFILE_SEARCH:
+        return BUILTIN_PROFILE_SEARCH[profile]
+    try:
+        data = json.loads(Path(profile).read_text(encoding="utf-8"))
+        roi = data.get("roi") or {}
+        inference = data.get("inference") or {}
+        return ProfileSearch(
+            needs_organ_mask=roi.get("kind") == "organ_mask",
+            brain_extraction=bool(inference.get("brain_extraction", False)),
+        )
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_organ_mask(choice: str, profile: str | None) -> None:
+    if choice not in ORGAN_MASK_CHOICES:
+        raise ParameterError(
+            f"organ mask {choice!r}: choose one of {', '.join(ORGAN_MASK_CHOICES)}"
+        )
+    search = profile_search(profile)
+    if choice == "segment" or search is None or not search.needs_organ_mask:
+        return
+    organ, a = ("liver", "a") if profile == "liver-ct" else ("organ", "an")
+    why = (
+        f"there is no automatic {organ} mask (automatic extraction finds brains only)"
+        if choice == "auto"
+        else "it cannot search the whole scan"
+    )
+    raise ParameterError(
+        f"profile {profile} searches inside {a} {organ} mask, and {why}. Set Brain / organ "
+        f"mask to 'From a segment' and pick the {organ} segment."
+    )
 
 
 def _check_device(device: str) -> None:
@@ -50,10 +113,14 @@ class SegmentParameters:
     tta: bool = False
     #: Also bring the tumour probability map into the scene as a volume.
     probability: bool = False
+    #: One of ORGAN_MASK_CHOICES. A segment given to the logic always wins, as a file does
+    #: on the command line.
+    organ_mask: str = "auto"
 
     def validate(self) -> None:
         if self.profile is not None:
             _check_profile(self.profile)
+        _check_organ_mask(self.organ_mask, self.profile)
         _check_model(self.model)
         _check_device(self.device)
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
@@ -62,8 +129,16 @@ class SegmentParameters:
             raise ParameterError(f"overlap {self.overlap}: must lie in [0, 1)")
 
     def to_argv(
-        self, cli: list[str], scan: Path, out: Path, prob: Path | None, organ_mask: Path | None
+        self,
+        cli: list[str],
+        scan: Path,
+        out: Path,
+        prob: Path | None,
+        organ_mask: Path | None,
+        save_organ_mask: Path | None = None,
     ) -> list[str]:
+        """``organ_mask``: the written segment (it wins over the choice, as on the command
+        line); ``save_organ_mask``: where the automatic mask goes (Automatic only)."""
         argv = [*cli, "segment", str(scan), "--out", str(out), "--device", self.device]
         if self.profile is not None:
             argv += ["--profile", self.profile]
@@ -73,6 +148,12 @@ class SegmentParameters:
             argv += ["--prob", str(prob)]
         if organ_mask is not None:
             argv += ["--organ-mask", str(organ_mask)]
+        elif self.organ_mask == "segment":
+            raise ParameterError("choose the segment for the brain / organ mask")
+        else:
+            argv += ["--organ-mask", self.organ_mask]
+            if self.organ_mask == "auto" and save_organ_mask is not None:
+                argv += ["--save-organ-mask", str(save_organ_mask)]
         if self.threshold is not None:
             argv += ["--threshold", repr(self.threshold)]
         if self.overlap is not None:

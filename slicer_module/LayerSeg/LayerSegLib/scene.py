@@ -27,6 +27,23 @@ TUMOR_TERMINOLOGY_FIELDS = (
     "", "", "",
     "", "", "",
 )  # fmt: skip
+#: The brain mask that automatic brain extraction gave, shown beside the tumour so that the
+#: region searched can be seen: SNOMED CT "Brain" under "Anatomical Structure", in yellow as
+#: in the command line's overlays.
+BRAIN_NAME = "Brain"
+BRAIN_COLOR = (0.95, 0.85, 0.2)
+BRAIN_TERMINOLOGY_FIELDS = (
+    "Segmentation category and type - DICOM master list",
+    "123037004", "SCT", "Anatomical Structure",
+    "12738006", "SCT", "Brain",
+    "", "", "",
+    "Anatomic codes - DICOM master list",
+    "", "", "",
+    "", "", "",
+)  # fmt: skip
+#: The tag (and its value) that marks the segment LayerSeg made from the searched region, so
+#: that the next automatic run replaces it and never a segment of the user's.
+SEARCHED_REGION_TAG = ("LayerSeg", "searched region")
 
 _BINARY = "Binary labelmap"
 #: Largest difference between the input's voxel-to-world matrix and a result's that still
@@ -38,12 +55,12 @@ class LayerSegError(RuntimeError):
     """Something the user must fix or know about; the message is meant for the panel."""
 
 
+def _terminology(fields: tuple[str, ...]) -> str:
+    return str(slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(*fields))
+
+
 def tumor_terminology() -> str:
-    return str(
-        slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
-            *TUMOR_TERMINOLOGY_FIELDS
-        )
-    )
+    return _terminology(TUMOR_TERMINOLOGY_FIELDS)
 
 
 def _matrix(node: Any) -> vtk.vtkMatrix4x4:
@@ -203,18 +220,45 @@ def check_same_grid(result: Any, volume: Any, path: Path) -> None:
         raise LayerSegError(f"{path}: not on the input volume's grid (differs by {worst:.3g})")
 
 
-def tumor_segment(mask: Any, volume: Any) -> Any:
-    """A "Tumor" segment holding ``mask`` (a label map node read from the CLI's output) on
-    exactly the voxel grid of ``volume``."""
+def _labelmap_segment(
+    mask: Any, volume: Any, name: str, color: tuple[float, float, float], fields: tuple[str, ...]
+) -> Any:
     image = slicer.vtkOrientedImageData()
     image.ShallowCopy(mask.GetImageData())
     image.SetImageToWorldMatrix(_matrix(volume))
     segment = slicer.vtkSegment()
-    segment.SetName(TUMOR_NAME)
-    segment.SetColor(*TUMOR_COLOR)
-    segment.SetTag(segment.GetTerminologyEntryTagName(), tumor_terminology())
+    segment.SetName(name)
+    segment.SetColor(*color)
+    segment.SetTag(segment.GetTerminologyEntryTagName(), _terminology(fields))
     segment.AddRepresentation(_BINARY, image)
     return segment
+
+
+def tumor_segment(mask: Any, volume: Any) -> Any:
+    """A "Tumor" segment holding ``mask`` (a label map node read from the CLI's output) on
+    exactly the voxel grid of ``volume``."""
+    return _labelmap_segment(mask, volume, TUMOR_NAME, TUMOR_COLOR, TUMOR_TERMINOLOGY_FIELDS)
+
+
+def brain_segment(mask: Any, volume: Any) -> Any:
+    """A "Brain" segment holding the brain mask the CLI extracted (``--save-organ-mask``),
+    tagged as the searched region."""
+    segment = _labelmap_segment(mask, volume, BRAIN_NAME, BRAIN_COLOR, BRAIN_TERMINOLOGY_FIELDS)
+    segment.SetTag(*SEARCHED_REGION_TAG)
+    return segment
+
+
+def searched_region_ids(segmentation_node: Any) -> list[str]:
+    """The segments LayerSeg made from the region it searched (tagged SEARCHED_REGION_TAG)."""
+    segmentation = segmentation_node.GetSegmentation()
+    key, value = SEARCHED_REGION_TAG
+    found = []
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(i)
+        tag = vtk.reference("")
+        if segmentation.GetSegment(segment_id).GetTag(key, tag) and tag.get() == value:
+            found.append(str(segment_id))
+    return found
 
 
 def find_segment_id(segmentation_node: Any, name: str) -> str | None:
