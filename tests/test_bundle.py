@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import verify_metadata
+from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -27,8 +29,12 @@ from safetensors.torch import load_file, save_file
 
 import layerseg
 from layerseg.monai import (
+    BrainExtractiond,
     FinetuneLoss,
+    KeepInRegiond,
     LayerDecompositionLoss,
+    LayerResiduald,
+    LayerRuled,
     RandTumorSynthesisd,
     ZScoreNonzero,
     basic_unet,
@@ -172,51 +178,18 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
 
 
-@pytest.mark.parametrize(
-    ("which", "profile", "size"),
-    # The golden weights' card says brain-mri (128^3); the tiny run used the tiny-brain test
-    # profile, the same recipe at 64^3, which the bundle follows with --spatial_size.
-    [("golden", "brain-mri", 128), ("pretrained", str(TINY_PROFILE), 64)],
-)
-def test_bundle_inference_agrees_with_layerseg_segment(
-    which: str,
-    profile: str,
-    size: int,
-    request: pytest.FixtureRequest,
-    scan_dir: Path,
-    layerseg_bin: Path,
-    tmp_path: Path,
-) -> None:
-    """Weights -> models/model.pt -> `python -m monai.bundle run` writes a mask on the input
-    grid that matches `layerseg segment` on the same scan and weights."""
-    weights: Path = request.getfixturevalue(f"{which}_model")
-    scan = scan_dir / "mrbraintumor2.nii.gz"
-    model_pt = tmp_path / "models" / "model.pt"
-    subprocess.run(
-        [sys.executable, "-m", "layerseg.monai", "export", weights, model_pt],
-        check=True,
-        capture_output=True,
-    )
-    # Untrained tiny networks give probabilities in a narrow band, so threshold at the median
-    # of ours inside the scan: half the voxels sit near the threshold, which makes agreement
-    # a strict test (a fixed 0.5 can give an empty or full mask).
-    prob = tmp_path / "prob.nii.gz"
-    rs_first = tmp_path / "first.nii.gz"
-    common = ["--model", weights, "--profile", profile, "--device", "cpu"]
-    subprocess.run(
-        [layerseg_bin, "segment", scan, "--out", rs_first, "--prob", prob, *common],
-        check=True,
-        capture_output=True,
-    )
-    p = np.asarray(nib.load(prob).dataobj)
-    threshold = float(np.median(p[p > 0]))
-    rs_mask = tmp_path / "layerseg.nii.gz"
-    subprocess.run(
-        [layerseg_bin, "segment", scan, "--out", rs_mask, "--threshold", str(threshold), *common],
-        check=True,
-        capture_output=True,
-    )
-    out = tmp_path / "bundle-out"
+def layer_rule_profile(base: Path | str, out: Path, rule: dict[str, object] | None) -> Path:
+    """`base` with brain extraction on and `rule` as its layer rule (none when `rule` is None)."""
+    profile = json.loads(layerseg.profile_json(str(base)))
+    profile["inference"]["brain_extraction"] = True
+    profile["inference"].pop("layer_rule", None)
+    if rule is not None:
+        profile["inference"]["layer_rule"] = rule
+    out.write_text(json.dumps(profile))
+    return out
+
+
+def run_bundle_inference(scan_dir: Path, out: Path, *overrides: str) -> Path:
     ok(
         bundle(
             "run",
@@ -225,25 +198,222 @@ def test_bundle_inference_agrees_with_layerseg_segment(
             "--logging_file", "configs/logging.conf",
             "--dataset_dir", str(scan_dir),
             "--output_dir", str(out),
-            "--model_path", str(model_pt),
-            "--network_def#features", TINY_ARG,
-            "--threshold", str(threshold),
-            "--spatial_size", json.dumps([size] * 3),
+            *overrides,
         )
     )  # fmt: skip
-    written = out / "mrbraintumor2_seg.nii.gz"
-    ours = nib.load(rs_mask)
+    return out / "mrbraintumor2_seg.nii.gz"
+
+
+def check_written_mask(written: Path, scan: Path) -> None:
     theirs = nib.load(written)
     source = nib.load(scan)
     assert theirs.shape == source.shape
     np.testing.assert_allclose(theirs.affine, source.affine, atol=1e-5)
     assert theirs.get_data_dtype() == np.uint8
-    a = np.asarray(ours.dataobj) > 0
-    b = np.asarray(theirs.dataobj) > 0
-    foreground = np.asarray(source.dataobj) != 0
-    # A meaningful mask: some of the scan, not all of it.
-    assert 0.2 < a.sum() / foreground.sum() < 0.8
+
+
+@pytest.mark.parametrize(
+    ("which", "size", "rule"),
+    # The golden weights' card says brain-mri (128^3), run with brain-mri's own layer rule (if
+    # it has one now); the tiny run used the tiny-brain test profile, the same recipe at 64^3,
+    # which the bundle follows with --spatial_size, here with an explicit layer rule.
+    [("golden", 128, False), ("pretrained", 64, True)],
+)
+def test_bundle_inference_agrees_with_layerseg_segment(
+    which: str,
+    size: int,
+    rule: bool,
+    request: pytest.FixtureRequest,
+    scan_dir: Path,
+    layerseg_bin: Path,
+    tmp_path: Path,
+) -> None:
+    """Weights -> models/model.pt -> `python -m monai.bundle run` writes a mask on the input
+    grid that matches `layerseg segment` on the same scan and weights, brain extraction (crop
+    and search region) and layer rule included, as both do by default."""
+    weights: Path = request.getfixturevalue(f"{which}_model")
+    scan = scan_dir / "mrbraintumor2.nii.gz"
+    model_pt = tmp_path / "models" / "model.pt"
+    subprocess.run(
+        [sys.executable, "-m", "layerseg.monai", "export", weights, model_pt],
+        check=True,
+        capture_output=True,
+    )
+    base = "brain-mri" if which == "golden" else TINY_PROFILE
+    profile = base if not rule else layer_rule_profile(base, tmp_path / "profile.json", None)
+    # Untrained tiny networks give probabilities in a narrow band, so threshold at the median
+    # of ours inside the brain: half the voxels sit near the threshold, which makes agreement
+    # a strict test (a fixed 0.5 can give an empty or full mask). The layer rule's margin is the
+    # median absolute residual of that mask, so the rule halves it (sign "either": the tiny
+    # network's residual has no lesion direction); its smallest lesion is 500 mm^3.
+    raw = layerseg.segment(scan, model=weights, profile=str(profile), device="cpu", raw_mask=True)
+    brain = raw["organ_mask"] > 0
+    p = raw["probability"]
+    threshold = float(np.median(p[brain]))
+    before = brain & (p >= threshold)
+    if rule:
+        margin = float(np.median(np.abs(raw["residual"][before])))
+        layer_rule = {"residual_sign": "either", "margin": margin, "min_lesion_mm3": 500.0}
+        profile = layer_rule_profile(base, tmp_path / "profile.json", layer_rule)
+    rs_mask = tmp_path / "layerseg.nii.gz"
+    ok(
+        subprocess.run(
+            [
+                layerseg_bin, "segment", scan, "--out", rs_mask, "--threshold", str(threshold),
+                "--model", weights, "--profile", profile, "--device", "cpu",
+            ],
+            capture_output=True,
+            text=True,
+        )
+    )  # fmt: skip
+    written = run_bundle_inference(
+        scan_dir,
+        tmp_path / "bundle-out",
+        "--model_path", str(model_pt),
+        "--network_def#features", TINY_ARG,
+        "--threshold", str(threshold),
+        "--spatial_size", json.dumps([size] * 3),
+        "--profile", str(profile),
+    )  # fmt: skip
+    check_written_mask(written, scan)
+    a = np.asarray(nib.load(rs_mask).dataobj) > 0
+    b = np.asarray(nib.load(written).dataobj) > 0
+    # The brain is a plausible one, and everything found lies inside it.
+    assert 0.8e6 < brain.sum() * np.prod(nib.load(scan).header.get_zooms()) < 2.2e6
+    assert not (a & ~brain).any() and not (b & ~brain).any()
+    if rule:
+        # The rule bit: about half of the thresholded brain went.
+        assert 0.2 < a.sum() / before.sum() < 0.6, (a.sum(), before.sum())
+    else:
+        # A meaningful mask: some of the brain, not all of it (brain-mri's own layer rule, when
+        # it has one, may cut the median-thresholded half further).
+        assert 0.02 < a.sum() / brain.sum() < 0.8
     assert dice(a, b) >= 0.999, (a.sum(), b.sum(), dice(a, b))
+
+
+def test_bundle_defaults_agree_with_layerseg_segment_defaults(
+    scan_dir: Path, layerseg_bin: Path, tmp_path: Path
+) -> None:
+    """Issue 16: as shipped, the bundle (models/model.pt, brain extraction, brain-mri's layer
+    rule, threshold 0.5) and `layerseg segment SCAN` (its defaults, the shipped model) give the
+    same mask on the whole-head MRBrainTumor2 scan."""
+    scan = scan_dir / "mrbraintumor2.nii.gz"
+    rs_mask = tmp_path / "layerseg.nii.gz"
+    ok(
+        subprocess.run(
+            [layerseg_bin, "segment", scan, "--out", rs_mask, "--device", "cpu"],
+            capture_output=True,
+            text=True,
+        )
+    )
+    written = run_bundle_inference(scan_dir, tmp_path / "bundle-out")
+    check_written_mask(written, scan)
+    a = np.asarray(nib.load(rs_mask).dataobj) > 0
+    b = np.asarray(nib.load(written).dataobj) > 0
+    assert a.sum() > 1000
+    assert dice(a, b) >= 0.99, (a.sum(), b.sum(), dice(a, b))
+
+
+# --- layerseg.monai: brain extraction and the layer rule ------------------------------------------
+
+
+def ball(shape: int = 24, radius: float = 8.0) -> np.ndarray:
+    """A textured bright ball on a zero background, (shape,)*3."""
+    g = np.mgrid[:shape, :shape, :shape].astype(np.float32)
+    inside = ((g - shape / 2) ** 2).sum(0) < radius**2
+    return np.where(inside, 100.0 + g[0] % 3, 0.0).astype(np.float32)
+
+
+def test_brain_extraction_falls_back_to_the_foreground_when_implausible() -> None:
+    """A 48 mm head-sized ball is no adult brain (under 0.8 L): a warning naming the file and
+    the volume, and the non-zero voxels as the mask, a uint8 MetaTensor with the image's meta.
+    Turned off it gives the same foreground without extraction; a constant scan is an error."""
+    x = ball()
+    affine = torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0], dtype=torch.float64))
+    meta = {"filename_or_obj": "/data/tiny-head.nii.gz"}
+    image = MetaTensor(torch.from_numpy(x[None]), affine=affine, meta=meta)
+    extract = BrainExtractiond("image", mask_key="brain", exact_key="exact", device="cpu")
+    with pytest.warns(
+        UserWarning, match=r"/data/tiny-head\.nii\.gz: brain extraction .*\d\.\d\d L"
+    ):
+        d = extract({"image": image})
+    mask = d["brain"]
+    assert isinstance(mask, MetaTensor) and mask.dtype == torch.uint8
+    assert mask.shape == (1, 24, 24, 24)
+    assert (
+        torch.equal(mask.affine, affine) and mask.meta["filename_or_obj"] == meta["filename_or_obj"]
+    )
+    np.testing.assert_array_equal(mask.numpy()[0], (x != 0).astype(np.uint8))
+    assert d["image"] is image
+    # No brain was used, so none is kept for the search region: KeepInRegiond falls back to
+    # the region mapped back by Invertd (here the foreground itself).
+    assert d["exact"].shape == mask.shape and not d["exact"].any()
+    assert extract.extract.litres is not None and extract.extract.litres < 0.8
+    assert extract.extract.plausible is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        off = BrainExtractiond("image", device="cpu", enabled=False)({"image": image})
+    assert torch.equal(off["brain"], mask)
+    constant = MetaTensor(torch.full((1, 8, 8, 8), 5.0), meta={"filename_or_obj": "flat.nii"})
+    with pytest.raises(ValueError, match=r"flat\.nii: brain extraction.*constant"):
+        extract({"image": constant})
+    with pytest.raises(ValueError, match="one image key"):
+        BrainExtractiond(["image", "label"])
+
+
+def test_search_region_is_the_exact_brain_when_one_was_extracted() -> None:
+    pred = torch.ones(1, 4, 4, 4)
+    round_trip = torch.zeros(1, 4, 4, 4)
+    round_trip[0, :3] = 1
+    exact = torch.zeros(1, 4, 4, 4, dtype=torch.uint8)
+    exact[0, 1:] = 1
+    keep = KeepInRegiond("pred", region_key="region", exact_key="exact")
+    out = keep({"pred": pred, "region": round_trip, "exact": exact})["pred"]
+    assert torch.equal(out, exact.float())
+    out = keep({"pred": pred, "region": round_trip, "exact": exact * 0})["pred"]
+    assert torch.equal(out, round_trip)
+    out = KeepInRegiond("pred", "region", exact_key=None)({"pred": pred, "region": round_trip})
+    assert torch.equal(out["pred"], round_trip)
+
+
+def test_layer_rule_keeps_only_voxels_departing_from_the_healthy_layer(tmp_path: Path) -> None:
+    """LayerResiduald gives image minus healthy layer; LayerRuled keeps mask voxels whose signed
+    residual passes the margin, then drops lesions under min_lesion_mm3 (26-connected, voxel
+    volume from the affine), with the rule read from a profile or given."""
+    shape = (1, 12, 12, 12)
+    image = torch.zeros(shape)
+    healthy = torch.zeros(shape)
+    image[0, 2:8, 2:8, 2:8] = 2.0  # brighter than the healthy layer: a 6^3 lesion
+    image[0, 10, 10, 10] = 2.0  # a one-voxel bright spot, diagonal neighbour of nothing
+    image[0, 9, 2, 2] = -2.0  # darker
+    pred = torch.cat([healthy, torch.zeros(shape), torch.zeros(shape)])
+    affine = torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0], dtype=torch.float64))  # 8 mm^3 voxels
+    d = LayerResiduald("pred")({"pred": MetaTensor(pred, affine=affine), "image": image})
+    assert torch.equal(torch.as_tensor(d["residual"]), image - healthy)
+    mask = MetaTensor(torch.ones(shape), affine=affine)  # the network marked everything
+    rule = {"residual_sign": "brighter", "margin": 1.0, "min_lesion_mm3": 100.0}
+    profile = layer_rule_profile(TINY_PROFILE, tmp_path / "rule.json", rule)
+    out = LayerRuled("pred", profile=str(profile))({"pred": mask, "residual": d["residual"]})
+    expected = torch.zeros(shape)
+    expected[0, 2:8, 2:8, 2:8] = 1.0  # 216 voxels * 8 mm^3 kept; the 8 mm^3 spot dropped
+    assert torch.equal(torch.as_tensor(out["pred"]), expected)
+    assert isinstance(out["pred"], MetaTensor) and torch.equal(out["pred"].affine, affine)
+
+    def kept(**given: object) -> int:
+        rule_d = LayerRuled("pred", profile=str(TINY_PROFILE), **given)  # type: ignore[arg-type]
+        return int(torch.as_tensor(rule_d({"pred": mask, "residual": d["residual"]})["pred"]).sum())
+
+    assert kept(residual_sign="brighter", margin=1.0) == 6**3 + 1
+    assert kept(residual_sign="darker", margin=1.0) == 1
+    assert kept(residual_sign="either", margin=1.0) == 6**3 + 2
+    assert kept(residual_sign="either", margin=1.0, min_lesion_mm3=9.0) == 6**3
+    # The test profile has no rule: nothing happens; nor when the rule is turned off.
+    assert kept() == mask.numel()
+    assert kept(enabled=False, margin=1.0) == mask.numel()
+    with pytest.raises(ValueError, match="residual_sign 'up'"):
+        LayerRuled("pred", residual_sign="up")
+    with pytest.raises(ValueError, match=r"margin -1\.0 must be a number >= 0"):
+        LayerRuled("pred", margin=-1.0)
 
 
 # --- Training ------------------------------------------------------------------------------------

@@ -18,18 +18,24 @@ The module also holds the other pieces a MONAI user needs to train and run Layer
 PyTorch: :class:`LayerDecompositionLoss` (the paper's training loss as a ``torch.nn.Module``),
 :class:`FinetuneLoss` (the supervised fine-tuning loss),
 :class:`ZScoreNonzerod` (the profiles' ``zscore_nonzero`` normalisation), :func:`load_weights`
-(LayerSeg weights into MONAI's ``BasicUNet``, refusing weights of another width) and
-:func:`export_bundle_model` (``.safetensors`` + model card to a bundle's ``models/model.pt``).
+(LayerSeg weights into MONAI's ``BasicUNet``, refusing weights of another width),
+:func:`export_bundle_model` (``.safetensors`` + model card to a bundle's ``models/model.pt``), and
+what ``layerseg segment`` does around the network: :class:`BrainExtractiond` (the automatic
+brain mask that crops the scan) with :class:`KeepInRegiond` (the search region), and
+:class:`LayerResiduald` + :class:`LayerRuled` (the profile's layer rule: tumour only where the
+image departs from the healthy layer, small lesions dropped).
 Run ``python -m layerseg.monai --help`` for the export on the command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,14 +50,21 @@ from monai.transforms.transform import MapTransform, RandomizableTransform, Tran
 from monai.utils.enums import TransformBackends
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 
-from layerseg._layerseg import synthesize
+from layerseg._layerseg import profile_json, synthesize
+from layerseg.api import extract_brain
 
 __all__ = [
     "HEALTHY_CHANNEL",
     "MASK_CHANNEL",
     "TUMOUR_CHANNEL",
+    "BrainExtraction",
+    "BrainExtractiond",
     "FinetuneLoss",
+    "KeepInRegiond",
     "LayerDecompositionLoss",
+    "LayerResiduald",
+    "LayerRule",
+    "LayerRuled",
     "RandTumorSynthesis",
     "RandTumorSynthesisd",
     "SynthesisResult",
@@ -61,10 +74,13 @@ __all__ = [
     "basic_unet_shape",
     "export_bundle_model",
     "labelled_datalist",
+    "layer_residual",
     "list_scans",
     "load_weights",
     "mask_probability",
+    "profile_layer_rule",
     "read_model_card",
+    "remove_small_lesions",
 ]
 
 _SEED_HIGH = 2**63 - 1
@@ -478,6 +494,441 @@ class ZScoreNonzerod(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.normalise(d[key])
+        return d
+
+
+# --- Brain extraction and the layer rule (what `layerseg segment` does around the network) -----
+
+#: The residual signs a layer rule may name: image minus healthy layer as it is, negated, or its
+#: absolute value.
+RESIDUAL_SIGNS = ("brighter", "darker", "either")
+
+
+def _source_name(img: Any, meta: Mapping[str, Any] | None = None) -> str:
+    """The file a channel-first image was read from, for messages (``<array>`` when unknown)."""
+    found = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+    if found is None and meta is not None:
+        found = meta.get("filename_or_obj")
+    return str(found) if found else "<array>"
+
+
+class BrainExtraction(Transform):
+    """The brain mask of a channel-first head MRI ``(C, H, W, D)``, as ``layerseg segment``
+    computes it by default for the ``brain-mri`` profile (``--organ-mask auto``): deepbet's two
+    networks (MIT licence, shipped in LayerSeg's ``models/deepbet``), run by LayerSeg's Rust core
+    through :func:`layerseg.extract_brain` on channel 0 with the image's affine.
+
+    Returns a uint8 mask ``(1, H, W, D)`` on the input grid (1 = brain) of the input's type; a
+    ``MetaTensor`` input gives a ``MetaTensor`` with a copy of its meta data (affine, file name),
+    so spatial transforms and ``Invertd`` treat it like the image. A brain outside 0.8 to 2.2 L
+    (or none at all) is taken as a failed extraction, as by the CLI: a ``UserWarning`` names the
+    file and the volume, and the non-zero voxels of channel 0 (what ``layerseg segment`` then
+    searches) come back instead, so that a batch run goes on. ``self.litres`` and
+    ``self.plausible`` hold the last extraction's volume and verdict (``None`` when disabled).
+
+    Parameters
+    ----------
+    device
+        Where the networks run: ``"auto"`` (the first CUDA GPU when one is usable, else the CPU),
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or a ``torch.device``. Default ``"auto"``.
+    enabled
+        ``False`` skips the extraction and always returns the non-zero voxels (the crop and
+        search region of ``layerseg segment --organ-mask none``). Default ``True``.
+    """
+
+    backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012
+
+    def __init__(self, device: str | torch.device = "auto", enabled: bool = True) -> None:
+        self.device = str(device)
+        self.enabled = bool(enabled)
+        self.litres: float | None = None
+        self.plausible: bool | None = None
+
+    def __call__(
+        self, img: Any, affine: npt.ArrayLike | None = None, name: str | None = None
+    ) -> Any:
+        """``img`` channel-first; ``affine`` (4x4, voxel to RAS mm) defaults to the
+        ``MetaTensor``'s, else the identity; ``name`` (for the warning) to its file name."""
+        arr = _numpy(img, np.float32)
+        if arr.ndim != 4:
+            raise ValueError(
+                f"expected a channel-first 3D image (C, H, W, D), got shape {arr.shape}"
+            )
+        name = name if name is not None else _source_name(img)
+        foreground = (arr[:1] != 0).astype(np.uint8)
+        self.litres, self.plausible = None, None
+        if not self.enabled:
+            mask = foreground
+        else:
+            aff = np.asarray(affine, np.float64) if affine is not None else _affine_of(img)
+            try:
+                found = extract_brain(np.ascontiguousarray(arr[0]), aff, device=self.device)
+            except ValueError as e:
+                raise ValueError(f"{name}: brain extraction: {e}") from e
+            self.litres, self.plausible = float(found["litres"]), bool(found["plausible"])
+            if self.plausible:
+                mask = np.asarray(found["mask"], np.uint8)[None]
+            else:
+                why = (
+                    "found no brain"
+                    if self.litres == 0
+                    else f"gave {self.litres:.2f} L, outside the 0.8 to 2.2 L of an adult brain"
+                )
+                warnings.warn(
+                    f"{name}: brain extraction {why}; segmenting in the non-zero voxels instead "
+                    "(give a brain mask, or turn extraction off: brain_extraction false)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                mask = foreground
+        out = convert_to_dst_type(np.ascontiguousarray(mask), img, dtype=np.uint8)[0]
+        if isinstance(img, MetaTensor) and isinstance(out, MetaTensor):
+            out.meta = copy.deepcopy(dict(img.meta))
+            out.applied_operations = copy.deepcopy(img.applied_operations)
+        return out
+
+
+class BrainExtractiond(MapTransform):
+    """Dictionary version of :class:`BrainExtraction`: the brain mask of ``data[key]`` goes to
+    ``data[mask_key]`` (the image is left as it is). Put it after ``LoadImaged`` and
+    ``EnsureChannelFirstd`` and before any spatial transform, crop with
+    ``CropForegroundd(source_key=mask_key, margin=0)``, and after ``Invertd`` keep the mask in
+    the search region with :class:`KeepInRegiond`: that is the crop and the search region of
+    ``layerseg segment``.
+
+    Parameters
+    ----------
+    keys
+        The image key: exactly one (a brain mask per scan). Typically ``"image"``.
+    mask_key
+        Where the uint8 mask ``(1, H, W, D)`` goes: the brain, or the non-zero voxels when the
+        extraction failed or is off. Default ``"brain"``.
+    exact_key
+        Also store the extracted brain here, a uint8 copy that later spatial transforms leave
+        alone (list only ``mask_key`` in them): all zeros when no brain was used (failed or
+        off). :class:`KeepInRegiond` keeps the tumour inside it exactly, as ``layerseg
+        segment`` does. Default ``None``: store nothing.
+    device
+        Where the networks run: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
+        ``torch.device``. Default ``"auto"``.
+    enabled
+        ``False``: the non-zero voxels instead, no extraction. Default ``True``.
+    allow_missing_keys
+        Do nothing when the key is missing instead of raising. Default ``False``.
+    """
+
+    backend = BrainExtraction.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mask_key: str = "brain",
+        exact_key: str | None = None,
+        device: str | torch.device = "auto",
+        enabled: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(
+                f"BrainExtractiond takes one image key (one brain mask per scan), got {self.keys}"
+            )
+        self.mask_key = mask_key
+        self.exact_key = exact_key
+        self.extract = BrainExtraction(device=device, enabled=enabled)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            meta = d.get(f"{key}_meta_dict")
+            meta = meta if isinstance(meta, Mapping) else None
+            mask = self.extract(
+                d[key], affine=_affine_of(d[key], meta), name=_source_name(d[key], meta)
+            )
+            d[self.mask_key] = mask
+            if self.exact_key is not None:
+                exact = copy.deepcopy(mask)
+                if not self.extract.plausible:
+                    exact = exact * 0
+                d[self.exact_key] = exact
+        return d
+
+
+class KeepInRegiond(MapTransform):
+    """Keep each mask in ``keys`` inside the search region, as ``layerseg segment`` does after
+    thresholding: inside ``data[exact_key]`` (the extracted brain on the scan's grid, from
+    :class:`BrainExtractiond`) when it holds a brain, else inside ``data[region_key]`` (the
+    non-zero voxels' round trip through the network grid, ``Invertd`` with nearest
+    interpolation), as ``MaskIntensityd`` would.
+
+    Parameters
+    ----------
+    keys
+        The masks (on the scan's grid). Typically ``"pred"``.
+    region_key
+        The region mapped back by ``Invertd``. Default ``"brain"``.
+    exact_key
+        The brain on the scan's grid (all zeros when none was used). Default ``"brain_exact"``;
+        ``None`` uses ``region_key`` alone.
+    allow_missing_keys
+        Skip missing keys instead of raising. Default ``False``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        region_key: str = "brain",
+        exact_key: str | None = "brain_exact",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.region_key = region_key
+        self.exact_key = exact_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        region = d[self.region_key]
+        if self.exact_key is not None and bool((_numpy(d[self.exact_key], np.uint8) > 0).any()):
+            region = d[self.exact_key]
+        inside: npt.NDArray[np.bool_] = _numpy(region, np.float32) > 0
+        for key in self.key_iterator(d):
+            x: torch.Tensor = convert_data_type(d[key], torch.Tensor)[0]
+            if tuple(inside.shape[1:]) != tuple(x.shape[1:]):
+                raise ValueError(
+                    f"the region {inside.shape} is not on the grid of {key!r} {tuple(x.shape)}"
+                )
+            keep = torch.as_tensor(inside, device=x.device)
+            d[key] = convert_to_dst_type(x * keep.to(x.dtype), d[key])[0]
+        return d
+
+
+def profile_layer_rule(profile: str = "brain-mri") -> dict[str, Any] | None:
+    """The layer rule of a profile (built-in name or JSON file): ``{"residual_sign", "margin",
+    "min_lesion_mm3"}``, or ``None`` when the profile has none (the rule is then off)."""
+    rule = json.loads(profile_json(profile)).get("inference", {}).get("layer_rule")
+    return dict(rule) if rule else None
+
+
+def layer_residual(pred: Any, image: Any) -> Any:
+    """The image minus the healthy layer, ``(1, ...)``: ``image`` is the normalised network input
+    (channel-first, one channel) and ``pred`` the network output ``(3, ...)`` on the same grid.
+    The result is of ``pred``'s type (a ``MetaTensor`` keeps ``pred``'s meta)."""
+    if pred.ndim < 1 or pred.shape[0] != 3:
+        raise ValueError(
+            "expected a channel-first prediction with 3 channels (healthy layer, tumour layer, "
+            f"mask logit), got shape {tuple(pred.shape)}"
+        )
+    x: torch.Tensor = convert_data_type(image, torch.Tensor, dtype=torch.float32)[0]
+    p: torch.Tensor = convert_data_type(pred, torch.Tensor, dtype=torch.float32)[0]
+    if x.shape[0] != 1 or x.shape[1:] != p.shape[1:]:
+        raise ValueError(
+            f"the image {tuple(x.shape)} must be one channel on the prediction's grid "
+            f"{tuple(p.shape)}"
+        )
+    healthy = p[HEALTHY_CHANNEL : HEALTHY_CHANNEL + 1]
+    residual = x.as_subclass(torch.Tensor).to(healthy.device) - healthy.as_subclass(torch.Tensor)
+    return convert_to_dst_type(residual, pred, dtype=torch.float32)[0]
+
+
+class LayerResiduald(MapTransform):
+    """``data[residual_key]`` = :func:`layer_residual` of ``data[key]`` (the network output) and
+    ``data[image_key]`` (the normalised input), both on the network grid. Map it back to the
+    scan's grid with ``Invertd`` (``orig_keys`` the image, linear, as the prediction) and give it
+    to :class:`LayerRuled`.
+
+    Parameters
+    ----------
+    keys
+        The prediction key: exactly one. Typically ``"pred"``.
+    image_key
+        The normalised network input. Default ``"image"``.
+    residual_key
+        Where the residual ``(1, ...)`` goes. Default ``"residual"``.
+    allow_missing_keys
+        Do nothing when the key is missing instead of raising. Default ``False``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        image_key: str = "image",
+        residual_key: str = "residual",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"LayerResiduald takes one prediction key, got {self.keys}")
+        self.image_key = image_key
+        self.residual_key = residual_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.residual_key] = layer_residual(d[key], d[self.image_key])
+        return d
+
+
+def remove_small_lesions(
+    mask: npt.ArrayLike, spacing: Sequence[float], min_mm3: float
+) -> npt.NDArray[np.bool_]:
+    """``mask`` (3D) without its connected components (26-connectivity) smaller than ``min_mm3``
+    (voxel count times the voxel volume from ``spacing``, mm), as LayerSeg's
+    ``remove_small_components``; ``min_mm3 <= 0`` keeps everything. Needs SciPy."""
+    m = np.asarray(mask).astype(bool)
+    if min_mm3 <= 0 or not m.any():
+        return m
+    try:
+        from scipy import ndimage
+    except ImportError as e:  # pragma: no cover - scipy is installed with the bundle
+        raise ImportError(
+            "the layer rule's smallest lesion size needs SciPy (pip install scipy)"
+        ) from e
+    labels, _ = ndimage.label(m, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel())
+    keep = sizes * float(np.prod(np.asarray(spacing, np.float64))) >= min_mm3
+    keep[0] = False
+    result: npt.NDArray[np.bool_] = keep[labels]
+    return result
+
+
+class LayerRule(Transform):
+    """The profile's layer rule on a binary mask ``(C, H, W, D)``, as ``layerseg segment``
+    applies it: a voxel stays tumour only where ``sign(residual) > margin`` (``residual`` = the
+    normalised image minus the healthy layer, :func:`layer_residual`, on the mask's grid), then
+    connected components (26-connectivity) smaller than ``min_lesion_mm3`` go. Unset values come
+    from the profile's ``inference.layer_rule``; when the profile has none and nothing is given,
+    or with ``enabled=False`` (``layerseg segment --raw-mask``), the mask comes back unchanged.
+
+    Parameters
+    ----------
+    profile
+        A built-in profile name or a profile JSON file whose rule to apply. Default
+        ``"brain-mri"``.
+    enabled
+        ``False`` turns the rule off. Default ``True``.
+    residual_sign
+        ``"brighter"`` (residual as it is), ``"darker"`` (negated) or ``"either"`` (absolute).
+        Default ``None``: the profile's.
+    margin
+        The signed residual must exceed this (>= 0), in normalised intensity units. Default
+        ``None``: the profile's.
+    min_lesion_mm3
+        The smallest lesion kept, mm^3 (0 keeps all). Default ``None``: the profile's.
+    """
+
+    backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012
+
+    def __init__(
+        self,
+        profile: str = "brain-mri",
+        enabled: bool = True,
+        residual_sign: str | None = None,
+        margin: float | None = None,
+        min_lesion_mm3: float | None = None,
+    ) -> None:
+        self.enabled = bool(enabled)
+        given = (residual_sign, margin, min_lesion_mm3)
+        rule = profile_layer_rule(profile) if self.enabled else None
+        if rule is None and self.enabled and any(v is not None for v in given):
+            rule = {"residual_sign": "brighter", "margin": 0.0, "min_lesion_mm3": 0.0}
+        if rule is not None:
+            if residual_sign is not None:
+                rule["residual_sign"] = residual_sign
+            if margin is not None:
+                rule["margin"] = margin
+            if min_lesion_mm3 is not None:
+                rule["min_lesion_mm3"] = min_lesion_mm3
+            if rule["residual_sign"] not in RESIDUAL_SIGNS:
+                raise ValueError(
+                    f"residual_sign {rule['residual_sign']!r} is not one of "
+                    f"{', '.join(RESIDUAL_SIGNS)}"
+                )
+            for name in ("margin", "min_lesion_mm3"):  # as the profile's validation says
+                if not (np.isfinite(float(rule[name])) and float(rule[name]) >= 0):
+                    raise ValueError(f"layer rule {name} {rule[name]} must be a number >= 0")
+        #: The rule applied (``residual_sign``, ``margin``, ``min_lesion_mm3``), or ``None``.
+        self.rule: dict[str, Any] | None = rule
+
+    def __call__(
+        self, mask: Any, residual: Any = None, spacing: Sequence[float] | None = None
+    ) -> Any:
+        """``mask`` and ``residual`` on the same grid (``residual`` one channel, required while
+        a rule applies); ``spacing`` (mm) defaults to the ``MetaTensor`` mask's, else 1 mm."""
+        if self.rule is None:
+            return mask
+        if residual is None:
+            raise ValueError("the layer rule needs the residual (image minus healthy layer)")
+        m = _numpy(mask, np.float32) > 0
+        r = _numpy(residual, np.float32)
+        if m.ndim != 4 or r.ndim != 4 or r.shape[0] != 1 or r.shape[1:] != m.shape[1:]:
+            raise ValueError(
+                f"the mask {m.shape} must be channel-first 3D and the residual {r.shape} one "
+                "channel on its grid"
+            )
+        sign = self.rule["residual_sign"]
+        signed = r if sign == "brighter" else -r if sign == "darker" else np.abs(r)
+        m &= signed > np.float32(self.rule["margin"])
+        if spacing is None:
+            affine = _affine_of(mask)
+            spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).tolist()
+        min_mm3 = float(self.rule["min_lesion_mm3"])
+        kept = np.stack([remove_small_lesions(c, spacing, min_mm3) for c in m])
+        return convert_to_dst_type(kept.astype(np.float32), mask)[0]
+
+
+class LayerRuled(MapTransform):
+    """Dictionary version of :class:`LayerRule`: each mask in ``keys`` (after ``Invertd``,
+    thresholding and the region, on the scan's grid) is cut by the residual in
+    ``data[residual_key]`` (from :class:`LayerResiduald`, inverted like the prediction).
+
+    Parameters
+    ----------
+    keys
+        The binary masks. Typically ``"pred"``.
+    residual_key
+        The residual on the masks' grid. Default ``"residual"``.
+    profile
+        A built-in profile name or a profile JSON file whose rule to apply. Default
+        ``"brain-mri"``.
+    enabled
+        ``False`` turns the rule off (masks unchanged). Default ``True``.
+    residual_sign
+        ``"brighter"``, ``"darker"`` or ``"either"``. Default ``None``: the profile's.
+    margin
+        The signed residual must exceed this (>= 0, normalised units). Default ``None``: the
+        profile's.
+    min_lesion_mm3
+        The smallest lesion kept, mm^3. Default ``None``: the profile's.
+    allow_missing_keys
+        Skip missing keys instead of raising. Default ``False``.
+    """
+
+    backend = LayerRule.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        residual_key: str = "residual",
+        profile: str = "brain-mri",
+        enabled: bool = True,
+        residual_sign: str | None = None,
+        margin: float | None = None,
+        min_lesion_mm3: float | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.residual_key = residual_key
+        self.layer_rule = LayerRule(profile, enabled, residual_sign, margin, min_lesion_mm3)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.layer_rule.rule is None:
+            return d
+        for key in self.key_iterator(d):
+            meta = d.get(f"{key}_meta_dict")
+            affine = _affine_of(d[key], meta if isinstance(meta, Mapping) else None)
+            spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).tolist()
+            d[key] = self.layer_rule(d[key], d[self.residual_key], spacing=spacing)
         return d
 
 
