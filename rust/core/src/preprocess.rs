@@ -17,6 +17,9 @@ pub struct Prepared {
     pub input: Array3<f32>,
     /// The organ mask (or foreground) on the network grid: outputs are kept inside it.
     pub region: Array3<bool>,
+    /// The organ mask on the input grid, when one was given: outputs are kept inside it
+    /// exactly, not inside its round trip through the network grid.
+    pub input_region: Option<Array3<bool>>,
     pub mapping: GridMapping,
 }
 
@@ -74,6 +77,7 @@ pub fn preprocess(image: &Image, organ: Option<&LabelMap>, profile: &Profile) ->
     Ok(Prepared {
         input: normalise(grid.data, &profile.normalisation),
         region: region.data.mapv(|v| v > 0),
+        input_region: organ.map(|m| m.data.mapv(|v| v > 0)),
         mapping,
     })
 }

@@ -247,7 +247,7 @@ impl Profile {
         let min = image.iter().copied().fold(f32::INFINITY, f32::min);
         match self.modality {
             Modality::Mri if min < -500.0 => Some(format!(
-                "values go down to {min:.0}, like a CT in Hounsfield units, but profile {} is for MRI (pass --profile liver-ct, or a CT model)",
+                "values go down to {min:.0}, like a CT in Hounsfield units, but profile {} is for MRI (use profile liver-ct: CLI --profile, Python profile=; or a CT model)",
                 self.name
             )),
             Modality::Ct if min >= 0.0 => Some(format!(

@@ -104,6 +104,7 @@ fn segment<'py>(
             .ensure_same_grid("scan", organ, "organ_mask")
             .map_err(IntoPyErr::into_py_err)?;
     }
+    let profile_name = profile;
     let profile = Profile::load(profile).map_err(IntoPyErr::into_py_err)?;
     if let Some(why) = profile.modality_mismatch(&image.data) {
         // The CLI's warning, as a Python warning (filterable, and an error under -W error).
@@ -117,7 +118,7 @@ fn segment<'py>(
         )?;
     }
     let file =
-        layerseg_cli::models::resolve(model.as_deref(), &profile.name).map_err(anyhow_to_py)?;
+        layerseg_cli::models::resolve(model.as_deref(), profile_name).map_err(anyhow_to_py)?;
     let config = file.config(&profile);
     let device = self::device(device)?;
     let opts = SegmentOptions {

@@ -115,8 +115,13 @@ pub fn segment_prepared(
     let probability_net = channel(MASK_CHANNEL).mapv(|v| 1.0 / (1.0 + (-v).exp()));
     let map = &prepared.mapping;
     let probability = map.to_input_grid(probability_net.view(), 0.0);
-    let region = map.labels_to_input_grid(prepared.region.mapv(u8::from).view());
-    let region = region.data.mapv(|v| v > 0);
+    let region = match &prepared.input_region {
+        Some(organ) => organ.clone(),
+        None => {
+            let region = map.labels_to_input_grid(prepared.region.mapv(u8::from).view());
+            region.data.mapv(|v| v > 0)
+        }
+    };
     let thr = opts.threshold.unwrap_or(profile.inference.threshold) as f32;
     let mut mask = threshold(&probability.data, thr, Some(&region));
     let layer_rule = profile.inference.layer_rule.as_ref();

@@ -1,0 +1,131 @@
+"""Automatic brain extraction and the layer rule through the CLI and Python (issue 16).
+
+The network is the tiny golden one, under a copy of the tiny test profile that asks for brain
+extraction and a layer rule, so every run takes seconds; the brain extractor is the shipped one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import layerseg
+
+HERE = Path(__file__).parent
+MODEL = HERE / "golden" / "basicunet_weights.safetensors"
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory: pytest.TempPathFactory) -> str:
+    tiny = json.loads((HERE / "data" / "tiny-brain.json").read_text())
+    tiny["name"] = "tiny-brain-extraction"
+    # The golden network's mask is close to one half everywhere: a low threshold gives it a
+    # mask to cut, and a margin of 0 keeps exactly the voxels brighter than the healthy layer.
+    tiny["inference"]["threshold"] = 0.01
+    tiny["inference"]["brain_extraction"] = True
+    tiny["inference"]["layer_rule"] = {
+        "residual_sign": "brighter",
+        "margin": 0.0,
+        "min_lesion_mm3": 0.0,
+    }
+    path = tmp_path_factory.mktemp("profile") / "tiny-brain-extraction.json"
+    path.write_text(json.dumps(tiny))
+    return str(path)
+
+
+def _cli(layerseg_bin: Path, profile: str, *args: object) -> subprocess.CompletedProcess[str]:
+    cmd = [str(layerseg_bin), "segment", *map(str, args), "--model", str(MODEL)]
+    cmd += ["--profile", profile, "--device", "cpu"]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _voxels(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj)
+
+
+def test_auto_is_the_default_and_keeps_the_mask_in_the_saved_brain(
+    sample_dirs: dict[str, Path], layerseg_bin: Path, profile: str, tmp_path: Path
+) -> None:
+    scan = sample_dirs["itk_t1"] / "image.nii.gz"
+    proc = _cli(layerseg_bin, profile, scan, "--out", tmp_path / "auto.nii.gz",
+                "--save-organ-mask", tmp_path / "brain.nii.gz")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    brain = _voxels(tmp_path / "brain.nii.gz") > 0
+    reference = _voxels(sample_dirs["itk_t1"] / "brain.nii.gz") > 0
+    dice = 2 * (brain & reference).sum() / (brain.sum() + reference.sum())
+    assert dice > 0.95, dice
+    mask = _voxels(tmp_path / "auto.nii.gz") > 0
+    assert mask.any() and not (mask & ~brain).any()
+
+    proc = _cli(layerseg_bin, profile, scan, "--out", tmp_path / "none.nii.gz",
+                "--organ-mask", "none")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    whole = _voxels(tmp_path / "none.nii.gz") > 0
+    assert (whole & ~brain).sum() > 1000, "without extraction the search leaves the brain"
+
+
+def test_a_mask_file_wins_over_extraction(
+    sample_dirs: dict[str, Path], layerseg_bin: Path, profile: str, tmp_path: Path
+) -> None:
+    scan = sample_dirs["itk_t1"] / "image.nii.gz"
+    reference = nib.load(sample_dirs["itk_t1"] / "brain.nii.gz")
+    half = np.asarray(reference.dataobj).copy()
+    half[: half.shape[0] // 2] = 0
+    organ = tmp_path / "half.nii.gz"
+    nib.save(nib.Nifti1Image(half, reference.affine, reference.header), organ)
+    proc = _cli(layerseg_bin, profile, scan, "--out", tmp_path / "m.nii.gz",
+                "--organ-mask", organ, "--save-organ-mask", tmp_path / "used.nii.gz")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(_voxels(tmp_path / "used.nii.gz"), half)
+    assert not (_voxels(tmp_path / "m.nii.gz")[: half.shape[0] // 2]).any()
+
+
+def test_an_implausible_brain_warns_names_the_file_and_goes_on_without_it(
+    sample_dirs: dict[str, Path], layerseg_bin: Path, profile: str, tmp_path: Path
+) -> None:
+    # The same head with voxels a quarter the size: a brain of about 1.5 / 64 L.
+    src = nib.load(sample_dirs["itk_t1"] / "image.nii.gz")
+    affine = src.affine.copy()
+    affine[:3, :3] /= 4
+    scan = tmp_path / "small.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(src.dataobj), affine), scan)
+    proc = _cli(layerseg_bin, profile, scan, "--out", tmp_path / "m.nii.gz",
+                "--save-organ-mask", tmp_path / "brain.nii.gz")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"{scan}: brain extraction gave 0.02 L, outside the 0.8 to 2.2 L" in proc.stderr
+    assert "segmenting without a brain mask" in proc.stderr
+    assert (tmp_path / "m.nii.gz").exists()
+    assert not (tmp_path / "brain.nii.gz").exists()
+    with pytest.warns(UserWarning, match="0.02 L"):
+        result = layerseg.segment(scan, model=MODEL, profile=profile, device="cpu")
+    assert "organ_mask" not in result
+
+
+def test_the_layer_rule_keeps_only_voxels_brighter_than_the_healthy_layer(
+    sample_dirs: dict[str, Path], profile: str
+) -> None:
+    scan = sample_dirs["itk_t1"] / "image.nii.gz"
+    ruled = layerseg.segment(scan, model=MODEL, profile=profile, device="cpu")
+    raw = layerseg.segment(scan, model=MODEL, profile=profile, device="cpu", raw_mask=True)
+    np.testing.assert_array_equal(ruled["organ_mask"], raw["organ_mask"])
+    np.testing.assert_array_equal(ruled["residual"], raw["residual"])
+    kept, network = ruled["mask"] > 0, raw["mask"] > 0
+    assert kept.sum() < network.sum()
+    np.testing.assert_array_equal(kept, network & (raw["residual"] > 0))
+
+
+def test_python_organ_mask_choices(sample_dirs: dict[str, Path], profile: str) -> None:
+    scan = sample_dirs["itk_t1"] / "image.nii.gz"
+    auto = layerseg.segment(scan, model=MODEL, profile=profile, device="cpu")
+    brain = layerseg.extract_brain(scan, device="cpu")
+    assert brain["plausible"] and 1.3 < brain["litres"] < 1.7
+    np.testing.assert_array_equal(auto["organ_mask"], brain["mask"])
+    for off in ("none", None):
+        assert "organ_mask" not in layerseg.segment(
+            scan, model=MODEL, profile=profile, device="cpu", organ_mask=off
+        )
