@@ -2,8 +2,9 @@
 
 The layer rule (issue 16, README "The layer rule") keeps a voxel of the network's mask only
 where the image departs from the predicted healthy layer in the profile's lesion direction by
-more than a margin (normalised units), then drops components under the profile's minimum lesion
-size. This script picks the margin; it never looks at a real tumour label.
+more than a margin (normalised units) beyond the median departure inside the organ, then drops
+components under the profile's minimum lesion size. This script picks the direction and the
+margin; it never looks at a real tumour label.
 
 The rule fixed before looking:
 - samples: synthetic tumours (the profile's own synthesis, seeds 0..N-1) blended into the
@@ -133,7 +134,7 @@ def main() -> None:
                 device="cpu",
             )
             raw = seg["mask"] > 0
-            residual = seg["residual"]
+            residual = seg["residual"] - np.median(seg["residual"][organ > 0])
             departures = {d: apply(residual) for d, apply in DIRECTIONS.items()}
             row = [dice(drop_small(raw & (departures[d] > m), voxel_mm3), truth) for d, m in rules]
             scores.append(row)

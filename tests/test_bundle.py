@@ -407,6 +407,10 @@ def test_layer_rule_keeps_only_voxels_departing_from_the_healthy_layer(tmp_path:
     assert kept(residual_sign="darker", margin=1.0) == 1
     assert kept(residual_sign="either", margin=1.0) == 6**3 + 2
     assert kept(residual_sign="either", margin=1.0, min_lesion_mm3=9.0) == 6**3
+    # A healthy layer off by a constant everywhere moves every residual alike: no change.
+    offset = LayerRuled("pred", profile=str(TINY_PROFILE), residual_sign="brighter", margin=1.0)
+    shifted = offset({"pred": mask, "residual": d["residual"] + 5.0})["pred"]
+    assert int(torch.as_tensor(shifted).sum()) == 6**3 + 1
     # The test profile has no rule: nothing happens; nor when the rule is turned off.
     assert kept() == mask.numel()
     assert kept(enabled=False, margin=1.0) == mask.numel()

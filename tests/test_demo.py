@@ -12,8 +12,8 @@ import pytest
 
 # (case, Dice, HD95 mm, lesions detected) as the README's "Shipped models and results" states them.
 TABLE = [
-    ("mrbraintumor2", 0.172, 78.7, 27),
-    ("lits117", 0.598, 35.3, 25),
+    ("mrbraintumor2", 0.4799, 4.6, 1),
+    ("lits117", 0.5995, 36.1, 18),
 ]
 # The same for benchmarks/baseline.py: (case, modality, truth, organ mask, Dice, HD95, detected).
 BASELINE = [
@@ -107,3 +107,74 @@ def test_baseline_reproduces_the_results_table(
     assert metrics["lesions_detected"] == detected
     ours = next(row[1] for row in TABLE if row[0] == case)
     assert ours > dice + 0.05
+
+
+# The table's ablation rows (issue 16): MRBrainTumor2 with brain extraction and the layer rule
+# each alone and neither, its clinical re-slicing (6.5 mm axial, benchmarks/thick_slices.py) with
+# both and with neither, and LiTS-117 without the rule: (name, case, extra `segment` flags,
+# thick slices, Dice, HD95 mm, lesions detected).
+ABLATION = [
+    (
+        "brain, neither",
+        "mrbraintumor2",
+        ["--organ-mask", "none", "--raw-mask"],
+        False,
+        0.1717,
+        78.7,
+        27,
+    ),
+    ("brain, extraction alone", "mrbraintumor2", ["--raw-mask"], False, 0.3473, 16.9, 24),
+    ("brain, layer rule alone", "mrbraintumor2", ["--organ-mask", "none"], False, 0.0893, 73.6, 1),
+    ("brain 6.5 mm, both", "mrbraintumor2", [], True, 0.7421, 3.4, 1),
+    (
+        "brain 6.5 mm, neither",
+        "mrbraintumor2",
+        ["--organ-mask", "none", "--raw-mask"],
+        True,
+        0.2580,
+        86.7,
+        3,
+    ),
+    ("liver, no layer rule", "lits117", ["--raw-mask"], False, 0.6004, 35.3, 26),
+]
+
+
+@pytest.mark.parametrize(("name", "case", "flags", "thick", "dice", "hd95", "detected"), ABLATION)
+def test_ablation_rows_reproduce_the_table(
+    layerseg_bin: Path,
+    sample_dirs: dict[str, Path],
+    tmp_path: Path,
+    name: str,
+    case: str,
+    flags: list[str],
+    thick: bool,
+    dice: float,
+    hd95: float,
+    detected: int,
+) -> None:
+    folder = sample_dirs[case]
+    scan = folder / "image.nii.gz"
+    truth = folder / ("label.nii.gz" if case == "mrbraintumor2" else "tumor.nii.gz")
+    organ = [] if case == "mrbraintumor2" else ["--organ-mask", str(folder / "liver.nii.gz")]
+    if thick:
+        thick_scan, thick_truth = tmp_path / "thick.nii.gz", tmp_path / "thick_label.nii.gz"
+        reslice = [sys.executable, str(REPO / "benchmarks" / "thick_slices.py"), str(scan)]
+        reslice += [str(thick_scan), "--axis", "axial", "--thickness", "6.5"]
+        reslice += ["--labels", str(truth), str(thick_truth)]
+        subprocess.run(reslice, check=True, capture_output=True, timeout=300)
+        scan, truth = thick_scan, thick_truth
+    profile = "brain-mri" if case == "mrbraintumor2" else "liver-ct"
+    mask, report = tmp_path / "mask.nii.gz", tmp_path / "report.json"
+    segment = [str(layerseg_bin), "segment", str(scan), "--out", str(mask), "--profile", profile]
+    proc = subprocess.run(
+        [*segment, "--device", "cpu", *organ, *flags], capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr
+    evaluate = [str(layerseg_bin), "evaluate", "--pred", str(mask), "--truth", str(truth)]
+    subprocess.run(
+        [*evaluate, *organ, "--json", str(report)], check=True, capture_output=True, timeout=300
+    )
+    metrics = json.loads(report.read_text())["cases"][0]["metrics"]
+    assert metrics["dice"] == pytest.approx(dice, abs=5e-4), name
+    assert metrics["hd95_mm"] == pytest.approx(hd95, abs=0.05), name
+    assert metrics["lesions_detected"] == detected, name

@@ -126,14 +126,16 @@ pub struct Inference {
 
 /// The final mask follows the layers: a voxel stays tumour only where the mask probability
 /// passes the threshold and the image departs from the predicted healthy layer in the lesion
-/// direction by more than `margin` (normalised units); then components smaller than
+/// direction by more than `margin` (normalised units) beyond the median departure inside the
+/// region searched (the organ or brain mask, else the foreground); then components smaller than
 /// `min_lesion_mm3` go. The numbers are chosen on synthetic validation samples, where the
 /// truth is known, by `benchmarks/choose_layer_rule.py` (README, "The layer rule").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayerRule {
     pub residual_sign: ResidualSign,
-    /// Least signed residual (image minus healthy layer), in the profile's normalised units.
+    /// Least signed residual (image minus healthy layer, minus its median in the region), in
+    /// the profile's normalised units.
     pub margin: f64,
     /// Smallest lesion kept (mm^3).
     pub min_lesion_mm3: f64,

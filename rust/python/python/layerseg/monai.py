@@ -670,6 +670,9 @@ class KeepInRegiond(MapTransform):
     exact_key
         The brain on the scan's grid (all zeros when none was used). Default ``"brain_exact"``;
         ``None`` uses ``region_key`` alone.
+    used_key
+        Where the region used is stored (bool, channel-first), for :class:`LayerRuled`. Default
+        ``"search_region"``; ``None`` stores nothing.
     allow_missing_keys
         Skip missing keys instead of raising. Default ``False``.
     """
@@ -679,11 +682,13 @@ class KeepInRegiond(MapTransform):
         keys: KeysCollection,
         region_key: str = "brain",
         exact_key: str | None = "brain_exact",
+        used_key: str | None = "search_region",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.region_key = region_key
         self.exact_key = exact_key
+        self.used_key = used_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -691,6 +696,8 @@ class KeepInRegiond(MapTransform):
         if self.exact_key is not None and bool((_numpy(d[self.exact_key], np.uint8) > 0).any()):
             region = d[self.exact_key]
         inside: npt.NDArray[np.bool_] = _numpy(region, np.float32) > 0
+        if self.used_key is not None:
+            d[self.used_key] = inside
         for key in self.key_iterator(d):
             x: torch.Tensor = convert_data_type(d[key], torch.Tensor)[0]
             if tuple(inside.shape[1:]) != tuple(x.shape[1:]):
@@ -793,8 +800,10 @@ def remove_small_lesions(
 
 class LayerRule(Transform):
     """The profile's layer rule on a binary mask ``(C, H, W, D)``, as ``layerseg segment``
-    applies it: a voxel stays tumour only where ``sign(residual) > margin`` (``residual`` = the
-    normalised image minus the healthy layer, :func:`layer_residual`, on the mask's grid), then
+    applies it: a voxel stays tumour only where ``sign(residual - median) > margin``
+    (``residual`` = the normalised image minus the healthy layer, :func:`layer_residual`, on the
+    mask's grid; ``median`` = its median inside the region searched, so that a healthy layer off
+    by a constant does not decide), then
     connected components (26-connectivity) smaller than ``min_lesion_mm3`` go. Unset values come
     from the profile's ``inference.layer_rule``; when the profile has none and nothing is given,
     or with ``enabled=False`` (``layerseg segment --raw-mask``), the mask comes back unchanged.
@@ -850,10 +859,15 @@ class LayerRule(Transform):
         self.rule: dict[str, Any] | None = rule
 
     def __call__(
-        self, mask: Any, residual: Any = None, spacing: Sequence[float] | None = None
+        self,
+        mask: Any,
+        residual: Any = None,
+        spacing: Sequence[float] | None = None,
+        region: Any = None,
     ) -> Any:
         """``mask`` and ``residual`` on the same grid (``residual`` one channel, required while
-        a rule applies); ``spacing`` (mm) defaults to the ``MetaTensor`` mask's, else 1 mm."""
+        a rule applies); ``spacing`` (mm) defaults to the ``MetaTensor`` mask's, else 1 mm;
+        ``region`` (the region searched, on the same grid) defaults to the whole volume."""
         if self.rule is None:
             return mask
         if residual is None:
@@ -865,6 +879,8 @@ class LayerRule(Transform):
                 f"the mask {m.shape} must be channel-first 3D and the residual {r.shape} one "
                 "channel on its grid"
             )
+        inside = r[0] if region is None else r[0][_numpy(region, np.float32)[0] > 0]
+        r = r - np.float32(np.median(inside) if inside.size else 0.0)
         sign = self.rule["residual_sign"]
         signed = r if sign == "brighter" else -r if sign == "darker" else np.abs(r)
         m &= signed > np.float32(self.rule["margin"])
@@ -887,6 +903,9 @@ class LayerRuled(MapTransform):
         The binary masks. Typically ``"pred"``.
     residual_key
         The residual on the masks' grid. Default ``"residual"``.
+    region_key
+        The region searched on the masks' grid (from :class:`KeepInRegiond`), inside which the
+        residual's median is taken. Default ``"search_region"``; ``None``: the whole volume.
     profile
         A built-in profile name or a profile JSON file whose rule to apply. Default
         ``"brain-mri"``.
@@ -909,6 +928,7 @@ class LayerRuled(MapTransform):
         self,
         keys: KeysCollection,
         residual_key: str = "residual",
+        region_key: str | None = "search_region",
         profile: str = "brain-mri",
         enabled: bool = True,
         residual_sign: str | None = None,
@@ -918,6 +938,7 @@ class LayerRuled(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.residual_key = residual_key
+        self.region_key = region_key
         self.layer_rule = LayerRule(profile, enabled, residual_sign, margin, min_lesion_mm3)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -928,7 +949,8 @@ class LayerRuled(MapTransform):
             meta = d.get(f"{key}_meta_dict")
             affine = _affine_of(d[key], meta if isinstance(meta, Mapping) else None)
             spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).tolist()
-            d[key] = self.layer_rule(d[key], d[self.residual_key], spacing=spacing)
+            region = None if self.region_key is None else d.get(self.region_key)
+            d[key] = self.layer_rule(d[key], d[self.residual_key], spacing=spacing, region=region)
         return d
 
 
