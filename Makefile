@@ -37,7 +37,7 @@ build: python rust
 PKG_MODELS := rust/python/python/layerseg/models
 wheel: venv
 	rm -rf $(PKG_MODELS) && mkdir -p $(PKG_MODELS)
-	cp models/*.safetensors models/*.json $(PKG_MODELS)/
+	cp -r models/*.safetensors models/*.json models/deepbet $(PKG_MODELS)/
 	maturin build --release --out dist; status=$$?; rm -rf $(PKG_MODELS); exit $$status
 
 samples: python

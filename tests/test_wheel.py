@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ("brain-mri.safetensors", "brain-mri.json", "liver-ct.safetensors", "liver-ct.json")
+MODELS = (
+    "brain-mri.safetensors",
+    "brain-mri.json",
+    "liver-ct.safetensors",
+    "liver-ct.json",
+    "deepbet/model.pt",
+    "deepbet/bbox_model.pt",
+    "deepbet/LICENSE",
+)
 
 
 @pytest.fixture(scope="module")

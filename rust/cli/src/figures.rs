@@ -20,6 +20,8 @@ pub const RED: [u8; 3] = [255, 40, 40];
 pub const GREEN: [u8; 3] = [40, 230, 60];
 pub const YELLOW: [u8; 3] = [255, 220, 0];
 pub const BLUE: [u8; 3] = [60, 140, 255];
+/// The organ or brain mask searched, in every figure.
+pub const ORGAN: [u8; 3] = BLUE;
 
 const WHITE: [u8; 3] = [255, 255, 255];
 /// The panels together are stretched or shrunk to about this many pixels across.

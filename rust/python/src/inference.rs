@@ -70,7 +70,7 @@ fn sliding_window<'py>(
 /// (read from its file), else on `affine`. Without one, `auto_brain` extracts the brain for
 /// profiles that ask for it. `raw_mask` skips the profile's layer rule.
 #[pyfunction]
-#[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto", progress=None, organ_affine=None, auto_brain=true, raw_mask=false))]
+#[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto", progress=None, organ_affine=None, auto_brain=true, raw_mask=false, scan_name=None))]
 #[allow(clippy::too_many_arguments)]
 fn segment<'py>(
     py: Python<'py>,
@@ -88,6 +88,7 @@ fn segment<'py>(
     organ_affine: Option<PyReadonlyArray2<'py, f64>>,
     auto_brain: bool,
     raw_mask: bool,
+    scan_name: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let affine = affine_from_py(affine)?;
     let image = Volume::new(image.as_array().to_owned(), affine);
@@ -139,7 +140,10 @@ fn segment<'py>(
     let automatic = extractor
         .map(|extractor| {
             without_gil(py, || {
-                extractor.automatic_mask(&image, std::path::Path::new("image"))
+                let name = scan_name
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("image"));
+                extractor.automatic_mask(&image, name)
             })
         })
         .transpose()?;

@@ -80,10 +80,27 @@ impl AutomaticMask {
 }
 
 impl BrainExtractor {
-    /// [`BrainExtractor::extract`], checked: an implausible brain becomes a warning that names
-    /// `scan` and the volume, and no mask.
+    /// [`BrainExtractor::extract`], checked: an implausible brain, or an extraction that fails
+    /// (e.g. a constant scan), becomes a warning that names `scan`, and no mask; only
+    /// cancellation is an error. A scan that segments without a brain mask never fails with one.
     pub fn automatic_mask(&self, image: &Image, scan: &Path) -> Result<AutomaticMask> {
-        let brain = self.extract(image)?;
+        let brain = match self.extract(image) {
+            Ok(brain) => brain,
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => {
+                return Ok(AutomaticMask {
+                    brain: BrainMask {
+                        mask: image.with_data(Array3::zeros(image.data.dim())),
+                        litres: 0.0,
+                    },
+                    warning: Some(format!(
+                        "{}: brain extraction failed ({e}); segmenting without a brain mask \
+                         (give one instead)",
+                        scan.display()
+                    )),
+                })
+            }
+        };
         let warning = brain.implausible().map(|why| {
             format!(
                 "{}: {why}; segmenting without a brain mask (give one instead)",
@@ -218,7 +235,9 @@ fn bounding_box(coarse: &Array3<bool>, shape: [usize; 3]) -> Option<[(usize, usi
         let (first, last) = (*covered.first()?, *covered.last()?);
         let scale = shape[axis] as f64 / planes as f64;
         let centre = ((last + 1 + first) as f64 / 2.0 * scale).round();
-        let size = ((last + 1 - first) as f64 * scale * (1.0 + 2.0 * BBOX_MARGIN)).round();
+        let size = ((last + 1 - first) as f64 * scale * (1.0 + 2.0 * BBOX_MARGIN))
+            .round()
+            .max(1.0);
         let start = (centre - size / 2.0).trunc().max(0.0) as usize;
         let end = ((centre + size / 2.0).trunc() as usize).min(shape[axis]);
         *span = (start, end);

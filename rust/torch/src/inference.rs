@@ -124,12 +124,11 @@ pub fn segment_prepared(
     };
     let thr = opts.threshold.unwrap_or(profile.inference.threshold) as f32;
     let mut mask = threshold(&probability.data, thr, Some(&region));
-    let layer_rule = profile.inference.layer_rule.as_ref();
-    let residual = (opts.layers || layer_rule.is_some()).then(|| {
+    let rule = (profile.inference.layer_rule.as_ref()).filter(|_| !opts.raw_mask);
+    let residual = (opts.layers || rule.is_some()).then(|| {
         let residual = &prepared.input - &channel(HEALTHY_CHANNEL);
         map.to_input_grid(residual.view(), 0.0)
     });
-    let rule = layer_rule.filter(|_| !opts.raw_mask);
     if let (Some(rule), Some(residual)) = (rule, &residual) {
         let typical = median_inside(&residual.data, &region);
         let margin = rule.margin as f32;

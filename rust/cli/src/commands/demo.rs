@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{evaluate, segment};
-use crate::figures::{write_figure, Outline, BLUE, GREEN, RED};
+use crate::figures::{write_figure, Outline, GREEN, ORGAN, RED};
 
 /// `layerseg demo`: fetch a real tumour scan, segment it zero-shot with the shipped model, draw
 /// the result and score it against the scan's own ground truth.
@@ -79,6 +79,11 @@ pub fn run(args: Args) -> Result<()> {
     let extracted = args
         .out
         .join(format!("{name}_{}.nii.gz", args.case.organ()));
+    // A mask left by an earlier run must not be drawn when this run extracts none.
+    if extracted.exists() {
+        std::fs::remove_file(&extracted)
+            .with_context(|| format!("{}: cannot remove", extracted.display()))?;
+    }
     let (organ_mask, save_organ_mask) = match &organ {
         Some(file) => (segment::OrganMask::File(file.clone()), None),
         None => (segment::OrganMask::Auto, Some(extracted.clone())),
@@ -179,7 +184,7 @@ fn draw_overlay(
     if let Some((m, label)) = &organ {
         outlines.push(Outline {
             mask: m,
-            color: BLUE,
+            color: ORGAN,
             label,
         });
     }

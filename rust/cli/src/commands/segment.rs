@@ -9,7 +9,7 @@ use layerseg_torch::network::Model;
 use layerseg_torch::{select_device, DeviceChoice};
 use std::path::{Path, PathBuf};
 
-use crate::figures::{write_figure, Outline, RED, YELLOW};
+use crate::figures::{write_figure, Outline, ORGAN, RED};
 use crate::models;
 use crate::progress::Bar;
 
@@ -66,7 +66,9 @@ pub struct Args {
     /// Average with mirrored copies along each axis (4 passes).
     #[arg(long)]
     pub tta: bool,
-    /// Remove connected components smaller than this many mm^3 (0 keeps every component).
+    /// Remove connected components smaller than this many mm^3 (0 keeps every component the
+    /// profile's layer rule keeps; its own smallest lesion, 100 mm^3 for the built-in
+    /// profiles, applies unless --raw-mask).
     #[arg(long, default_value_t = 0.0)]
     pub min_size_mm3: f64,
 }
@@ -128,6 +130,14 @@ pub fn run(args: Args) -> Result<()> {
             None
         };
     let bar = Bar::new();
+    let run = Run {
+        args: &args,
+        profile: &profile,
+        model: &model,
+        extractor: extractor.as_ref(),
+        opts: &opts,
+        bar: &bar,
+    };
     let mut failed = 0;
     for (n, case) in cases.iter().enumerate() {
         if bar.cancelled() {
@@ -141,14 +151,6 @@ pub fn run(args: Args) -> Result<()> {
                 case.input.display()
             ));
         }
-        let run = Run {
-            args: &args,
-            profile: &profile,
-            model: &model,
-            extractor: extractor.as_ref(),
-            opts: &opts,
-            bar: &bar,
-        };
         match run.case(case) {
             Ok(voxels) => eprintln!(
                 "{}: {voxels} tumour voxels -> {}",
@@ -202,9 +204,6 @@ impl Run<'_> {
             }
             _ => None,
         };
-        if let (Some(path), Some(organ)) = (&case.organ_out, &organ) {
-            write_labels(path, organ, Some(&meta))?;
-        }
         let result = segment(
             &image,
             organ.as_ref(),
@@ -231,6 +230,15 @@ impl Run<'_> {
     ) -> Result<()> {
         let args = self.args;
         let meta = Some(meta);
+        match (&case.organ_out, organ) {
+            (Some(path), Some(organ)) => write_labels(path, organ, meta)?,
+            (Some(path), None) => eprintln!(
+                "layerseg: warning: {}: no organ or brain mask was used, so {} is not written",
+                case.input.display(),
+                path.display()
+            ),
+            _ => {}
+        }
         if let Some(path) = &case.prob {
             write_image(path, &result.probability, meta)?;
         }
@@ -261,7 +269,7 @@ impl Run<'_> {
             if let Some(organ) = &organ {
                 outlines.push(Outline {
                     mask: organ,
-                    color: YELLOW,
+                    color: ORGAN,
                     label: if self.profile.inference.brain_extraction {
                         "brain"
                     } else {

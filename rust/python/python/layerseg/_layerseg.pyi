@@ -74,6 +74,7 @@ def segment(
     organ_affine: Affine | None = None,
     auto_brain: bool = True,
     raw_mask: bool = False,
+    scan_name: str | os.PathLike[str] | None = None,
 ) -> dict[str, npt.NDArray[Any]]:
     """Segment one scan; see ``layerseg.segment``."""
 

@@ -125,8 +125,9 @@ def segment(
         Test-time augmentation: average over no flip and a flip along each axis (four times
         slower). Default ``False``.
     min_size_mm3
-        Drop connected components smaller than this volume, in cubic millimetres. Default 0.0
-        (keep all).
+        Drop connected components smaller than this volume, in cubic millimetres. Default 0.0:
+        only the layer rule's own smallest lesion applies (100 mm^3 for the built-in profiles;
+        none with ``raw_mask=True``).
     device
         ``"auto"`` (the first CUDA GPU when one is usable, else the CPU), ``"cpu"``, ``"cuda"``
         or ``"cuda:N"``. Default ``"auto"``; any other name raises ``LayerSegError`` (a
@@ -152,7 +153,7 @@ def segment(
         organ = None
     elif isinstance(organ_mask, (str, os.PathLike)):
         organ, organ_affine = _layerseg.read_labels(organ_mask)
-    elif organ_mask is not None:
+    else:
         organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
     result: dict[str, npt.NDArray[Any]] = _layerseg.segment(
         data,
@@ -169,6 +170,7 @@ def segment(
         organ_affine=organ_affine,
         auto_brain=auto_brain,
         raw_mask=raw_mask,
+        scan_name=reference,
     )
     if out is not None:
         _layerseg.write_labels(out, result["mask"], affine_arr, reference=reference)
