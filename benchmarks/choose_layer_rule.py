@@ -21,7 +21,8 @@ The rule fixed before looking:
 - every direction (brighter, darker, either) and margin of the grid is scored; the minimum
   lesion size is fixed at 100 mm^3, a third of the smallest lesions clinics report (0.3 mL),
   and not tuned;
-- the direction and margin with the highest mean Dice win; a tie goes to the smaller margin.
+- the direction and margin with the highest mean Dice win; a tie goes to the first in the
+  grid's order (brighter, darker, either; smaller margins first).
 
     python benchmarks/choose_layer_rule.py --profile brain-mri --seeds 4
 """
