@@ -21,7 +21,8 @@ PyTorch: :class:`LayerDecompositionLoss` (the paper's training loss as a ``torch
 (LayerSeg weights into MONAI's ``BasicUNet``, refusing weights of another width),
 :func:`export_bundle_model` (``.safetensors`` + model card to a bundle's ``models/model.pt``), and
 what ``layerseg segment`` does around the network: :class:`BrainExtractiond` (the automatic
-brain mask that crops the scan) with :class:`KeepInRegiond` (the search region), and
+brain mask that crops the scan) with :class:`KeepInRegiond` (the search region),
+:class:`TumourMaskd` (the threshold, checked as ``layerseg segment --threshold``), and
 :class:`LayerResiduald` + :class:`LayerRuled` (the profile's layer rule: tumour only where the
 image departs from the healthy layer, small lesions dropped).
 Run ``python -m layerseg.monai --help`` for the export on the command line.
@@ -50,7 +51,8 @@ from monai.transforms.transform import MapTransform, RandomizableTransform, Tran
 from monai.utils.enums import TransformBackends
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 
-from layerseg._layerseg import profile_json, synthesize
+from layerseg._layerseg import LayerSegError, profile_json, synthesize
+from layerseg._layerseg import evaluate as _rust_evaluate
 from layerseg.api import extract_brain
 
 __all__ = [
@@ -68,6 +70,8 @@ __all__ = [
     "RandTumorSynthesis",
     "RandTumorSynthesisd",
     "SynthesisResult",
+    "TumourMask",
+    "TumourMaskd",
     "ZScoreNonzero",
     "ZScoreNonzerod",
     "basic_unet",
@@ -102,6 +106,137 @@ def _affine_of(img: Any, meta: Mapping[str, Any] | None = None) -> npt.NDArray[n
     return np.eye(4)
 
 
+# --- Validation: the checks of `layerseg segment` and `layerseg.segment`, with their words -----
+
+
+def _source_name(img: Any, meta: Mapping[str, Any] | None = None) -> str:
+    """The file a channel-first image was read from, for messages (``<array>`` when unknown)."""
+    found = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+    if found is None and meta is not None:
+        found = meta.get("filename_or_obj")
+    return str(found) if found else "<array>"
+
+
+def _named(label: str, img: Any, meta: Mapping[str, Any] | None = None) -> str:
+    """``label``, with the file it was read from when that is known."""
+    source = _source_name(img, meta)
+    return label if source == "<array>" else f"{label} ({source})"
+
+
+def _grid_affine(img: Any, meta: Mapping[str, Any] | None = None) -> npt.NDArray[np.float64] | None:
+    """The 4x4 affine a volume carries (``MetaTensor`` or meta dict), ``None`` when it has none:
+    such a volume is taken to lie on the grid it is compared with, as ``layerseg.evaluate``
+    takes an array without an affine."""
+    if isinstance(img, MetaTensor):
+        found: Any = img.affine
+    elif meta is not None and "affine" in meta:
+        found = meta["affine"]
+    else:
+        return None
+    affine = _numpy(found, np.float64)
+    return affine if affine.shape == (4, 4) else None
+
+
+#: How the Rust grid check begins when reached through ``evaluate`` (pred against truth).
+_RUST_GRID_PREFIX = "pred: it is on another grid than the truth: "
+_ZERO_VOXEL = np.zeros((1, 1, 1), np.uint8)
+
+
+def _ensure_same_grid(
+    this: str,
+    shape: Sequence[int],
+    affine: npt.NDArray[np.float64] | None,
+    what: str,
+    other_shape: Sequence[int],
+    other_affine: npt.NDArray[np.float64] | None,
+) -> None:
+    """Refuse a volume (``what``, spatial ``other_shape`` and ``other_affine``) that is not on
+    the grid of ``this``, with the words of the CLI and the Python API: which field differs
+    (shape, voxel size, axis directions or origin), by how much, and how to resample.
+
+    The check is LayerSeg's Rust one (``Volume::ensure_same_grid``, 1e-4 mm), reached through
+    the extension's ``evaluate``, which runs it on the masks' grids before anything else: equal
+    shapes are sent as single voxels (the affines decide), others as zero-copy views, so no
+    metrics are computed on real volumes. Only the names are replaced by ours."""
+    shape, other_shape = tuple(int(n) for n in shape), tuple(int(n) for n in other_shape)
+    if affine is None or other_affine is None:
+        if shape == other_shape:
+            return
+        affine = other_affine = affine if affine is not None else other_affine
+        if affine is None:
+            affine = other_affine = np.eye(4)
+    if shape == other_shape:
+        truth = pred = _ZERO_VOXEL
+    else:
+        truth = np.broadcast_to(_ZERO_VOXEL, shape)
+        pred = np.broadcast_to(_ZERO_VOXEL, other_shape)
+    try:
+        _rust_evaluate(
+            pred,
+            truth,
+            [1.0, 1.0, 1.0],
+            pred_affine=np.ascontiguousarray(other_affine, np.float64),
+            truth_affine=np.ascontiguousarray(affine, np.float64),
+        )
+    except LayerSegError as e:
+        text = str(e)
+        if not text.startswith(_RUST_GRID_PREFIX):
+            raise
+        difference = text[len(_RUST_GRID_PREFIX) :]
+        raise LayerSegError(
+            f"{what}: it is on another grid than the {this}: {difference}"
+        ) from None
+
+
+def _spatial_shape(x: Any) -> tuple[int, ...]:
+    return tuple(int(n) for n in x.shape[1:])
+
+
+def _meta_dict(d: Mapping[Hashable, Any], key: Hashable) -> Mapping[str, Any] | None:
+    meta = d.get(f"{key}_meta_dict")
+    return meta if isinstance(meta, Mapping) else None
+
+
+def _rust_number(value: float) -> str:
+    """A float as Rust's ``{}`` writes it (shortest round trip, never an exponent)."""
+    if np.isnan(value):
+        return "NaN"
+    if np.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return str(np.format_float_positional(value, trim="-"))
+
+
+def _check_threshold(threshold: float) -> float:
+    """The threshold check of ``layerseg segment --threshold`` and ``layerseg.segment`` (Rust
+    ``SegmentOptions::validate``), with its message: a probability, in [0, 1]."""
+    value = float(threshold)
+    if not 0.0 <= value <= 1.0:
+        raise LayerSegError(
+            f"invalid configuration: threshold {_rust_number(value)} is outside [0, 1] "
+            "(a probability)"
+        )
+    return value
+
+
+def _modality_mismatch(image: npt.NDArray[Any], profile: Mapping[str, Any]) -> str | None:
+    """The warning of ``layerseg segment`` and ``layerseg.segment`` (Rust
+    ``Profile::modality_mismatch``) when a scan's values do not fit the profile's modality:
+    values below -500 under an MRI profile (a CT in Hounsfield units), none below 0 under a CT
+    profile. ``None`` when they fit."""
+    values = np.asarray(image, np.float32)
+    finite = values[~np.isnan(values)]
+    low = float(finite.min()) if finite.size else float("inf")
+    name, modality = profile.get("name"), profile.get("modality")
+    if modality == "mri" and low < -500.0:
+        return (
+            f"values go down to {low:.0f}, like a CT in Hounsfield units, but profile {name} is "
+            "for MRI (use profile liver-ct: CLI --profile, Python profile=; or a CT model)"
+        )
+    if modality == "ct" and low >= 0.0:
+        return f"no value is below 0, unlike a CT in Hounsfield units, but profile {name} is for CT"
+    return None
+
+
 class RandTumorSynthesis(RandomizableTransform):
     """Blend a synthetic tumour into a channel-first image ``(C, H, W, D)``.
 
@@ -133,7 +268,13 @@ class RandTumorSynthesis(RandomizableTransform):
         texture: Any = None,
         texture_affine: npt.ArrayLike | None = None,
         randomize: bool = True,
+        organ_affine: npt.ArrayLike | None = None,
     ) -> SynthesisResult:
+        """``img`` channel-first on ``affine`` (default: the ``MetaTensor``'s, else the
+        identity); ``organ_mask`` on ``organ_affine`` (default: its ``MetaTensor``'s). An organ
+        mask on another grid than the image is refused (``LayerSegError``, a ``ValueError``)
+        with the words of ``layerseg segment --organ-mask``, whatever ``prob`` draws; one
+        without an affine is taken to lie on the image's grid."""
         if randomize:
             self.randomize()
         arr = _numpy(img, np.float32)
@@ -141,7 +282,22 @@ class RandTumorSynthesis(RandomizableTransform):
             raise ValueError(
                 f"expected a channel-first 3D image (C, H, W, D), got shape {arr.shape}"
             )
-        aff = np.asarray(affine, np.float64) if affine is not None else _affine_of(img)
+        given = np.asarray(affine, np.float64) if affine is not None else _grid_affine(img)
+        aff = given if given is not None else np.eye(4)
+        if organ_mask is not None:
+            organ_aff = (
+                np.asarray(organ_affine, np.float64)
+                if organ_affine is not None
+                else _grid_affine(organ_mask)
+            )
+            _ensure_same_grid(
+                "scan",
+                arr.shape[1:],
+                given,
+                _named("organ_mask", organ_mask),
+                _spatial_shape(organ_mask),
+                organ_aff,
+            )
         if not self._do_transform:
             self.params = None
             empty = np.zeros_like(arr)
@@ -195,7 +351,8 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
     For each key in ``keys`` (channel-first images), ``data[key]`` becomes the blended image and
     ``{key}_{healthy_postfix}`` / ``{key}_{tumour_postfix}`` hold the layers; the mask of the
     first key goes to ``mask_key``. ``organ_key`` names an organ (or brain) mask on the same
-    grid; ``texture_key`` a scan to take the texture from. All keys share one tumour per call.
+    grid (one whose affine says otherwise is refused, as ``layerseg segment`` refuses it);
+    ``texture_key`` a scan to take the texture from. All keys share one tumour per call.
     With ``params_key`` the drawn parameters (a dict) are stored too.
     """
 
@@ -243,11 +400,22 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
         organ = d.get(self.organ_key) if self.organ_key is not None else None
         texture = d.get(self.texture_key) if self.texture_key is not None else None
         first = True
+        organ_affine = None
+        if organ is not None and self.organ_key is not None:
+            organ_meta = d.get(f"{self.organ_key}_meta_dict")
+            organ_affine = _grid_affine(
+                organ, organ_meta if isinstance(organ_meta, Mapping) else None
+            )
         for key in self.key_iterator(d):
             meta = d.get(f"{key}_meta_dict")
-            affine = _affine_of(d[key], meta if isinstance(meta, Mapping) else None)
+            affine = _grid_affine(d[key], meta if isinstance(meta, Mapping) else None)
             image, healthy, tumour, mask = self.synth(
-                d[key], affine=affine, organ_mask=organ, texture=texture, randomize=False
+                d[key],
+                affine=affine,
+                organ_mask=organ,
+                texture=texture,
+                randomize=False,
+                organ_affine=organ_affine,
             )
             d[key] = image
             d[f"{key}_{self.healthy_postfix}"] = healthy
@@ -504,14 +672,6 @@ class ZScoreNonzerod(MapTransform):
 RESIDUAL_SIGNS = ("brighter", "darker", "either")
 
 
-def _source_name(img: Any, meta: Mapping[str, Any] | None = None) -> str:
-    """The file a channel-first image was read from, for messages (``<array>`` when unknown)."""
-    found = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
-    if found is None and meta is not None:
-        found = meta.get("filename_or_obj")
-    return str(found) if found else "<array>"
-
-
 class BrainExtraction(Transform):
     """The brain mask of a channel-first head MRI ``(C, H, W, D)``, as ``layerseg segment``
     computes it by default for the ``brain-mri`` profile (``--organ-mask auto``): deepbet's two
@@ -534,13 +694,28 @@ class BrainExtraction(Transform):
     enabled
         ``False`` skips the extraction and always returns the non-zero voxels (the crop and
         search region of ``layerseg segment --organ-mask none``). Default ``True``.
+    profile
+        The profile the scan will be segmented with (built-in name or JSON file): a scan whose
+        values do not fit its modality (a CT in Hounsfield units under an MRI profile) gives
+        the ``UserWarning`` of ``layerseg segment``, naming the file. Default ``None``:
+        ``"brain-mri"`` while the extraction is on (deepbet is made for head MRI), no check
+        while it is off.
     """
 
     backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012
 
-    def __init__(self, device: str | torch.device = "auto", enabled: bool = True) -> None:
+    def __init__(
+        self,
+        device: str | torch.device = "auto",
+        enabled: bool = True,
+        profile: str | None = None,
+    ) -> None:
         self.device = str(device)
         self.enabled = bool(enabled)
+        self.profile = profile if profile is not None else "brain-mri" if self.enabled else None
+        self._profile: dict[str, Any] | None = (
+            None if self.profile is None else json.loads(profile_json(self.profile))
+        )
         self.litres: float | None = None
         self.plausible: bool | None = None
 
@@ -555,6 +730,10 @@ class BrainExtraction(Transform):
                 f"expected a channel-first 3D image (C, H, W, D), got shape {arr.shape}"
             )
         name = name if name is not None else _source_name(img)
+        if self._profile is not None:
+            why = _modality_mismatch(arr[0], self._profile)
+            if why is not None:
+                warnings.warn(f"{name}: {why}", UserWarning, stacklevel=2)
         foreground = (arr[:1] != 0).astype(np.uint8)
         self.litres, self.plausible = None, None
         if not self.enabled:
@@ -615,6 +794,9 @@ class BrainExtractiond(MapTransform):
         ``False``: the non-zero voxels instead, no extraction. Default ``True``.
     allow_missing_keys
         Do nothing when the key is missing instead of raising. Default ``False``.
+    profile
+        The profile whose modality the scan is checked against, with the warning of
+        ``layerseg segment``. Default ``None``: ``"brain-mri"`` while the extraction is on.
     """
 
     backend = BrainExtraction.backend
@@ -627,6 +809,7 @@ class BrainExtractiond(MapTransform):
         device: str | torch.device = "auto",
         enabled: bool = True,
         allow_missing_keys: bool = False,
+        profile: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 1:
@@ -635,7 +818,7 @@ class BrainExtractiond(MapTransform):
             )
         self.mask_key = mask_key
         self.exact_key = exact_key
-        self.extract = BrainExtraction(device=device, enabled=enabled)
+        self.extract = BrainExtraction(device=device, enabled=enabled, profile=profile)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -691,21 +874,93 @@ class KeepInRegiond(MapTransform):
         self.used_key = used_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """A region on another grid than a mask (shape, or the affines of ``MetaTensor`` s /
+        meta dicts) is refused with the words of ``layerseg segment --organ-mask``."""
         d = dict(data)
-        region = d[self.region_key]
+        region_key = self.region_key
         if self.exact_key is not None and bool((_numpy(d[self.exact_key], np.uint8) > 0).any()):
-            region = d[self.exact_key]
+            region_key = self.exact_key
+        region = d[region_key]
+        region_affine = _grid_affine(region, _meta_dict(d, region_key))
         inside: npt.NDArray[np.bool_] = _numpy(region, np.float32) > 0
+        for key in self.key_iterator(d):
+            _ensure_same_grid(
+                f"mask {key!r}",
+                _spatial_shape(d[key]),
+                _grid_affine(d[key], _meta_dict(d, key)),
+                _named(f"region {region_key!r}", region, _meta_dict(d, region_key)),
+                inside.shape[1:],
+                region_affine,
+            )
         if self.used_key is not None:
             d[self.used_key] = inside
         for key in self.key_iterator(d):
             x: torch.Tensor = convert_data_type(d[key], torch.Tensor)[0]
-            if tuple(inside.shape[1:]) != tuple(x.shape[1:]):
-                raise ValueError(
-                    f"the region {inside.shape} is not on the grid of {key!r} {tuple(x.shape)}"
-                )
             keep = torch.as_tensor(inside, device=x.device)
             d[key] = convert_to_dst_type(x * keep.to(x.dtype), d[key])[0]
+        return d
+
+
+class TumourMask(Transform):
+    """The tumour mask of a probability map ``(C, H, W, D)`` (:func:`mask_probability`, on the
+    scan's grid), as ``layerseg segment`` thresholds it: 1 where ``p >= threshold``, else 0,
+    float32 of the input's type (like MONAI's ``AsDiscrete(threshold=...)``).
+
+    Parameters
+    ----------
+    threshold
+        A probability in [0, 1]; anything else is refused at construction (``LayerSegError``,
+        a ``ValueError``) with the words of ``layerseg segment --threshold``. Default ``None``:
+        the profile's (0.5 for the built-in profiles).
+    profile
+        A built-in profile name or a profile JSON file. Default ``"brain-mri"``.
+    """
+
+    backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012
+
+    def __init__(self, threshold: float | None = None, profile: str = "brain-mri") -> None:
+        if threshold is None:
+            threshold = float(json.loads(profile_json(profile))["inference"]["threshold"])
+        self.threshold = _check_threshold(threshold)
+
+    def __call__(self, img: Any) -> Any:
+        p: torch.Tensor = convert_data_type(img, torch.Tensor, dtype=torch.float32)[0]
+        return convert_to_dst_type((p >= self.threshold).float(), img, dtype=torch.float32)[0]
+
+
+class TumourMaskd(MapTransform):
+    """Dictionary version of :class:`TumourMask`: each probability map in ``keys`` becomes its
+    tumour mask. In a bundle's postprocessing it takes the place of ``AsDiscreted(threshold=
+    @threshold)``, with the threshold checked as ``layerseg segment`` checks it.
+
+    Parameters
+    ----------
+    keys
+        The probability maps. Typically ``"pred"``.
+    threshold
+        A probability in [0, 1]. Default ``None``: the profile's.
+    profile
+        A built-in profile name or a profile JSON file. Default ``"brain-mri"``.
+    allow_missing_keys
+        Skip missing keys instead of raising. Default ``False``.
+    """
+
+    backend = TumourMask.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        threshold: float | None = None,
+        profile: str = "brain-mri",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.to_mask = TumourMask(threshold, profile)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.to_mask(d[key])
         return d
 
 
@@ -727,11 +982,19 @@ def layer_residual(pred: Any, image: Any) -> Any:
         )
     x: torch.Tensor = convert_data_type(image, torch.Tensor, dtype=torch.float32)[0]
     p: torch.Tensor = convert_data_type(pred, torch.Tensor, dtype=torch.float32)[0]
-    if x.shape[0] != 1 or x.shape[1:] != p.shape[1:]:
+    if x.ndim != p.ndim or x.shape[0] != 1:
         raise ValueError(
             f"the image {tuple(x.shape)} must be one channel on the prediction's grid "
             f"{tuple(p.shape)}"
         )
+    _ensure_same_grid(
+        "prediction",
+        _spatial_shape(p),
+        _grid_affine(pred),
+        _named("image", image),
+        _spatial_shape(x),
+        _grid_affine(image),
+    )
     healthy = p[HEALTHY_CHANNEL : HEALTHY_CHANNEL + 1]
     residual = x.as_subclass(torch.Tensor).to(healthy.device) - healthy.as_subclass(torch.Tensor)
     return convert_to_dst_type(residual, pred, dtype=torch.float32)[0]
@@ -867,18 +1130,31 @@ class LayerRule(Transform):
     ) -> Any:
         """``mask`` and ``residual`` on the same grid (``residual`` one channel, required while
         a rule applies); ``spacing`` (mm) defaults to the ``MetaTensor`` mask's, else 1 mm;
-        ``region`` (the region searched, on the same grid) defaults to the whole volume."""
+        ``region`` (the region searched, on the same grid) defaults to the whole volume. A
+        residual or region whose affine puts it on another grid is refused with the words of
+        ``layerseg segment --organ-mask``."""
         if self.rule is None:
             return mask
         if residual is None:
             raise ValueError("the layer rule needs the residual (image minus healthy layer)")
         m = _numpy(mask, np.float32) > 0
         r = _numpy(residual, np.float32)
-        if m.ndim != 4 or r.ndim != 4 or r.shape[0] != 1 or r.shape[1:] != m.shape[1:]:
+        if m.ndim != 4 or r.ndim != 4 or r.shape[0] != 1:
             raise ValueError(
                 f"the mask {m.shape} must be channel-first 3D and the residual {r.shape} one "
                 "channel on its grid"
             )
+        mask_affine = _grid_affine(mask)
+        for what, other in (("residual", residual), ("region", region)):
+            if other is not None:
+                _ensure_same_grid(
+                    "mask",
+                    m.shape[1:],
+                    mask_affine,
+                    _named(what, other),
+                    _spatial_shape(other),
+                    _grid_affine(other),
+                )
         inside = r[0] if region is None else r[0][_numpy(region, np.float32)[0] > 0]
         r = r - np.float32(np.median(inside) if inside.size else 0.0)
         sign = self.rule["residual_sign"]
