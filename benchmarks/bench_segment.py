@@ -1,9 +1,12 @@
 """Segmenting a real scan end to end: LayerSeg against a MONAI pipeline, same weights, one run.
 
-Both read MRBrainTumor2 (256x256x130), crop to the foreground, resize to 128^3, z-score the
-non-zero voxels, run the default-width BasicUNet with Gaussian sliding-window inference, take
-the sigmoid of the mask channel, map it back, threshold and write a NIfTI mask. Each side runs
-in its own process so peak resident memory is its own.
+Both read MRBrainTumor2 (256x256x130), extract the brain (the MONAI side calls
+`layerseg.extract_brain`, the same deepbet networks: MONAI has no brain extractor), crop to the
+brain's box, resize to 128^3, z-score the non-zero voxels, run the default-width BasicUNet with
+Gaussian sliding-window inference, take the sigmoid of the mask channel, map it back, threshold
+inside the brain and write a NIfTI mask. Neither applies the layer rule (ours runs with
+`--raw-mask`; the rule is a few array passes). Each side runs in its own process so peak
+resident memory is its own.
 
     .venv/bin/python benchmarks/bench_segment.py [--repeat 3]
 """
@@ -25,8 +28,17 @@ def monai_pipeline(image: str, weights: str, out: str) -> None:
     import torch
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import BasicUNet
-    from monai.transforms import CropForeground, LoadImage, NormalizeIntensity, Resize, SaveImage
+    from monai.transforms import (
+        CropForeground,
+        LoadImage,
+        NormalizeIntensity,
+        Resize,
+        SaveImage,
+        SpatialCrop,
+    )
     from safetensors.torch import load_file
+
+    import layerseg
 
     net = BasicUNet(
         spatial_dims=3, in_channels=1, out_channels=3, features=(32, 32, 64, 128, 256, 32)
@@ -34,9 +46,12 @@ def monai_pipeline(image: str, weights: str, out: str) -> None:
     net.load_state_dict(load_file(weights), strict=True)
     net.eval()
     img = LoadImage(image_only=True, ensure_channel_first=True)(image)
-    cropped, start, end = CropForeground(
-        select_fn=lambda x: x != 0, return_coords=True, allow_smaller=True
-    )(img)
+    extracted = layerseg.extract_brain(img[0].numpy(), img.affine.numpy(), device="cpu")
+    brain = torch.as_tensor(extracted["mask"])[None] > 0
+    start, end = CropForeground(select_fn=lambda x: x > 0, allow_smaller=True).compute_bounding_box(
+        brain
+    )
+    cropped = SpatialCrop(roi_start=start, roi_end=end)(img)
     x = NormalizeIntensity(nonzero=True)(Resize((128, 128, 128), mode="trilinear")(cropped))
     with torch.no_grad():
         y = sliding_window_inference(
@@ -46,7 +61,7 @@ def monai_pipeline(image: str, weights: str, out: str) -> None:
     full = torch.zeros_like(img)
     box = tuple(slice(int(a), int(b)) for a, b in zip(start, end, strict=True))
     full[(slice(None), *box)] = prob
-    mask = (full > 0.5).to(torch.uint8)
+    mask = ((full > 0.5) & brain).to(torch.uint8)
     SaveImage(
         output_dir=str(Path(out).parent),
         output_postfix="",
@@ -118,6 +133,7 @@ def main() -> None:
             "brain-mri",
             "--device",
             "cpu",
+            "--raw-mask",
         ]
         monai_cmd = [
             sys.executable,

@@ -193,4 +193,4 @@ def test_cli_cuda_without_a_gpu(
         "--device",
         "cuda",
     )
-    _one_line_error(proc, "--device cuda", "no CUDA GPU")
+    _one_line_error(proc, "device cuda was asked for", "no CUDA GPU")

@@ -233,7 +233,8 @@ fn pair_cases(args: &Args) -> Result<Vec<Case>> {
             other => other.clone(),
         };
         cases.push(Case {
-            name: case_label(&pred),
+            // Files of one folder have distinct names; their folder would name them all alike.
+            name: case_name(&pred),
             pred,
             truth,
             organ,

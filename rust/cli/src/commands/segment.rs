@@ -232,11 +232,14 @@ impl Run<'_> {
         let meta = Some(meta);
         match (&case.organ_out, organ) {
             (Some(path), Some(organ)) => write_labels(path, organ, meta)?,
-            (Some(path), None) => eprintln!(
-                "layerseg: warning: {}: no organ or brain mask was used, so {} is not written",
-                case.input.display(),
-                path.display()
-            ),
+            // After a failed extraction its own warning has said so already.
+            (Some(path), None) if !(case.organ == OrganMask::Auto && self.extractor.is_some()) => {
+                eprintln!(
+                    "layerseg: warning: {}: no organ or brain mask was used, so {} is not written",
+                    case.input.display(),
+                    path.display()
+                )
+            }
             _ => {}
         }
         if let Some(path) = &case.prob {
