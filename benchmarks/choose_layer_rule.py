@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 import layerseg
+from layerseg.monai import remove_small_lesions
 from layerseg.samples import sample_dir
 
 MIN_LESION_MM3 = 100.0
@@ -85,16 +85,6 @@ def validation_profile(name: str, folder: Path) -> str:
     return str(path)
 
 
-def drop_small(mask: npt.NDArray[np.bool_], voxel_mm3: float) -> npt.NDArray[np.bool_]:
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    if count == 0:
-        return mask
-    sizes = np.bincount(labels.ravel()) * voxel_mm3
-    keep = sizes >= MIN_LESION_MM3
-    keep[0] = False
-    return keep[labels]
-
-
 def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
     total = a.sum() + b.sum()
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / float(total)
@@ -120,6 +110,7 @@ def main() -> None:
         else:
             organ = layerseg.read_labels(folder / mask_file)[0]
         voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+        spacing = np.linalg.norm(affine[:3, :3], axis=0).tolist()
         for seed in range(args.seeds):
             start = time.perf_counter()
             sample = layerseg.synthesize(
@@ -137,7 +128,12 @@ def main() -> None:
             raw = seg["mask"] > 0
             residual = seg["residual"] - np.median(seg["residual"][organ > 0])
             departures = {d: apply(residual) for d, apply in DIRECTIONS.items()}
-            row = [dice(drop_small(raw & (departures[d] > m), voxel_mm3), truth) for d, m in rules]
+            row = [
+                dice(
+                    remove_small_lesions(raw & (departures[d] > m), spacing, MIN_LESION_MM3), truth
+                )
+                for d, m in rules
+            ]
             scores.append(row)
             raw_scores.append(dice(raw, truth))
             best = rules[int(np.argmax(row))]

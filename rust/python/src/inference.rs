@@ -183,7 +183,7 @@ fn segment<'py>(
 }
 
 /// The brain mask of one scan (`image` [i, j, k], 4x4 `affine`) by the shipped brain
-/// extractor: `(mask uint8 on the input grid, volume in litres)`.
+/// extractor: `(mask uint8 on the input grid, volume in litres, why it is implausible or None)`.
 #[pyfunction]
 #[pyo3(signature = (image, affine, device="auto"))]
 fn extract_brain<'py>(
@@ -191,7 +191,7 @@ fn extract_brain<'py>(
     image: PyReadonlyArray3<'py, f32>,
     affine: PyReadonlyArray2<'py, f64>,
     device: &str,
-) -> PyResult<(Bound<'py, numpy::PyArray3<u8>>, f64)> {
+) -> PyResult<(Bound<'py, numpy::PyArray3<u8>>, f64, Option<String>)> {
     let image = Volume::new(image.as_array().to_owned(), affine_from_py(affine)?);
     if image.data.iter().any(|v| !v.is_finite()) {
         return Err(LayerSegError::new_err("image holds NaN or infinite values"));
@@ -199,7 +199,8 @@ fn extract_brain<'py>(
     let extractor =
         layerseg_cli::models::brain_extractor(self::device(device)?).map_err(anyhow_to_py)?;
     let brain = without_gil(py, || extractor.extract(&image))?;
-    Ok((brain.mask.data.into_pyarray(py), brain.litres))
+    let implausible = brain.implausible();
+    Ok((brain.mask.data.into_pyarray(py), brain.litres, implausible))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -115,22 +115,24 @@ pub fn segment_prepared(
     let probability_net = channel(MASK_CHANNEL).mapv(|v| 1.0 / (1.0 + (-v).exp()));
     let map = &prepared.mapping;
     let probability = map.to_input_grid(probability_net.view(), 0.0);
+    let mapped_back;
     let region = match &prepared.input_region {
-        Some(organ) => organ.clone(),
+        Some(organ) => organ,
         None => {
             let region = map.labels_to_input_grid(prepared.region.mapv(u8::from).view());
-            region.data.mapv(|v| v > 0)
+            mapped_back = region.data.mapv(|v| v > 0);
+            &mapped_back
         }
     };
     let thr = opts.threshold.unwrap_or(profile.inference.threshold) as f32;
-    let mut mask = threshold(&probability.data, thr, Some(&region));
+    let mut mask = threshold(&probability.data, thr, Some(region));
     let rule = (profile.inference.layer_rule.as_ref()).filter(|_| !opts.raw_mask);
     let residual = (opts.layers || rule.is_some()).then(|| {
         let residual = &prepared.input - &channel(HEALTHY_CHANNEL);
         map.to_input_grid(residual.view(), 0.0)
     });
     if let (Some(rule), Some(residual)) = (rule, &residual) {
-        let typical = median_inside(&residual.data, &region);
+        let typical = median_inside(&residual.data, region);
         let margin = rule.margin as f32;
         Zip::from(&mut mask)
             .and(&residual.data)

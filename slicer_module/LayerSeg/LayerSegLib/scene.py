@@ -28,8 +28,8 @@ TUMOR_TERMINOLOGY_FIELDS = (
     "", "", "",
 )  # fmt: skip
 #: The brain mask that automatic brain extraction gave, shown beside the tumour so that the
-#: region searched can be seen: SNOMED CT "Brain" under "Anatomical Structure", in yellow as
-#: in the command line's overlays.
+#: region searched can be seen: SNOMED CT "Brain" under "Anatomical Structure", in yellow,
+#: apart from the red Tumor.
 BRAIN_NAME = "Brain"
 BRAIN_COLOR = (0.95, 0.85, 0.2)
 BRAIN_TERMINOLOGY_FIELDS = (

@@ -80,8 +80,8 @@ def segment(
 
 def extract_brain(
     image: npt.NDArray[np.float32], affine: Affine, device: str = "auto"
-) -> tuple[npt.NDArray[np.uint8], float]:
-    """Brain mask and its volume (L); see ``layerseg.extract_brain``."""
+) -> tuple[npt.NDArray[np.uint8], float, str | None]:
+    """Brain mask, its volume (L) and why it is implausible; see ``layerseg.extract_brain``."""
 
 def evaluate(
     pred: npt.NDArray[np.uint8],

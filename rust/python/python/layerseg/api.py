@@ -205,14 +205,20 @@ def extract_brain(
     Returns
     -------
     dict
-        ``mask`` (uint8 on the input grid, 1 = brain), ``litres`` (its volume) and ``plausible``
-        (whether the volume is an adult brain's, 0.8 to 2.2 L).
+        ``mask`` (uint8 on the input grid, 1 = brain), ``litres`` (its volume), ``plausible``
+        (whether the volume is an adult brain's, 0.8 to 2.2 L) and ``implausible`` (why not, as
+        ``segment`` warns it, or ``None``).
     """
     data, affine_arr, reference = _scan(image, affine)
-    mask, litres = _layerseg.extract_brain(data, affine_arr, device=device)
+    mask, litres, implausible = _layerseg.extract_brain(data, affine_arr, device=device)
     if out is not None:
         _layerseg.write_labels(out, mask, affine_arr, reference=reference)
-    return {"mask": mask, "litres": litres, "plausible": 0.8 <= litres <= 2.2}
+    return {
+        "mask": mask,
+        "litres": litres,
+        "plausible": implausible is None,
+        "implausible": implausible,
+    }
 
 
 def evaluate(

@@ -748,13 +748,8 @@ class BrainExtraction(Transform):
             if self.plausible:
                 mask = np.asarray(found["mask"], np.uint8)[None]
             else:
-                why = (
-                    "found no brain"
-                    if self.litres == 0
-                    else f"gave {self.litres:.2f} L, outside the 0.8 to 2.2 L of an adult brain"
-                )
                 warnings.warn(
-                    f"{name}: brain extraction {why}; segmenting in the non-zero voxels instead "
+                    f"{name}: {found['implausible']}; segmenting in the non-zero voxels instead "
                     "(give a brain mask, or turn extraction off: brain_extraction false)",
                     UserWarning,
                     stacklevel=2,
