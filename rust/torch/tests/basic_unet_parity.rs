@@ -89,6 +89,9 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     max_abs(&(a.to_kind(Kind::Double) - b.to_kind(Kind::Double)))
 }
 
+/// The inference pass: without autograd the network convolves in slabs and normalises in place
+/// (`network::convolution`); the golden input's 40 slices make that several slabs, with the
+/// volume's ends and the odd sizes' replicate padding inside them.
 fn run(model: &Model, x: &Tensor) -> Tensor {
     tch::no_grad(|| model.net.forward_t(x, false)).unwrap()
 }
@@ -168,6 +171,30 @@ fn safetensors_from_monai_gives_monai_output() {
         &golden("basicunet_weights.safetensors"),
     );
     output_check(model.unwrap()).unwrap();
+}
+
+#[test]
+fn inference_and_training_passes_agree() {
+    let model = widened(
+        Model::load(
+            &config(),
+            Device::Cpu,
+            &golden("basicunet_weights.safetensors"),
+        )
+        .unwrap(),
+    );
+    let x = golden_input().to_kind(Kind::Double);
+    let with_autograd = model.net.forward_t(&x, true).unwrap();
+    assert!(
+        with_autograd.requires_grad(),
+        "the training pass records autograd"
+    );
+    let inference = run(&model, &x);
+    let diff = max_abs_diff(&inference, &with_autograd);
+    assert!(
+        diff <= F64_TOLERANCE * max_abs(&with_autograd),
+        "slab-wise inference differs from the whole-volume pass by {diff:e}"
+    );
 }
 
 #[test]

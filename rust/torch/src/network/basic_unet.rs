@@ -132,15 +132,16 @@ impl BasicUNet {
     /// no dropout and its instance norm uses the input's own statistics in both modes.
     pub fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         self.check_input(x)?;
-        let x0 = self.conv_0.forward(x)?;
+        // Each map is moved into its last reader, so that without autograd it is freed there.
+        let x0 = self.conv_0.forward(vec![x.shallow_clone()])?;
         let x1 = self.down_1.forward(&x0)?;
         let x2 = self.down_2.forward(&x1)?;
         let x3 = self.down_3.forward(&x2)?;
         let x4 = self.down_4.forward(&x3)?;
-        let u4 = self.upcat_4.forward(&x4, &x3)?;
-        let u3 = self.upcat_3.forward(&u4, &x2)?;
-        let u2 = self.upcat_2.forward(&u3, &x1)?;
-        let u1 = self.upcat_1.forward(&u2, &x0)?;
+        let u4 = self.upcat_4.forward(x4, x3)?;
+        let u3 = self.upcat_3.forward(u4, x2)?;
+        let u2 = self.upcat_2.forward(u3, x1)?;
+        let u1 = self.upcat_1.forward(u2, x0)?;
         u1.f_conv3d(
             &self.final_weight,
             Some(&self.final_bias),

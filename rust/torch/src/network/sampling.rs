@@ -3,7 +3,7 @@
 
 use tch::{nn, Tensor};
 
-use super::convolution::{conv_params, TwoConv};
+use super::convolution::{conv_params, records_autograd, TwoConv, SLAB_DEPTH};
 use crate::error::{Result, TorchContext};
 
 /// `max_pooling` (MaxPool3d(2), no parameters) then `convs`.
@@ -23,7 +23,7 @@ impl Down {
         let pooled = x
             .f_max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false)
             .context(|| format!("max pooling of shape {:?}", x.size()))?;
-        self.convs.forward(&pooled)
+        self.convs.forward(vec![pooled])
     }
 }
 
@@ -57,10 +57,21 @@ impl UpCat {
         })
     }
 
-    /// `x`: the coarser map to upsample; `skip`: the encoder map it is concatenated after.
-    pub fn forward(&self, x: &Tensor, skip: &Tensor) -> Result<Tensor> {
-        let up = x
-            .f_conv_transpose3d(
+    /// `x`: the coarser map to upsample; `skip`: the encoder map it is concatenated after. Both
+    /// are taken, so that without autograd their memory is freed as soon as it has been read.
+    pub fn forward(&self, x: Tensor, skip: Tensor) -> Result<Tensor> {
+        let up = self.upsample(&x)?;
+        drop(x);
+        let up = pad_to_skip(up, &skip)?;
+        self.convs.forward(vec![skip, up])
+    }
+
+    /// The transposed convolution. Its kernel equals its stride, so output slices 2i and 2i+1
+    /// depend on input slice i alone; without autograd it runs [`SLAB_DEPTH`]/2 input slices at
+    /// a time, which bounds libtorch's CPU column buffer (eight times the input) to a slab.
+    fn upsample(&self, x: &Tensor) -> Result<Tensor> {
+        let deconv = |x: &Tensor| {
+            x.f_conv_transpose3d(
                 &self.deconv_weight,
                 Some(&self.deconv_bias),
                 [2, 2, 2],
@@ -69,16 +80,29 @@ impl UpCat {
                 1,
                 [1, 1, 1],
             )
-            .context(|| format!("transposed conv of shape {:?}", x.size()))?;
-        let up = pad_to_skip(up, skip)?;
-        let cat = Tensor::f_cat(&[skip, &up], 1).context(|| {
-            format!(
-                "concatenating skip {:?} and upsampled {:?}",
-                skip.size(),
-                up.size()
-            )
-        })?;
-        self.convs.forward(&cat)
+            .context(|| format!("transposed conv of shape {:?}", x.size()))
+        };
+        let size = x.size();
+        let step = SLAB_DEPTH / 2;
+        if records_autograd(&self.deconv_bias) || size[2] <= step {
+            return deconv(x);
+        }
+        let out = Tensor::f_empty(
+            [
+                size[0],
+                self.deconv_weight.size()[1],
+                2 * size[2],
+                2 * size[3],
+                2 * size[4],
+            ],
+            (x.kind(), x.device()),
+        )?;
+        for start in (0..size[2]).step_by(step as usize) {
+            let len = step.min(size[2] - start);
+            let y = deconv(&x.f_narrow(2, start, len)?)?;
+            out.f_narrow(2, 2 * start, 2 * len)?.f_copy_(&y)?;
+        }
+        Ok(out)
     }
 }
 
