@@ -228,7 +228,7 @@ fn two_fold_cross_validation_reports_each_fold() {
     std::fs::copy(&colin, tmp.join("images/healthy.nii.gz")).unwrap();
     empty_label(&colin, &tmp.join("labels/healthy.nii.gz"));
     let run = tmp.join("cv");
-    let stdout = run_ok(&[
+    let out = layerseg(&[
         "finetune",
         "--datalist",
         s(tmp),
@@ -247,6 +247,13 @@ fn two_fold_cross_validation_reports_each_fold() {
         "--device",
         "cpu",
     ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Whole-head scans without brain masks are cropped to their brain, as `segment` does.
+    for case in ["tumour", "healthy"] {
+        let needle = format!("{case}.nii.gz: brain extraction");
+        assert!(stderr.contains(&needle), "{needle:?} in {stderr}");
+    }
     assert!(stdout.contains("fold 0: validation Dice "), "{stdout}");
     assert!(stdout.contains("fold 1: validation Dice "), "{stdout}");
     assert!(

@@ -20,7 +20,7 @@ use tch::{CModule, Device, Kind, Tensor};
 
 use layerseg_core::orientation::Reorientation;
 use layerseg_core::postprocess::{fill_holes, largest_component};
-use layerseg_core::{Image, LabelMap};
+use layerseg_core::{Image, LabelMap, Progress};
 
 use crate::error::{Error, Result};
 use crate::inference::to_tensor;
@@ -108,6 +108,28 @@ impl BrainExtractor {
             )
         });
         Ok(AutomaticMask { brain, warning })
+    }
+
+    /// `organ` when there is one, else the plausible brain of `image`
+    /// ([`Self::automatic_mask`]); `progress` shows the extraction and any warning. How
+    /// fine-tuning and self-training give whole-head scans the crop and search region that
+    /// `layerseg segment` gives them.
+    pub fn organ_or_brain(
+        &self,
+        image: &Image,
+        organ: Option<LabelMap>,
+        scan: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Option<LabelMap>> {
+        if organ.is_some() {
+            return Ok(organ);
+        }
+        progress.message(&format!("{}: brain extraction", scan.display()));
+        let automatic = self.automatic_mask(image, scan)?;
+        if let Some(warning) = &automatic.warning {
+            progress.message(&format!("warning: {warning}"));
+        }
+        Ok(automatic.organ().cloned())
     }
 
     /// Loads the two networks from `dir` (a `deepbet` folder) onto `device`.

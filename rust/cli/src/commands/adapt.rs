@@ -154,7 +154,16 @@ pub fn execute(args: &Args, progress: &dyn Progress) -> Result<AdaptReport> {
     t.validate()?;
     config.finetune.seed = args.seed;
     let device = select_device(args.device)?;
-    let scans = read_scans(&args.images, &args.organ_masks)?;
+    let mut scans = read_scans(&args.images, &args.organ_masks)?;
+    if profile.inference.brain_extraction && scans.iter().any(|s| s.organ.is_none()) {
+        let extractor = models::brain_extractor(device)?;
+        for scan in &mut scans {
+            let organ = scan.organ.take();
+            scan.organ = extractor
+                .organ_or_brain(&scan.image, organ, &scan.name, progress)
+                .map_err(|e| anyhow::anyhow!(e))?;
+        }
+    }
     let run = RunOptions {
         run_dir: &args.out,
         device,

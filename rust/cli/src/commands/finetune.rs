@@ -162,11 +162,17 @@ pub fn execute(args: &Args, progress: &dyn Progress) -> Result<FinetuneReport> {
     let labels = LabelRule {
         values: args.label_value.clone(),
     };
+    let extractor = if profile.inference.brain_extraction {
+        Some(models::brain_extractor(device)?)
+    } else {
+        None
+    };
     let data = FinetuneData {
         datalist: &datalist,
         labels: &labels,
         folds: args.folds,
         fold: args.fold,
+        brain_extractor: extractor.as_ref(),
     };
     let run = RunOptions {
         run_dir: &args.out,

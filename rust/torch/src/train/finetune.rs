@@ -27,6 +27,7 @@ use super::run::{train, Objective, RunOptions, Validation};
 use super::source::Batch;
 use super::synthetic::invalid;
 use super::{TrainConfig, TrainReport};
+use crate::brain::BrainExtractor;
 use crate::checkpoint::{latest_checkpoint, write_atomic};
 use crate::error::{Error, Result};
 use crate::inference::{segment_prepared, SegmentOptions};
@@ -275,6 +276,10 @@ pub struct FinetuneData<'a> {
     pub folds: Option<usize>,
     /// With `folds`, run only this fold.
     pub fold: Option<usize>,
+    /// Extracts the brain of each case without an organ mask, when the profile asks for it
+    /// (`inference.brain_extraction`), so that training and validation crop and search the way
+    /// `layerseg segment` does; an implausible brain is a warning and leaves the case without.
+    pub brain_extractor: Option<&'a BrainExtractor>,
 }
 
 /// Fine-tunes `init` on `data` into `run.run_dir`, once or per fold (`fold-K` inside it); every
@@ -340,7 +345,16 @@ pub fn finetune(
         }
     }
     progress.message(&format!("reading {} labelled case(s)", all.len()));
-    let scans = read_cases(&datalist.origin, &all, data.labels)?;
+    let mut scans = read_cases(&datalist.origin, &all, data.labels)?;
+    if let Some(extractor) = data
+        .brain_extractor
+        .filter(|_| profile.inference.brain_extraction)
+    {
+        for (case, scan) in all.iter().zip(scans.iter_mut()) {
+            let organ = scan.organ.take();
+            scan.organ = extractor.organ_or_brain(&scan.image, organ, &case.image, progress)?;
+        }
+    }
     let scan_of = |case: &LabelledCase| {
         let i = all.iter().position(|c| c == case).expect("read above");
         &scans[i]
