@@ -1,5 +1,7 @@
-//! Pretraining: the network learns to decompose synthetic images into healthy layer, tumour
-//! layer and mask (method.md sections 5 and 6).
+//! Training, all three kinds on one loop (`run`): pretraining on synthetic tumours (the network
+//! learns to decompose an image into healthy layer, tumour layer and mask; method.md sections 5
+//! and 6; `synthetic`), fine-tuning on a few labelled cases (`finetune`, `labelled`) and
+//! self-training on unlabelled scans with pseudo-labels (`adapt`).
 //!
 //! The loop is generic over a [`SampleSource`]; background workers fill a bounded queue so the
 //! network does not wait on data. Adam with a ReduceLROnPlateau schedule; a checkpoint every
