@@ -414,6 +414,13 @@ def test_layer_rule_keeps_only_voxels_departing_from_the_healthy_layer(tmp_path:
     offset = LayerRuled("pred", profile=str(TINY_PROFILE), residual_sign="brighter", margin=1.0)
     shifted = offset({"pred": mask, "residual": d["residual"] + 5.0})["pred"]
     assert int(torch.as_tensor(shifted).sum()) == 6**3 + 1
+    # What a kept lesion encloses is filled: a dark core inside a bright rim, closed within its
+    # axial slices but open at the top and bottom, stays tumour.
+    ring = torch.zeros(shape)
+    ring[0, 2:8, 2:8, 2:5] = 2.0
+    ring[0, 4:6, 4:6, 2:5] = -1.0
+    ringed = offset({"pred": mask, "residual": ring})["pred"]
+    assert int(torch.as_tensor(ringed).sum()) == 6 * 6 * 3
     # The test profile has no rule: nothing happens; nor when the rule is turned off.
     assert kept() == mask.numel()
     assert kept(enabled=False, margin=1.0) == mask.numel()

@@ -1,6 +1,6 @@
 //! From the network's mask probability to a clean uint8 mask.
 
-use ndarray::{Array3, Zip};
+use ndarray::{Array3, Axis, Zip};
 use ndarray_ndimage::{label, label_histogram, Kernel3d};
 
 /// Connected components with 26-connectivity: (labels 1..=n, n).
@@ -24,19 +24,49 @@ pub fn largest_component(mask: &Array3<bool>) -> Array3<bool> {
 /// `mask` with every enclosed cavity filled: background regions (6-connectivity) that do not
 /// reach the volume's border become foreground, as `scipy.ndimage.binary_fill_holes`.
 pub fn fill_holes(mask: &Array3<bool>) -> Array3<bool> {
+    fill_holes_within(mask, [true; 3])
+}
+
+/// [`fill_holes`] where only the faces of the axes marked in `border` count as the outside
+/// (a volume one voxel thick along an unmarked axis is then a stack of 2D slices).
+fn fill_holes_within(mask: &Array3<bool>, border: [bool; 3]) -> Array3<bool> {
     let background = mask.mapv(|v| !v);
     let (labels, count) =
         label::<u32>(&background.as_standard_layout(), &Kernel3d::Star.generate());
     let mut reaches_border = vec![false; count + 1];
-    let (a, b, c) = labels.dim();
+    let dims = <[usize; 3]>::from(labels.dim());
     for ((i, j, k), &l) in labels.indexed_iter() {
-        if i == 0 || j == 0 || k == 0 || i + 1 == a || j + 1 == b || k + 1 == c {
+        let on_face = |axis: usize, at: usize| border[axis] && (at == 0 || at + 1 == dims[axis]);
+        if on_face(0, i) || on_face(1, j) || on_face(2, k) {
             reaches_border[l as usize] = true;
         }
     }
     Zip::from(mask)
         .and(&labels)
         .map_collect(|&inside, &l| inside || !reaches_border[l as usize])
+}
+
+/// `mask` with everything its lesions enclose: cavities in 3D ([`fill_holes`]) and holes within
+/// single slices along any of the three axes. A tumour's extent includes its necrotic core,
+/// which is darker than the enhancing rim that a "brighter" layer rule keeps; with thick slices
+/// the rim is often closed in each slice but open in 3D.
+pub fn fill_enclosed(mask: &Array3<bool>) -> Array3<bool> {
+    let mut filled = fill_holes(mask);
+    for axis in 0..3 {
+        for (index, slice) in mask.axis_iter(Axis(axis)).enumerate() {
+            if !slice.iter().any(|&v| v) {
+                continue;
+            }
+            let mut border = [true; 3];
+            border[axis] = false;
+            let holes = fill_holes_within(&slice.insert_axis(Axis(axis)).to_owned(), border);
+            let mut target = filled.index_axis_mut(Axis(axis), index);
+            Zip::from(&mut target)
+                .and(&holes.index_axis(Axis(axis), 0))
+                .for_each(|t, &h| *t |= h);
+        }
+    }
+    filled
 }
 
 /// `probability >= threshold`, kept only inside `region` when one is given.
@@ -75,6 +105,7 @@ pub fn remove_small_components(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::s;
 
     #[test]
     fn fortran_ordered_masks_are_labelled_like_c_ordered_ones() {
@@ -123,6 +154,29 @@ mod tests {
             open[[i, 4, 4]] = false;
         }
         assert_eq!(fill_holes(&open), open);
+    }
+
+    #[test]
+    fn rings_closed_within_a_slice_are_filled_along_every_axis() {
+        for axis in 0..3 {
+            // A square ring in one slice across `axis`: open in 3D, closed in its slice.
+            let mut mask = Array3::from_elem((7, 7, 7), false);
+            let mut slice = mask.index_axis_mut(Axis(axis), 3);
+            slice.slice_mut(s![1..6, 1..6]).fill(true);
+            slice[[3, 3]] = false;
+            assert!(!fill_holes(&mask)[[3, 3, 3]], "open in 3D");
+            let filled = fill_enclosed(&mask);
+            assert!(
+                filled[[3, 3, 3]],
+                "axis {axis}: the ring's centre is filled"
+            );
+            assert_eq!(filled.iter().filter(|&&v| v).count(), 25);
+        }
+        // A C shape, open to the slice's border side, stays as it is.
+        let mut c = Array3::from_elem((5, 7, 7), false);
+        c.slice_mut(s![2, 1..6, 1..6]).fill(true);
+        c.slice_mut(s![2, 2..4, 2..7]).fill(false);
+        assert_eq!(fill_enclosed(&c), c);
     }
 
     #[test]

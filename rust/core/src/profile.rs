@@ -128,7 +128,8 @@ pub struct Inference {
 /// passes the threshold and the image departs from the predicted healthy layer in the lesion
 /// direction by more than `margin` (normalised units) beyond the median departure inside the
 /// region searched (the organ or brain mask, else the foreground); then components smaller than
-/// `min_lesion_mm3` go. The numbers are chosen on synthetic validation samples, where the
+/// `min_lesion_mm3` go, and what the remaining lesions enclose inside the region is filled
+/// (`postprocess::fill_enclosed`: a necrotic core is tumour too). The numbers are chosen on synthetic validation samples, where the
 /// truth is known, by `benchmarks/choose_layer_rule.py` (README, "The layer rule").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@
 use ndarray::{Array3, Array4, ArrayView3, Axis, Zip};
 use tch::{Device, Kind, Tensor};
 
-use layerseg_core::postprocess::{remove_small_components, threshold};
+use layerseg_core::postprocess::{fill_enclosed, remove_small_components, threshold};
 use layerseg_core::preprocess::{preprocess, Prepared};
 use layerseg_core::sliding_window::{gaussian_importance, plan_windows};
 use layerseg_core::{Image, LabelMap, Profile, Progress};
@@ -145,6 +145,9 @@ pub fn segment_prepared(
         .max(rule.map_or(0.0, |r| r.min_lesion_mm3));
     if min_component_mm3 > 0.0 {
         mask = remove_small_components(&mask, image.spacing(), min_component_mm3);
+    }
+    if rule.is_some() {
+        mask = fill_enclosed(&mask) & region;
     }
     Ok(Segmentation {
         mask: image.with_data(mask.mapv(u8::from)),

@@ -77,6 +77,7 @@ __all__ = [
     "basic_unet",
     "basic_unet_shape",
     "export_bundle_model",
+    "fill_enclosed",
     "labelled_datalist",
     "layer_residual",
     "list_scans",
@@ -1056,13 +1057,32 @@ def remove_small_lesions(
     return result
 
 
+def fill_enclosed(mask: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """``mask`` (3D) with everything its lesions enclose, as LayerSeg's ``fill_enclosed``:
+    cavities in 3D and holes within single slices along any of the three axes (a tumour's
+    necrotic core, darker than the rim a "brighter" rule keeps). Needs SciPy."""
+    m = np.asarray(mask).astype(bool)
+    if not m.any():
+        return m
+    from scipy import ndimage
+
+    filled: npt.NDArray[np.bool_] = ndimage.binary_fill_holes(m)
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        for index in np.flatnonzero(m.any(axis=others)):
+            at = tuple(int(index) if a == axis else slice(None) for a in range(3))
+            filled[at] |= ndimage.binary_fill_holes(m[at])
+    return filled
+
+
 class LayerRule(Transform):
     """The profile's layer rule on a binary mask ``(C, H, W, D)``, as ``layerseg segment``
     applies it: a voxel stays tumour only where ``sign(residual - median) > margin``
     (``residual`` = the normalised image minus the healthy layer, :func:`layer_residual`, on the
     mask's grid; ``median`` = its median inside the region searched, so that a healthy layer off
     by a constant does not decide), then
-    connected components (26-connectivity) smaller than ``min_lesion_mm3`` go. Unset values come
+    connected components (26-connectivity) smaller than ``min_lesion_mm3`` go, and what the
+    lesions left enclose is filled (:func:`fill_enclosed`, within the region). Unset values come
     from the profile's ``inference.layer_rule``; when the profile has none and nothing is given,
     or with ``enabled=False`` (``layerseg segment --raw-mask``), the mask comes back unchanged.
 
@@ -1159,7 +1179,9 @@ class LayerRule(Transform):
             affine = _affine_of(mask)
             spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).tolist()
         min_mm3 = float(self.rule["min_lesion_mm3"])
-        kept = np.stack([remove_small_lesions(c, spacing, min_mm3) for c in m])
+        kept = np.stack([fill_enclosed(remove_small_lesions(c, spacing, min_mm3)) for c in m])
+        if region is not None:
+            kept &= _numpy(region, np.float32)[:1] > 0
         return convert_to_dst_type(kept.astype(np.float32), mask)[0]
 
 
