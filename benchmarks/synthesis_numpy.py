@@ -3,7 +3,8 @@ benchmark as the peer of LayerSeg's Rust engine. Same steps and ranges, on whole
 official code does them:
 
 1. shape: star-shaped fBm (simplex, 4-7 octaves) around a rotated ellipsoid of nominal volume
-   U(7000, 200000) mm^3, aspect q ~ U(0.8, 1), centre by the paper's bounding-box rule;
+   U(7000, 200000) mm^3 (the profile's other classes: 1-3 lesions of U(2000, 7000) or
+   U(300, 2000) mm^3), aspect q ~ U(0.8, 1), centre by the paper's bounding-box rule;
 2. texture: B-spline elastic deformation of the texture scan (7^3 control points, 2 locked
    layers, +-7.5 mm), trilinear resampling, Gaussian blur with per-axis sigma U(0, 2);
 3. intensity: texture mean inside the mask = k * healthy mean, k ~ U(1, 3);
