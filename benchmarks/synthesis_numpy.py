@@ -3,11 +3,16 @@ benchmark as the peer of LayerSeg's Rust engine. Same steps and ranges, on whole
 official code does them:
 
 1. shape: star-shaped fBm (simplex, 4-7 octaves) around a rotated ellipsoid of nominal volume
-   U(7000, 200000) mm^3, aspect q ~ U(0.8, 1), centre by the paper's bounding-box rule;
+   U(7000, 200000) mm^3 (the profile's other classes: 1-3 lesions of U(2000, 7000) or
+   U(300, 2000) mm^3), aspect q ~ U(0.8, 1), centre by the paper's bounding-box rule;
 2. texture: B-spline elastic deformation of the texture scan (7^3 control points, 2 locked
    layers, +-7.5 mm), trilinear resampling, Gaussian blur with per-axis sigma U(0, 2);
 3. intensity: texture mean inside the mask = k * healthy mean, k ~ U(1, 3);
-4. alpha blend with alpha ~ U(0.2, 0.8); mask clipped to the healthy foreground.
+4. alpha blend with alpha ~ U(0.2, 0.8); mask clipped to the healthy foreground;
+5. the acquisition randomisation of the brain-mri profile (``synthesis.acquisition``), on the
+   image and the healthy layer alike: gamma, cosine bias field, thick slices with partial-volume
+   averaging, Rician noise and partial coverage, each with the profile's probability and ranges
+   (the mask follows thickness and coverage).
 
 The fBm is evaluated on a cube-map of directions (as LayerSeg does, and as the paper evaluates it
 only on its mesh vertices), so both sides do the same amount of noise work.
@@ -126,42 +131,157 @@ def bspline_basis(n_vox: int, n_ctrl: int = 7) -> F64:
     return out
 
 
+def _cosines(order: int, n: int) -> F64:
+    """cos(pi l (i + 0.5) / n) for l in 0..=order (rows), i in 0..n (columns)."""
+    return np.cos(np.pi * np.arange(order + 1)[:, None] * (np.arange(n) + 0.5)[None, :] / n)
+
+
+def _bias_exponent(coef: F64, shape: tuple[int, ...]) -> F64:
+    c0, c1, c2 = (_cosines(coef.shape[0] - 1, n) for n in shape)
+    out: F64 = np.einsum("lmn,li,mj,nk->ijk", coef, c0, c1, c2, optimize=True)
+    return out
+
+
+def _thicken(x: F64, axis: int, t: float, phase: float) -> F64:
+    """Slabs t voxels thick from -0.5 - phase * t, each the mean of x over it (edge values
+    extended), linearly interpolated back at the voxel centres (nearest beyond the outer slabs)."""
+    x = np.moveaxis(x, axis, 0)
+    n = x.shape[0]
+    prefix = np.concatenate([np.zeros((1, *x.shape[1:])), np.cumsum(x, axis=0)])
+
+    def integral(u: F64) -> F64:
+        w = u + 0.5
+        j = np.clip(np.floor(w).astype(np.int64), 0, n - 1)
+        inside = prefix[j] + (w - j)[:, None, None] * x[j]
+        below = w[:, None, None] * x[0][None]
+        above = prefix[n][None] + (w - n)[:, None, None] * x[n - 1][None]
+        return np.where(
+            (w <= 0)[:, None, None], below, np.where((w >= n)[:, None, None], above, inside)
+        )
+
+    start = -0.5 - phase * t
+    count = int(np.ceil((n - 0.5 - start) / t))
+    edges = start + t * np.arange(count + 1)
+    slabs = np.diff(integral(edges), axis=0) / t
+    u = (np.arange(n) - (start + 0.5 * t)) / t
+    k = np.clip(np.floor(u).astype(np.int64), 0, count - 1)
+    k1 = np.minimum(k + 1, count - 1)
+    w = np.clip(u - k, 0, 1)[:, None, None]
+    out = slabs[k] * (1 - w) + slabs[k1] * w
+    return np.moveaxis(out, 0, axis)
+
+
+def acquire(
+    image: F32,
+    healthy: F32,
+    mask: npt.NDArray[np.bool_],
+    rng: np.random.Generator,
+    tumour_span: tuple[F64, F64],
+) -> tuple[F32, F32, npt.NDArray[np.bool_]]:
+    """The brain-mri profile's acquisition steps on image and healthy alike (zero voxels stay
+    zero); ``tumour_span``: the tumours' lowest and highest reach (voxels) along each axis, which
+    the covered band must contain."""
+    axis = int(rng.integers(0, 3))
+    thick = (rng.uniform(1.0, 7.0), rng.uniform()) if rng.uniform() < 0.5 else None
+    gamma = rng.uniform(0.7, 1.5) if rng.uniform() < 0.3 else None
+    bias = None
+    if rng.uniform() < 0.5:
+        strength = rng.uniform(0.05, 0.3)
+        coef = rng.uniform(-1, 1, (4, 4, 4))
+        coef[0, 0, 0] = 0.0
+        f = _bias_exponent(coef, image.shape)
+        bias = np.exp(f * (strength / np.abs(f).max()))
+    mean = float(healthy[healthy != 0].mean())
+    sigma = rng.uniform(0.0, 0.05) * mean if rng.uniform() < 0.5 else None
+    coverage = None
+    if rng.uniform() < 0.25:
+        n = image.shape[axis]
+        length = min(n, max(1, round(rng.uniform(0.5, 1.0) * n)))
+        lo = int(np.clip(np.floor(tumour_span[0][axis]), 0, n))
+        hi = int(np.clip(np.ceil(tumour_span[1][axis]) + 1, lo, n))
+        length = max(length, hi - lo)
+        first = int(rng.integers(max(0, hi - length), min(lo, n - length) + 1))
+        coverage = (first, first + length)
+    noise = (
+        (rng.normal(0, 1, image.shape), rng.normal(0, 1, image.shape))
+        if sigma is not None
+        else None
+    )
+
+    def degrade(x: F32) -> F32:
+        y = x.astype(np.float64)
+        if gamma is not None:
+            y = np.sign(y) * mean * np.abs(y / mean) ** gamma
+        if bias is not None:
+            y = y * bias
+        if thick is not None:
+            y = _thicken(y, axis, thick[0], thick[1])
+        if noise is not None and sigma is not None:
+            keep = y != 0
+            noisy = np.sqrt((y + sigma * noise[0]) ** 2 + (sigma * noise[1]) ** 2)
+            y = np.where(keep, noisy, 0.0)
+        if coverage is not None:
+            band = np.zeros(y.shape[axis], bool)
+            band[coverage[0] : coverage[1]] = True
+            shape = [1, 1, 1]
+            shape[axis] = -1
+            y = np.where(band.reshape(shape), y, 0.0)
+        return y.astype(np.float32)
+
+    m = mask.astype(np.float64)
+    if thick is not None:
+        m = _thicken(m, axis, thick[0], thick[1])
+    if coverage is not None:
+        band = np.zeros(m.shape[axis], bool)
+        band[coverage[0] : coverage[1]] = True
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        m = np.where(band.reshape(shape), m, 0.0)
+    return degrade(image), degrade(healthy), m >= 0.5
+
+
 def synthesize(healthy: F32, texture: F32, rng: np.random.Generator) -> dict[str, F32]:
     shape = healthy.shape
-    # --- sample
-    volume = rng.uniform(7000, 200000)
-    r = (3 * volume / (4 * np.pi)) ** (1 / 3)
-    q = rng.uniform(0.8, 1.0)
-    radii = np.array([r * q, r / q, r])
-    rot = rotation(rng.uniform(0, 180, 3))
-    octaves = int(rng.integers(4, 8))
-    offset = rng.uniform(0, 999)
+    # --- sample: a size class (the brain-mri profile's: paper 0.6, small 0.2, tiny 0.2)
+    lo_v, hi_v, count = [(7000, 200000, 1), (2000, 7000, 3), (300, 2000, 3)][
+        int(rng.choice(3, p=[0.6, 0.2, 0.2]))
+    ]
     nz = np.argwhere(healthy != 0)
     lo, hi = nz.min(axis=0), nz.max(axis=0)
-    frac = np.array(
-        [
-            rng.choice([rng.uniform(0.24, 0.44), rng.uniform(0.56, 0.76)]),
-            rng.uniform(0.3, 0.8),
-            rng.uniform(0.3, 0.8),
-        ]
-    )
-    centre = lo + frac * (hi - lo)
-    perm = np.tile(rng.permutation(256), 3).astype(np.int64)
-    # --- shape: implicit star-shaped test inside the bounding box
-    table = direction_table(octaves, offset, perm)
-    extent = 1.5 * np.sqrt(((rot * radii) ** 2).sum(axis=1))
-    b0 = np.maximum(np.floor(centre - extent).astype(int), 0)
-    b1 = np.minimum(np.ceil(centre + extent).astype(int) + 1, shape)
-    grid = np.stack(
-        np.meshgrid(*[np.arange(b0[a], b1[a]) for a in range(3)], indexing="ij"), axis=-1
-    ).reshape(-1, 3)
-    local = ((grid - centre) @ rot) / radii
-    rho = np.linalg.norm(local, axis=1)
-    inside = np.zeros(len(grid), bool)
-    cand = rho <= 1.5
-    inside[cand] = rho[cand] <= 1 + 0.5 * lookup(table, local[cand])
     mask = np.zeros(shape, bool)
-    mask[b0[0] : b1[0], b0[1] : b1[1], b0[2] : b1[2]] = inside.reshape(b1 - b0)
+    spans = []
+    for _ in range(int(rng.integers(1, count + 1))):
+        volume = rng.uniform(lo_v, hi_v)
+        r = (3 * volume / (4 * np.pi)) ** (1 / 3)
+        q = rng.uniform(0.8, 1.0)
+        radii = np.array([r * q, r / q, r])
+        rot = rotation(rng.uniform(0, 180, 3))
+        octaves = int(rng.integers(4, 8))
+        offset = rng.uniform(0, 999)
+        frac = np.array(
+            [
+                rng.choice([rng.uniform(0.24, 0.44), rng.uniform(0.56, 0.76)]),
+                rng.uniform(0.3, 0.8),
+                rng.uniform(0.3, 0.8),
+            ]
+        )
+        centre = lo + frac * (hi - lo)
+        perm = np.tile(rng.permutation(256), 3).astype(np.int64)
+        # --- shape: implicit star-shaped test inside the bounding box
+        table = direction_table(octaves, offset, perm)
+        extent = 1.5 * np.sqrt(((rot * radii) ** 2).sum(axis=1))
+        b0 = np.maximum(np.floor(centre - extent).astype(int), 0)
+        b1 = np.minimum(np.ceil(centre + extent).astype(int) + 1, shape)
+        grid = np.stack(
+            np.meshgrid(*[np.arange(b0[a], b1[a]) for a in range(3)], indexing="ij"), axis=-1
+        ).reshape(-1, 3)
+        local = ((grid - centre) @ rot) / radii
+        rho = np.linalg.norm(local, axis=1)
+        inside = np.zeros(len(grid), bool)
+        cand = rho <= 1.5
+        inside[cand] = rho[cand] <= 1 + 0.5 * lookup(table, local[cand])
+        mask[b0[0] : b1[0], b0[1] : b1[1], b0[2] : b1[2]] |= inside.reshape(b1 - b0)
+        spans.append((centre - 1.5 * radii.max(), centre + 1.5 * radii.max()))
     mask &= healthy != 0
     # --- texture: elastic deformation of the whole scan, then blur (as torchio does)
     coarse = np.zeros((3, 7, 7, 7))
@@ -182,9 +302,11 @@ def synthesize(healthy: F32, texture: F32, rng: np.random.Generator) -> dict[str
     alpha = rng.uniform(0.2, 0.8)
     m = mask.astype(np.float32)
     image = (alpha * m * tumour_tex + (1 - alpha * m) * healthy).astype(np.float32)
+    span = (np.min([a for a, _ in spans], axis=0), np.max([b for _, b in spans], axis=0))
+    image, healthy_out, mask = acquire(image, healthy, mask, rng, span)
     return {
         "image": image,
-        "healthy": healthy.copy(),
+        "healthy": healthy_out,
         "tumour": np.where(mask, image, 0).astype(np.float32),
         "mask": mask.astype(np.uint8),
     }

@@ -9,10 +9,12 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+mod acquisition;
 mod adaptation;
 mod synthesis;
 mod validate;
 
+pub use acquisition::*;
 pub use adaptation::{Adaptation, ResidualSign};
 pub use synthesis::*;
 
@@ -358,6 +360,52 @@ mod tests {
             err.to_string().contains("adaptation.keep_fraction"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn acquisition_section_is_optional_and_checked() {
+        let without = edited(|v| {
+            v["synthesis"]
+                .as_object_mut()
+                .unwrap()
+                .remove("acquisition");
+        })
+        .unwrap();
+        assert_eq!(without.synthesis.acquisition, None);
+        type Edit = fn(&mut serde_json::Value);
+        let cases: [(Edit, &str); 6] = [
+            (
+                |v| v["synthesis"]["acquisition"]["noise"]["probability"] = 1.5.into(),
+                "profile test.json: synthesis.acquisition.noise.probability: probability 1.5 is not in [0, 1]",
+            ),
+            (
+                |v| {
+                    v["synthesis"]["acquisition"]["slice_thickness"]["thickness_mm"] =
+                        serde_json::json!({"min": 7.0, "max": 1.0})
+                },
+                "profile test.json: synthesis.acquisition.slice_thickness.thickness_mm: min 7 > max 1",
+            ),
+            (
+                |v| v["synthesis"]["acquisition"]["bias_field"]["order"] = 0.into(),
+                "profile test.json: synthesis.acquisition.bias_field.order: must be in [1, 8]",
+            ),
+            (
+                |v| v["synthesis"]["acquisition"]["coverage"]["fraction"]["min"] = 0.0.into(),
+                "synthesis.acquisition.coverage.fraction: [0, 1] is outside the allowed [0.01, 1]",
+            ),
+            (
+                |v| v["synthesis"]["acquisition"]["noise"]["kind"] = "poisson".into(),
+                "synthesis.acquisition.noise.kind: unknown variant `poisson`",
+            ),
+            (
+                |v| v["synthesis"]["acquisition"]["gamma"]["sigma"] = 1.into(),
+                "synthesis.acquisition.gamma.sigma: unknown field `sigma`",
+            ),
+        ];
+        for (edit, message) in cases {
+            let err = edited(edit).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
     }
 
     #[test]

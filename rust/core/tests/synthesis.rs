@@ -60,6 +60,26 @@ fn liver_inputs(s: &Scans) -> Inputs<'_> {
     }
 }
 
+/// A built-in profile without its acquisition randomisation: the tumour recipe alone.
+fn recipe(name: &str) -> Profile {
+    let mut p = Profile::builtin(name).unwrap();
+    p.synthesis.acquisition = None;
+    p
+}
+
+/// A built-in profile with every acquisition step it has always applied.
+fn always_acquired(name: &str) -> Profile {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&Profile::builtin(name).unwrap().to_json()).unwrap();
+    let steps = v["synthesis"]["acquisition"].as_object_mut().unwrap();
+    for (_, step) in steps.iter_mut() {
+        if let Some(p) = step.get_mut("probability") {
+            *p = json!(1.0);
+        }
+    }
+    Profile::from_json(&v.to_string(), &format!("{name}, every step")).unwrap()
+}
+
 fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
@@ -70,7 +90,7 @@ fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
 
 fn bytes(out: &Synthesized) -> Vec<u8> {
     let mut v = Vec::new();
-    for img in [&out.image, &out.tumour] {
+    for img in [&out.image, &out.tumour].into_iter().chain(&out.healthy) {
         v.extend(img.data.iter().flat_map(|x| x.to_le_bytes()));
     }
     v.extend(out.mask.data.iter());
@@ -84,8 +104,10 @@ fn byte_identical_for_1_and_4_threads() {
         ("brain-mri", brain_inputs(s)),
         ("liver-ct", liver_inputs(s)),
     ] {
-        let profile = Profile::builtin(name).unwrap();
-        for seed in [3, 11] {
+        for (profile, seed) in [
+            (Profile::builtin(name).unwrap(), 3),
+            (always_acquired(name), 11),
+        ] {
             let one = with_threads(1, || synth::generate(&profile, inputs, seed).unwrap());
             let four = with_threads(4, || synth::generate(&profile, inputs, seed).unwrap());
             assert_eq!(one.0, four.0, "{name} seed {seed}: parameters");
@@ -104,21 +126,75 @@ fn byte_identical_for_1_and_4_threads() {
 #[test]
 fn replays_from_its_json() {
     let s = scans();
-    let profile = Profile::builtin("brain-mri").unwrap();
-    let (params, out) = synth::generate(&profile, brain_inputs(s), 5).unwrap();
-    let again = SynthParams::from_json(&params.to_json()).unwrap();
-    assert!(
-        params == again,
-        "the JSON round trip changed the parameters"
-    );
-    let replay = synth::synthesize(&again, brain_inputs(s)).unwrap();
-    assert!(bytes(&out) == bytes(&replay));
+    for (profile, inputs) in [
+        (Profile::builtin("brain-mri").unwrap(), brain_inputs(s)),
+        (always_acquired("brain-mri"), brain_inputs(s)),
+        (always_acquired("liver-ct"), liver_inputs(s)),
+    ] {
+        let (params, out) = synth::generate(&profile, inputs, 5).unwrap();
+        let again = SynthParams::from_json(&params.to_json()).unwrap();
+        assert!(
+            params == again,
+            "the JSON round trip changed the parameters"
+        );
+        let replay = synth::synthesize(&again, inputs).unwrap();
+        assert!(bytes(&out) == bytes(&replay), "{}", profile.name);
+    }
+}
+
+#[test]
+fn acquisition_degrades_image_and_healthy_layer_alike() {
+    let s = scans();
+    for (name, inputs) in [
+        ("brain-mri", brain_inputs(s)),
+        ("liver-ct", liver_inputs(s)),
+    ] {
+        let profile = always_acquired(name);
+        let (p, out) = synth::generate(&profile, inputs, 4).unwrap();
+        // The tumour is the one the recipe alone draws: the acquisition has its own stream.
+        let (plain, _) = synth::generate(&recipe(name), inputs, 4).unwrap();
+        let a = p
+            .acquisition
+            .clone()
+            .expect("the profile randomises the acquisition");
+        assert_eq!(
+            SynthParams {
+                acquisition: None,
+                ..p.clone()
+            },
+            plain
+        );
+        let healthy = out.healthy.as_ref().expect("a degraded healthy layer");
+        assert!(healthy.same_grid(inputs.healthy) && healthy.data != inputs.healthy.data);
+        let cov = a.coverage.expect("coverage drawn");
+        let mut differ = 0;
+        for ((idx, &m), &t) in out.mask.data.indexed_iter().zip(out.tumour.data.iter()) {
+            let (x, h) = (out.image.data[idx], healthy.data[idx]);
+            let slice = [idx.0, idx.1, idx.2][a.slice_axis];
+            if !(cov.first..cov.end).contains(&slice) {
+                assert_eq!((x, h, m), (a.background as f32, a.background as f32, 0));
+            }
+            if m == 1 {
+                assert_eq!(t, x);
+            } else {
+                assert_eq!(t, 0.0);
+            }
+            differ += usize::from(x != h);
+        }
+        // The image departs from the healthy layer only around the tumour, as before.
+        let voxels = out.mask.data.iter().filter(|&&m| m == 1).count();
+        assert!(voxels > 0, "{name}: the tumour is inside the covered band");
+        assert!(
+            differ > 0 && differ < 20 * voxels,
+            "{name}: {differ} vs {voxels}"
+        );
+    }
 }
 
 #[test]
 fn outputs_are_consistent_layers() {
     let s = scans();
-    let profile = Profile::builtin("brain-mri").unwrap();
+    let profile = recipe("brain-mri");
     let (_, out) = synth::generate(&profile, brain_inputs(s), 8).unwrap();
     assert!(out.image.same_grid(&s.colin) && out.mask.same_grid(&s.colin));
     let mut outside_changed = 0;
@@ -144,7 +220,7 @@ fn mask_stays_inside_the_organ() {
         ("brain-mri", brain_inputs(s), &s.colin_brain),
         ("liver-ct", liver_inputs(s), &s.liver),
     ] {
-        let profile = Profile::builtin(name).unwrap();
+        let profile = recipe(name);
         let mut total = 0;
         for seed in 0..6 {
             let (_, out) = synth::generate(&profile, inputs, seed).unwrap();
@@ -167,29 +243,43 @@ fn sampled_sizes_span_the_configured_range() {
     let s = scans();
     let profile = Profile::builtin("brain-mri").unwrap();
     let brain = Synthesizer::new(brain_inputs(s)).unwrap();
-    let volumes: Vec<f64> = (0..400)
-        .map(|seed| {
-            let p = brain.sample(&profile, seed).unwrap();
-            assert_eq!(p.tumours.len(), 1);
-            4.0 / 3.0 * std::f64::consts::PI * p.tumours[0].base_radius_mm.powi(3)
-        })
-        .collect();
-    let (lo, hi) = (7000.0, 200_000.0);
-    let min = volumes.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = volumes.iter().copied().fold(0.0, f64::max);
-    assert!(min >= lo - 1e-6 && max <= hi + 1e-6, "{min} {max}");
-    assert!(
-        min < lo + 0.02 * (hi - lo) && max > hi - 0.02 * (hi - lo),
-        "{min} {max}"
-    );
-    // Uniform in volume: each quarter of the range holds about a quarter of the draws.
-    for q in 0..4 {
-        let (a, b) = (
-            lo + q as f64 * (hi - lo) / 4.0,
-            lo + (q + 1) as f64 * (hi - lo) / 4.0,
+    let mut by_class: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for seed in 0..600 {
+        let p = brain.sample(&profile, seed).unwrap();
+        let n = p.tumours.len();
+        assert!(n == 1 || (p.size_class != "paper" && n <= 3), "{n}");
+        by_class.entry(p.size_class.clone()).or_default().extend(
+            p.tumours
+                .iter()
+                .map(|t| 4.0 / 3.0 * std::f64::consts::PI * t.base_radius_mm.powi(3)),
         );
-        let n = volumes.iter().filter(|v| (a..b).contains(*v)).count();
-        assert!((60..=140).contains(&n), "quarter {q}: {n}");
+    }
+    for (class, lo, hi) in [
+        ("paper", 7000.0, 200_000.0),
+        ("small", 2000.0, 7000.0),
+        ("tiny", 300.0, 2000.0),
+    ] {
+        let volumes = &by_class[class];
+        let min = volumes.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = volumes.iter().copied().fold(0.0, f64::max);
+        assert!(min >= lo - 1e-6 && max <= hi + 1e-6, "{class}: {min} {max}");
+        assert!(
+            min < lo + 0.03 * (hi - lo) && max > hi - 0.03 * (hi - lo),
+            "{class}: {min} {max}"
+        );
+        // Uniform in volume: each quarter of the range holds about a quarter of the draws.
+        for q in 0..4 {
+            let (a, b) = (
+                lo + q as f64 * (hi - lo) / 4.0,
+                lo + (q + 1) as f64 * (hi - lo) / 4.0,
+            );
+            let n = volumes.iter().filter(|v| (a..b).contains(*v)).count() as f64;
+            let expected = volumes.len() as f64 / 4.0;
+            assert!(
+                (n - expected).abs() < 0.4 * expected,
+                "{class} quarter {q}: {n}"
+            );
+        }
     }
 
     let liver = Profile::builtin("liver-ct").unwrap();
@@ -228,8 +318,7 @@ fn mean(values: impl Iterator<Item = Option<f64>>) -> f64 {
 
 /// brain-mri with its intensity modes replaced.
 fn with_ratio_modes(modes: serde_json::Value) -> Profile {
-    let mut v: serde_json::Value =
-        serde_json::from_str(&Profile::builtin("brain-mri").unwrap().to_json()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&recipe("brain-mri").to_json()).unwrap();
     v["synthesis"]["intensity"]["modes"] = modes;
     Profile::from_json(&v.to_string(), "brain-mri, modes replaced").unwrap()
 }
@@ -270,13 +359,13 @@ fn mri_tumour_mean_is_the_drawn_ratio_of_the_healthy_mean() {
 #[test]
 fn ct_tumours_are_hypodense_by_the_drawn_drop() {
     let s = scans();
-    let profile = Profile::builtin("liver-ct").unwrap();
+    let profile = recipe("liver-ct");
     for seed in [0, 7, 9] {
         let (p, out) = synth::generate(&profile, liver_inputs(s), seed).unwrap();
         let IntensityParams::HuDrop { drop_hu } = p.intensity else {
             panic!("liver-ct uses the HU drop")
         };
-        assert!((65.0..=145.0).contains(&drop_hu));
+        assert!((60.0..=145.0).contains(&drop_hu));
         let mut in_mask = Vec::new();
         for (idx, &x) in out.image.data.indexed_iter() {
             let d = s.ct.data[idx] as f64 - x as f64;
@@ -370,6 +459,16 @@ fn stats(p: &SynthParams, out: &Synthesized) -> serde_json::Value {
         "mask_voxels": voxels,
         "tumour_mean": if voxels > 0 { sig(tumour_mean) } else { 0.0 },
         "image_mean": sig(out.image.data.iter().map(|&v| v as f64).sum::<f64>() / out.image.data.len() as f64),
+        "healthy_mean": out.healthy.as_ref().map(|h| sig(h.data.iter().map(|&v| v as f64).sum::<f64>() / h.data.len() as f64)),
+        "acquisition": p.acquisition.as_ref().map(|a| json!({
+            "slice_axis": a.slice_axis,
+            "thickness_mm": a.slice_thickness.map(|t| sig(t.thickness_mm)),
+            "contrast": a.contrast.map(|c| sig(c.factor)),
+            "gamma": a.gamma.map(|g| sig(g.gamma)),
+            "bias_field": a.bias_field.is_some(),
+            "noise_sigma": a.noise.map(|n| sig(n.sigma)),
+            "coverage": a.coverage.map(|c| [c.first, c.end]),
+        })),
     })
 }
 

@@ -24,14 +24,17 @@ fn affine(what: &str, a: &PyArrayLike2<'_, f64, AllowTypeChange>) -> Result<Affi
 /// voxel-to-RAS ``affine``).
 ///
 /// ``profile`` is a built-in name (``brain-mri``, ``liver-ct``) or a profile JSON path.
-/// ``organ_mask`` (same shape) is where tumours go and what they are clipped to; ``texture`` is a
+/// ``acquisition=False`` switches the profile's acquisition randomisation off (the tumour's own
+/// parameters are the same either way). ``organ_mask`` (same shape) is where tumours go and what they are clipped to; ``texture`` is a
 /// scan to take the tumour texture from (on ``texture_affine``, default ``affine``); without it
 /// the image itself is used. Returns a dict of float32 arrays ``image``, ``healthy``,
 /// ``tumour``, a uint8 ``mask`` (all shaped like ``image``) and ``params``, the JSON of the
-/// parameters drawn for ``seed``. ``healthy`` is the input as float32: the very same array
-/// object when it already was float32 (not a copy).
+/// parameters drawn for ``seed``. Without acquisition randomisation (``acquisition=False``, or a
+/// profile without that section) ``healthy`` is the input as float32: the very same array
+/// object when it already was float32 (not a copy); with it, the input degraded exactly as the
+/// image was (thick slices, bias, noise, coverage), so that the layers stay consistent.
 #[pyfunction]
-#[pyo3(signature = (image, affine, profile="brain-mri", organ_mask=None, texture=None, seed=0, texture_affine=None))]
+#[pyo3(signature = (image, affine, profile="brain-mri", organ_mask=None, texture=None, seed=0, texture_affine=None, acquisition=true))]
 #[allow(clippy::too_many_arguments)]
 fn synthesize<'py>(
     py: Python<'py>,
@@ -42,6 +45,7 @@ fn synthesize<'py>(
     texture: Option<PyArrayLike3<'py, f32, AllowTypeChange>>,
     seed: u64,
     texture_affine: Option<PyArrayLike2<'py, f64, AllowTypeChange>>,
+    acquisition: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let affine_h = self::affine("affine", &affine).map_err(crate::errors::to_py)?;
     let affine_t = match &texture_affine {
@@ -56,7 +60,10 @@ fn synthesize<'py>(
         .collect();
     let profile = profile.to_string();
     let (params, out) = without_gil(py, move || {
-        let profile = Profile::load(&profile)?;
+        let mut profile = Profile::load(&profile)?;
+        if !acquisition {
+            profile.synthesis.acquisition = None;
+        }
         let inputs = Inputs {
             healthy: &healthy,
             organ_mask: organ.as_ref(),
@@ -66,7 +73,11 @@ fn synthesize<'py>(
     })?;
     let dict = PyDict::new(py);
     dict.set_item("image", out.image.data.into_pyarray(py))?;
-    dict.set_item("healthy", &**image)?;
+    match out.healthy {
+        // The acquisition randomisation degraded the healthy layer with the image.
+        Some(h) => dict.set_item("healthy", h.data.into_pyarray(py))?,
+        None => dict.set_item("healthy", &**image)?,
+    }
     dict.set_item("tumour", out.tumour.data.into_pyarray(py))?;
     dict.set_item("mask", out.mask.data.into_pyarray(py))?;
     dict.set_item("params", params.to_json())?;

@@ -107,7 +107,11 @@ pub fn run(args: Args) -> Result<()> {
         }
         write_image(file("image.nii.gz"), &out.image, Some(&meta))?;
         write_labels(file("mask.nii.gz"), &out.mask, Some(&meta))?;
-        write_image(file("healthy.nii.gz"), &healthy, Some(&meta))?;
+        write_image(
+            file("healthy.nii.gz"),
+            out.healthy_or(&healthy),
+            Some(&meta),
+        )?;
         write_image(file("tumour.nii.gz"), &out.tumour, Some(&meta))?;
         write_text_atomic(&file("params.json"), &params.to_json())?;
         if args.preview {

@@ -22,6 +22,10 @@ pub struct Synthesis {
     pub opacity: Range,
     /// Gaussian sigma (mm) of the blend weight w at the tumour edge; 0 keeps a hard edge.
     pub edge_blur_sigma_mm: Range,
+    /// How the scan's acquisition is randomised after blending ([`super::Acquisition`]);
+    /// absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquisition: Option<super::Acquisition>,
 }
 
 /// One size class, e.g. Hu et al.'s "small": its components are all placed in the same sample.
@@ -138,6 +142,9 @@ pub enum Intensity {
     /// `core.fraction` get `core.ratio` instead (e.g. necrotic cores with enhancing rims in T1c).
     RatioToHealthyMean { modes: Vec<RatioMode> },
     /// CT: the image is lowered by `drop_hu * texture` inside the tumour (hypodense lesions).
+    /// Hu's noise texture averages about one half inside the mask, so a lesion's mean contrast
+    /// to the parenchyma is about half of `drop_hu` (0.45 to 0.53 of it over 8 seeds in the
+    /// TotalSegmentator CT's liver): liver-ct's 60 to 145 HU give lesions about 29 to 70 HU darker.
     HuDrop { drop_hu: Range },
 }
 

@@ -247,6 +247,9 @@ impl Synthesis {
             0.0,
             50.0,
         )?;
+        if let Some(a) = &self.acquisition {
+            a.validate()?;
+        }
         Ok(())
     }
 
@@ -323,6 +326,55 @@ impl Synthesis {
             Intensity::HuDrop { drop_hu } => {
                 range("synthesis.intensity.drop_hu", drop_hu, -1e4, 1e4)?
             }
+        }
+        Ok(())
+    }
+}
+
+fn probability(key: &str, p: f64) -> Check {
+    if !(0.0..=1.0).contains(&p) {
+        return fail(key, format!("probability {p} is not in [0, 1]"));
+    }
+    Ok(())
+}
+
+impl Acquisition {
+    fn validate(&self) -> Check {
+        const K: &str = "synthesis.acquisition";
+        if !self.background.is_finite() {
+            return fail(&format!("{K}.background"), "must be a finite number");
+        }
+        if let Some(t) = &self.slice_thickness {
+            probability(&format!("{K}.slice_thickness.probability"), t.probability)?;
+            range(
+                &format!("{K}.slice_thickness.thickness_mm"),
+                &t.thickness_mm,
+                1e-2,
+                100.0,
+            )?;
+        }
+        if let Some(c) = &self.contrast {
+            probability(&format!("{K}.contrast.probability"), c.probability)?;
+            range(&format!("{K}.contrast.factor"), &c.factor, 1e-2, 100.0)?;
+        }
+        if let Some(g) = &self.gamma {
+            probability(&format!("{K}.gamma.probability"), g.probability)?;
+            range(&format!("{K}.gamma.gamma"), &g.gamma, 1e-2, 100.0)?;
+        }
+        if let Some(b) = &self.bias_field {
+            probability(&format!("{K}.bias_field.probability"), b.probability)?;
+            if !(1..=8).contains(&b.order) {
+                return fail(&format!("{K}.bias_field.order"), "must be in [1, 8]");
+            }
+            range(&format!("{K}.bias_field.strength"), &b.strength, 0.0, 5.0)?;
+        }
+        if let Some(n) = &self.noise {
+            probability(&format!("{K}.noise.probability"), n.probability)?;
+            range(&format!("{K}.noise.sigma"), &n.sigma, 0.0, BIG)?;
+        }
+        if let Some(c) = &self.coverage {
+            probability(&format!("{K}.coverage.probability"), c.probability)?;
+            range(&format!("{K}.coverage.fraction"), &c.fraction, 1e-2, 1.0)?;
         }
         Ok(())
     }

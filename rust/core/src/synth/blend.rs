@@ -13,13 +13,22 @@ use super::grid::Region;
 use super::params::{IntensityParams, SynthParams};
 use crate::volume::{Image, LabelMap};
 
-/// The outputs, on the healthy scan's grid. The fourth, the healthy layer, is the healthy scan
-/// itself (`Inputs::healthy`), so it is not copied here.
+/// The outputs, on the healthy scan's grid.
 #[derive(Clone, Debug)]
 pub struct Synthesized {
     pub image: Image,
     pub tumour: Image,
     pub mask: LabelMap,
+    /// The healthy layer when the acquisition randomisation changed it; `None`: it is the
+    /// healthy scan itself (`Inputs::healthy`), so it is not copied. See [`Self::healthy_or`].
+    pub healthy: Option<Image>,
+}
+
+impl Synthesized {
+    /// The healthy layer: the degraded one, else `input` (the healthy scan synthesised from).
+    pub fn healthy_or<'a>(&'a self, input: &'a Image) -> &'a Image {
+        self.healthy.as_ref().unwrap_or(input)
+    }
 }
 
 /// Sum and count of `f(flat index)` over the voxels where it is `Some`, in a fixed order
@@ -106,7 +115,7 @@ fn par_like<T: Send>(
     Some(out.expect("the shape matches the data"))
 }
 
-fn copy_f32(a: &Array3<f32>) -> Array3<f32> {
+pub(super) fn copy_f32(a: &Array3<f32>) -> Array3<f32> {
     let Some(src) = a.as_slice_memory_order() else {
         return a.clone();
     };
@@ -134,6 +143,7 @@ pub fn untouched(ctx: &Context<'_>) -> Synthesized {
         image: healthy.with_data(copy_f32(data)),
         tumour: healthy.with_data(par_filled(data, 0.0).unwrap_or_else(|| zeros_f32(data))),
         mask: healthy.with_data(par_filled(data, 0).unwrap_or_else(|| zeros_u8(data))),
+        healthy: None,
     }
 }
 

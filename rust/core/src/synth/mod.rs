@@ -11,8 +11,11 @@
 //!    deformed ellipsoid, placed by [`placement`] and clipped to the organ;
 //! 2. texture ([`texture`]): another scan deformed by a B-spline field ([`elastic`]) and
 //!    blurred ([`blur`]), or smoothed noise ([`noise`]);
-//! 3. intensity rule and blend ([`blend`]).
+//! 3. intensity rule and blend ([`blend`]);
+//! 4. the acquisition, when the profile randomises it ([`acquisition`]): thick slices, bias,
+//!    contrast, noise and partial coverage, on the blended image and the healthy layer alike.
 
+pub mod acquisition;
 pub mod blend;
 pub mod blur;
 pub mod context;
@@ -95,6 +98,16 @@ fn bad(reason: impl Into<String>) -> Error {
 }
 
 fn synthesize_with(params: &SynthParams, ctx: &Context<'_>) -> Result<Synthesized> {
+    let (out, changed) = blend_with(params, ctx)?;
+    match &params.acquisition {
+        Some(a) => acquisition::apply(ctx, a, changed.as_ref(), out),
+        None => Ok(out),
+    }
+}
+
+/// The blended case, and the box outside which its image is the healthy scan (`None`: no
+/// tumour voxel at all).
+fn blend_with(params: &SynthParams, ctx: &Context<'_>) -> Result<(Synthesized, Option<Region>)> {
     if params.format != params::FORMAT {
         return Err(bad(format!(
             "format {} is not the supported {}",
@@ -133,7 +146,7 @@ fn synthesize_with(params: &SynthParams, ctx: &Context<'_>) -> Result<Synthesize
         |acc, s| acc.union(&s.bbox),
     );
     if union.is_empty() {
-        return Ok(blend::untouched(ctx));
+        return Ok((blend::untouched(ctx), None));
     }
     // Pad the box so that blurs see the same neighbourhood as on the whole grid.
     let sp = ctx.spacing;
@@ -164,7 +177,7 @@ fn synthesize_with(params: &SynthParams, ctx: &Context<'_>) -> Result<Synthesize
         .and(&organ)
         .par_for_each(|m, &l, &o| *m = u8::from(l <= 1.0 && o != 0));
     let Some(tight) = bounding_box(&mask) else {
-        return Ok(blend::untouched(ctx));
+        return Ok((blend::untouched(ctx), None));
     };
     let tight = Region {
         lo: [0, 1, 2].map(|a| tight.lo[a] + union.lo[a]),
@@ -252,7 +265,7 @@ fn synthesize_with(params: &SynthParams, ctx: &Context<'_>) -> Result<Synthesize
             }
         });
     }
-    Ok(blend::compose(
+    let out = blend::compose(
         ctx,
         params,
         &region,
@@ -261,7 +274,8 @@ fn synthesize_with(params: &SynthParams, ctx: &Context<'_>) -> Result<Synthesize
         &tex,
         &weight,
         noise_texture,
-    ))
+    );
+    Ok((out, Some(region)))
 }
 
 /// The box of the non-zero voxels of `mask`, in its own indices.

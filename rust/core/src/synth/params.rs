@@ -23,6 +23,10 @@ pub struct SynthParams {
     pub intensity: IntensityParams,
     pub opacity: f64,
     pub edge_blur_sigma_mm: f64,
+    /// The acquisition randomisation applied after blending (see [`super::acquisition`]);
+    /// absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquisition: Option<AcquisitionParams>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,6 +108,83 @@ pub enum IntensityParams {
 pub struct CoreParams {
     pub fraction: f64,
     pub ratio: f64,
+}
+
+/// The drawn acquisition of one case; a step that was not drawn is `None`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquisitionParams {
+    /// The voxel axis (0, 1, 2) slices are stacked along, for thickness and coverage.
+    pub slice_axis: usize,
+    /// The value outside the covered band.
+    pub background: f64,
+    /// Voxels exactly 0 stay 0 through the intensity steps and the noise.
+    pub keep_zero_background: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contrast: Option<ContrastParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<GammaParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias_field: Option<BiasFieldParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice_thickness: Option<ThicknessParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<CoverageParams>,
+}
+
+/// `x -> pivot + factor * (x - pivot)`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContrastParams {
+    pub factor: f64,
+    pub pivot: f64,
+}
+
+/// `x -> reference * (x / reference)^gamma` (sign kept).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GammaParams {
+    pub gamma: f64,
+    pub reference: f64,
+}
+
+/// `x -> x * exp(f)`, f the sum over `(l, m, n) != 0`, each up to `order`, of
+/// `coefficients[k] * c_l(i) c_m(j) c_n(k)` with `c_l(i) = cos(pi l (i + 0.5) / n_axis)`,
+/// flattened `(l * (order + 1) + m) * (order + 1) + n - 1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BiasFieldParams {
+    pub order: u32,
+    pub coefficients: Vec<f64>,
+}
+
+/// Slabs `thickness_mm` thick along the slice axis, the first starting `phase` slabs before
+/// the grid's first voxel edge (phase in [0, 1)).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThicknessParams {
+    pub thickness_mm: f64,
+    pub phase: f64,
+}
+
+/// Noise of standard deviation `sigma` (image units); the field is a pure function of `seed`
+/// and the voxel index.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseParams {
+    pub kind: crate::profile::NoiseKind,
+    pub sigma: f64,
+    pub seed: u64,
+}
+
+/// Slices `first..end` along the slice axis are acquired.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoverageParams {
+    pub first: usize,
+    pub end: usize,
 }
 
 impl SynthParams {

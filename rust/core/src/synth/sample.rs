@@ -176,6 +176,13 @@ pub fn sample_with(profile: &Profile, ctx: &Context<'_>, seed: u64) -> Result<Sy
         },
     };
 
+    // The acquisition draws from its own stream of the same seed, so that turning it on or off
+    // leaves every tumour parameter above as it was.
+    let acquisition = syn.acquisition.as_ref().map(|a| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(1);
+        super::acquisition::sample(a, ctx, &tumours, &mut rng)
+    });
     Ok(SynthParams {
         format: FORMAT,
         profile: profile.name.clone(),
@@ -191,5 +198,6 @@ pub fn sample_with(profile: &Profile, ctx: &Context<'_>, seed: u64) -> Result<Sy
         intensity,
         opacity: uniform(&mut rng, &syn.opacity),
         edge_blur_sigma_mm: uniform(&mut rng, &syn.edge_blur_sigma_mm),
+        acquisition,
     })
 }

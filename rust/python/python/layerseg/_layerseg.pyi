@@ -102,6 +102,7 @@ def synthesize(
     texture: npt.ArrayLike | None = None,
     seed: int = 0,
     texture_affine: npt.ArrayLike | None = None,
+    acquisition: bool = True,
 ) -> dict[str, Any]:
     """Blend a synthetic tumour into a healthy scan: image, healthy, tumour, mask, params."""
 

@@ -334,6 +334,7 @@ def synthesize(
     texture: npt.ArrayLike | None = None,
     seed: int = 0,
     texture_affine: npt.ArrayLike | None = None,
+    acquisition: bool = True,
 ) -> dict[str, Any]:
     """Blend a synthetic tumour into a healthy scan, as the profile's synthesis section says.
 
@@ -355,12 +356,16 @@ def synthesize(
         The random seed; the same seed gives the same tumour. Default 0.
     texture_affine
         The affine of ``texture``. Default ``None``: ``affine``.
+    acquisition
+        Apply the profile's acquisition randomisation (``synthesis.acquisition``: thick
+        slices, bias field, contrast, gamma, noise, partial coverage) to the blended image and
+        the healthy layer alike. Default ``True``; ``False`` gives the same tumour without it.
 
     Returns
     -------
     dict
         float32 ``image`` (with the tumour), ``healthy`` and ``tumour`` layers, a uint8
-        ``mask`` and ``params`` (the tumour's parameters, JSON text).
+        ``mask`` and ``params`` (every drawn value, JSON text).
     """
     result: dict[str, Any] = _layerseg.synthesize(
         _as_volume("image", image, np.float32),
@@ -374,5 +379,6 @@ def synthesize(
         texture_affine=None
         if texture_affine is None
         else _as_affine("texture_affine", texture_affine),
+        acquisition=acquisition,
     )
     return result

@@ -245,14 +245,19 @@ class RandTumorSynthesis(RandomizableTransform):
     layer (the image inside the mask, 0 outside) and the binary mask (uint8), each of the input's
     type and shape. With probability ``1 - prob`` nothing is blended: the image comes back
     unchanged with an empty tumour layer and mask. ``self.params`` holds the parameters drawn
-    (a dict, or ``None`` when nothing was blended).
+    (a dict, or ``None`` when nothing was blended). ``acquisition`` applies the profile's
+    acquisition randomisation (thick slices, bias field, contrast, gamma, noise, partial
+    coverage) to the blended image and the healthy layer alike; ``False`` switches it off.
     """
 
     backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012
 
-    def __init__(self, profile: str = "brain-mri", prob: float = 1.0) -> None:
+    def __init__(
+        self, profile: str = "brain-mri", prob: float = 1.0, acquisition: bool = True
+    ) -> None:
         RandomizableTransform.__init__(self, prob)
         self.profile = profile
+        self.acquisition = acquisition
         self.seed = 0
         self.params: dict[str, Any] | None = None
 
@@ -332,6 +337,7 @@ class RandTumorSynthesis(RandomizableTransform):
                 texture=None if tex is None else tex[min(c, tex.shape[0] - 1)],
                 seed=self.seed,
                 texture_affine=tex_aff,
+                acquisition=self.acquisition,
             )
             for name in layers:
                 layers[name].append(out[name])
@@ -354,7 +360,8 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
     first key goes to ``mask_key``. ``organ_key`` names an organ (or brain) mask on the same
     grid (one whose affine says otherwise is refused, as ``layerseg segment`` refuses it);
     ``texture_key`` a scan to take the texture from. All keys share one tumour per call.
-    With ``params_key`` the drawn parameters (a dict) are stored too.
+    With ``params_key`` the drawn parameters (a dict) are stored too. ``acquisition`` as in
+    :class:`RandTumorSynthesis`.
     """
 
     backend: list[TransformBackends] = RandTumorSynthesis.backend
@@ -371,10 +378,11 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
         params_key: str | None = None,
         prob: float = 1.0,
         allow_missing_keys: bool = False,
+        acquisition: bool = True,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.synth = RandTumorSynthesis(profile=profile, prob=1.0)
+        self.synth = RandTumorSynthesis(profile=profile, prob=1.0, acquisition=acquisition)
         self.organ_key = organ_key
         self.texture_key = texture_key
         self.mask_key = mask_key

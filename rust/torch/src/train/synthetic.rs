@@ -271,7 +271,12 @@ impl SampleSource for SynthesisSource {
         tumour.zip_mut_with(&mask, |t, &m| *t *= m);
         Ok(Sample {
             image: normalise(out.image.data.slice(window).to_owned(), rule),
-            healthy: normalise(case.image.data.slice(window).to_owned(), rule),
+            // The healthy layer as acquired with the image (the acquisition randomisation
+            // degrades both alike), else the scan itself.
+            healthy: normalise(
+                out.healthy_or(&case.image).data.slice(window).to_owned(),
+                rule,
+            ),
             tumour,
             mask,
         })
