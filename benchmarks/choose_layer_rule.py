@@ -37,6 +37,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -73,17 +74,23 @@ HOSTS = {
 
 def validation_profile(name: str, folder: Path) -> str:
     """The profile the validation samples are synthesised with (see VALIDATION_ML)."""
+    profile = json.loads(layerseg.profile_json(name))
+    # The README's table was measured before the acquisition randomisation (issue 17) existed.
+    profile["synthesis"].pop("acquisition", None)
     volume_ml = VALIDATION_ML[name]
     if volume_ml is None:
-        return name
-    profile = json.loads(layerseg.profile_json(name))
+        return write_profile(profile, folder)
     low, high = volume_ml
     component = {
         "count": {"min": 1, "max": 1},
         "size": {"kind": "volume_mm3", "volume_mm3": {"min": low * 1000, "max": high * 1000}},
     }
     profile["synthesis"]["size"] = [{"name": "clinical", "weight": 1.0, "components": [component]}]
-    path = folder / f"{name}-validation.json"
+    return write_profile(profile, folder)
+
+
+def write_profile(profile: dict[str, Any], folder: Path) -> str:
+    path = folder / f"{profile['name']}-validation.json"
     path.write_text(json.dumps(profile))
     return str(path)
 
