@@ -3,6 +3,7 @@ run with the real MONAI, PyTorch and `layerseg` binary on the real sample scans,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -169,6 +170,24 @@ def test_network_matches_the_metadata_in_and_out() -> None:
         )
     )  # fmt: skip
     assert "data shape of network is verified with no error" in log
+
+
+def test_large_files_lists_the_weights_with_their_hash(tmp_path: Path) -> None:
+    """`download_large_files` in the bundle finds models/model.pt, checks its sha256 and fetches
+    nothing (offline); the same list over a different file fails the hash check."""
+    digest = hashlib.sha256((BUNDLE / "models" / "model.pt").read_bytes()).hexdigest()
+    listed = (BUNDLE / "large_files.yml").read_text()
+    assert f'hash_val: "{digest}"' in listed, "models/model.pt changed: update large_files.yml"
+    log = ok(bundle("download_large_files"))
+    assert f"Verified 'model.pt', sha256: {digest}" in log
+    assert "skipped downloading" in log
+    other = tmp_path / "bundle"
+    (other / "models").mkdir(parents=True)
+    (other / "large_files.yml").write_bytes((BUNDLE / "large_files.yml").read_bytes())
+    (other / "models" / "model.pt").write_bytes(b"not the weights")
+    result = bundle("download_large_files", "--bundle_path", str(other))
+    assert result.returncode != 0
+    assert "sha256 hash check of existing file failed" in result.stderr
 
 
 # --- Inference agreement and round trip --------------------------------------------------------
