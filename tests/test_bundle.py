@@ -4,6 +4,7 @@ run with the real MONAI, PyTorch and `layerseg` binary on the real sample scans,
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -167,9 +168,36 @@ def test_network_matches_the_metadata_in_and_out() -> None:
             "--net_id", "network_def",
             "--meta_file", "configs/metadata.json",
             "--config_file", "configs/inference.json",
+            "--n", "2",
         )
     )  # fmt: skip
     assert "data shape of network is verified with no error" in log
+    # n = 1 is 16^3, whose 1-voxel bottleneck InstanceNorm refuses: the metadata says why.
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["spatial_shape"] == ["16*n"] * 3
+    assert "at least 32 on one axis" in image["channel_def"]["0"]
+    # Inference feeds windows of spatial_size, which must be the metadata's shape at some n.
+    size = json.loads((BUNDLE / "configs" / "inference.json").read_text())["spatial_size"]
+    assert [eval(s, {"n": 8}) for s in image["spatial_shape"]] == size == [128, 128, 128]
+
+
+def test_metadata_pins_installable_versions_of_what_the_bundle_imports() -> None:
+    """MONAI's model-zoo CI pip-installs `name==version` for each required package: every one
+    must be a release that exists, here the one these tests run with. layerseg is on no index
+    (it is built from this repository), so it is not listed."""
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    required = meta["required_packages_version"]
+    assert "layerseg" not in required
+    assert {"nibabel", "pytorch-ignite", "scipy", "fire"} <= required.keys()
+    pinned = {
+        **required,
+        "monai": meta["monai_version"],
+        "torch": meta["pytorch_version"],
+        "numpy": meta["numpy_version"],
+    }
+    for name, version in pinned.items():
+        assert importlib.metadata.version(name).split("+")[0] == version, name
 
 
 def test_large_files_lists_the_weights_with_their_hash(tmp_path: Path) -> None:
