@@ -218,6 +218,30 @@ def test_large_files_lists_the_weights_with_their_hash(tmp_path: Path) -> None:
     assert "sha256 hash check of existing file failed" in result.stderr
 
 
+def test_weights_load_through_monais_checkpoint_loader() -> None:
+    """As in the model zoo: `network` is the bare network on the device and a CheckpointLoader
+    handler fills it from model_path when the engine starts (inference and evaluate, and the
+    fine-tuning trainer before its first validation)."""
+    loader = {
+        "_target_": "CheckpointLoader",
+        "load_path": "@model_path",
+        "load_dict": {"model": "@network"},
+        "map_location": "@device",
+    }
+    inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+    finetune = json.loads((BUNDLE / "configs" / "finetune.json").read_text())
+    for config, handlers in (
+        (inference, inference["handlers"]),
+        (finetune, finetune["train"]["handlers"]),
+    ):
+        assert config["network"] == "$@network_def.to(@device)"
+        assert handlers[0] == loader
+    assert [h["_target_"] for h in finetune["train"]["handlers"]].index("ValidationHandler") > 0
+    # models/model.pt is the raw state dict that CheckpointLoader takes for a one-key load_dict.
+    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "model" not in state and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
 # --- Inference agreement and round trip --------------------------------------------------------
 
 
@@ -604,10 +628,12 @@ def test_bundle_refuses_weights_of_another_width(
         "--output_dir", str(tmp_path / "out"),
         "--model_path", str(model_pt),
     )  # fmt: skip
+    # MONAI's CheckpointLoader (strict) names the first layer's two shapes: 4 filters in the
+    # file, 32 in the network; --network_def#features is the fix (docs/README.md).
     assert result.returncode != 0
-    assert "weights of another width" in result.stderr
-    assert "features [4, 4, 8, 8, 16, 4]" in result.stderr
-    assert "features [32, 32, 64, 128, 256, 32]" in result.stderr
+    assert "size mismatch for conv_0.conv_0.conv.weight" in result.stderr
+    assert "torch.Size([4, 1, 3, 3, 3]) from checkpoint" in result.stderr
+    assert "current model is torch.Size([32, 1, 3, 3, 3])" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -619,7 +645,8 @@ def test_missing_model_and_dataset_dir_are_named(scan_dir: Path, tmp_path: Path)
         "--model_path", str(tmp_path / "nothing.pt"),
     )  # fmt: skip
     assert missing_model.returncode != 0
-    assert f"{tmp_path / 'nothing.pt'}: model weights not found" in missing_model.stderr
+    assert "FileNotFoundError" in missing_model.stderr
+    assert f"No such file or directory: '{tmp_path / 'nothing.pt'}'" in missing_model.stderr
     missing_dir = bundle(
         "run", "--config_file", "configs/inference.json", "--dataset_dir", str(tmp_path / "x")
     )
