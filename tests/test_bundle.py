@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import verify_metadata
+from monai.bundle.config_parser import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
@@ -216,6 +217,53 @@ def test_large_files_lists_the_weights_with_their_hash(tmp_path: Path) -> None:
     result = bundle("download_large_files", "--bundle_path", str(other))
     assert result.returncode != 0
     assert "sha256 hash check of existing file failed" in result.stderr
+
+
+def parsed_chain(files: Sequence[str], chain_id: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The transforms of `chain_id` in the merged `files`, as (class name, keys), parsed in the
+    bundle folder as `python -m monai.bundle run` does (macros are relative to it)."""
+    cwd = os.getcwd()
+    os.chdir(BUNDLE)
+    try:
+        parser = ConfigParser()
+        parser.read_config([f"configs/{f}" for f in files])
+        chain = parser.get_parsed_content(chain_id)
+    finally:
+        os.chdir(cwd)
+    return [(type(t).__name__, tuple(getattr(t, "keys", ()))) for t in chain.transforms]
+
+
+def test_grid_steps_are_written_once_and_shared() -> None:
+    """RAS, crop and resize (LayerSeg's grid) are spelled out in inference.json#network_grid
+    only; train.json and finetune.json take them by macro, with their own keys."""
+    texts = {p.name: p.read_text() for p in (BUNDLE / "configs").glob("*.json")}
+    for target in ("Orientationd", "CropForegroundd", "Resized"):
+        holders = [name for name, text in texts.items() if f'"{target}"' in text]
+        assert holders == ["inference.json"], (target, holders)
+    for name in ("train.json", "finetune.json"):
+        config = json.loads(texts[name])
+        assert config["network_grid"] == "%configs/inference.json#network_grid", name
+        assert config["spatial_size"] == "%configs/inference.json#spatial_size", name
+    grid = [
+        ("Orientationd", ("image", "brain")),
+        ("CropForegroundd", ("image", "brain")),
+        ("Resized", ("image",)),
+        ("Resized", ("brain",)),
+    ]
+    inference = parsed_chain(["inference.json"], "preprocessing")
+    assert inference[3:7] == grid and inference[2][0] == "BrainExtractiond"
+    evaluate = parsed_chain(["inference.json", "evaluate.json"], "preprocessing")
+    assert evaluate[0] == ("LoadImaged", ("image", "label")) and evaluate[3:7] == grid
+    train = parsed_chain(["train.json"], "train#preprocessing")
+    assert train[2:6] == grid and train[6][0] == "RandTumorSynthesisd"
+    finetune = parsed_chain(["finetune.json"], "preprocessing")
+    masks = ("label", "foreground")
+    assert finetune[5:9] == [
+        ("Orientationd", ("image", *masks)),
+        ("CropForegroundd", ("image", *masks)),
+        ("Resized", ("image",)),
+        ("Resized", masks),
+    ]
 
 
 def test_weights_load_through_monais_checkpoint_loader() -> None:
