@@ -436,6 +436,29 @@ def test_bundle_defaults_agree_with_layerseg_segment_defaults(
     assert dice(a, b) >= 0.99, (a.sum(), b.sum(), dice(a, b))
 
 
+def test_evaluate_writes_the_dice_of_the_masks_it_writes(
+    sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The README's evaluation command, as shipped: inference.json with evaluate.json (which reads
+    the label along), on the datalist's real MRBrainTumor2 case; the Dice in metrics.csv is the
+    Dice of the written mask against the label."""
+    out = tmp_path / "eval"
+    ok(
+        bundle(
+            "run",
+            "--config_file", configs("inference.json", "evaluate.json"),
+            "--dataset_dir", str(sample_dirs["mrbraintumor2"].parent),
+            "--output_dir", str(out),
+        )
+    )  # fmt: skip
+    name, value = (out / "metrics.csv").read_text().split(",")
+    assert name == "val_mean_dice"
+    mask = np.asarray(nib.load(out / "mrbraintumor2" / "image_seg.nii.gz").dataobj) > 0
+    label = np.asarray(nib.load(sample_dirs["mrbraintumor2"] / "label.nii.gz").dataobj) > 0
+    assert mask.any()
+    assert float(value) == pytest.approx(dice(mask, label), abs=1e-6)
+
+
 # --- layerseg.monai: brain extraction and the layer rule ------------------------------------------
 
 
