@@ -3,6 +3,8 @@ run with the real MONAI, PyTorch and `layerseg` binary on the real sample scans,
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import verify_metadata
+from monai.bundle.config_parser import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
@@ -169,6 +172,123 @@ def test_network_matches_the_metadata_in_and_out() -> None:
         )
     )  # fmt: skip
     assert "data shape of network is verified with no error" in log
+    # "16*(n+1)": MONAI's default n = 1 gives 32^3; 16^3 has a 1-voxel bottleneck that
+    # InstanceNorm refuses, and the metadata says why.
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["spatial_shape"] == ["16*(n+1)"] * 3
+    assert "at least 32 on one axis" in image["channel_def"]["0"]
+    # Inference feeds windows of spatial_size, which must be the metadata's shape at some n.
+    size = json.loads((BUNDLE / "configs" / "inference.json").read_text())["spatial_size"]
+    assert [eval(s, {"n": 7}) for s in image["spatial_shape"]] == size == [128, 128, 128]
+
+
+def test_metadata_pins_installable_versions_of_what_the_bundle_imports() -> None:
+    """MONAI's model-zoo CI pip-installs `name==version` for each required package: every one
+    must be a release that exists, here the one these tests run with. layerseg is on no index
+    (it is built from this repository), so it is not listed."""
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    required = meta["required_packages_version"]
+    assert "layerseg" not in required
+    assert {"nibabel", "pytorch-ignite", "scipy", "fire"} <= required.keys()
+    pinned = {
+        **required,
+        "monai": meta["monai_version"],
+        "torch": meta["pytorch_version"],
+        "numpy": meta["numpy_version"],
+    }
+    for name, version in pinned.items():
+        assert importlib.metadata.version(name).split("+")[0] == version, name
+
+
+def test_large_files_lists_the_weights_with_their_hash(tmp_path: Path) -> None:
+    """`download_large_files` in the bundle finds models/model.pt, checks its sha256 and fetches
+    nothing (offline); the same list over a different file fails the hash check."""
+    digest = hashlib.sha256((BUNDLE / "models" / "model.pt").read_bytes()).hexdigest()
+    listed = (BUNDLE / "large_files.yml").read_text()
+    assert f'hash_val: "{digest}"' in listed, "models/model.pt changed: update large_files.yml"
+    log = ok(bundle("download_large_files"))
+    assert f"Verified 'model.pt', sha256: {digest}" in log
+    assert "skipped downloading" in log
+    other = tmp_path / "bundle"
+    (other / "models").mkdir(parents=True)
+    (other / "large_files.yml").write_bytes((BUNDLE / "large_files.yml").read_bytes())
+    (other / "models" / "model.pt").write_bytes(b"not the weights")
+    result = bundle("download_large_files", "--bundle_path", str(other))
+    assert result.returncode != 0
+    assert "sha256 hash check of existing file failed" in result.stderr
+
+
+def parsed_chain(files: Sequence[str], chain_id: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The transforms of `chain_id` in the merged `files`, as (class name, keys), parsed in the
+    bundle folder as `python -m monai.bundle run` does (macros are relative to it)."""
+    cwd = os.getcwd()
+    os.chdir(BUNDLE)
+    try:
+        parser = ConfigParser()
+        parser.read_config([f"configs/{f}" for f in files])
+        chain = parser.get_parsed_content(chain_id)
+    finally:
+        os.chdir(cwd)
+    return [(type(t).__name__, tuple(getattr(t, "keys", ()))) for t in chain.transforms]
+
+
+def test_grid_steps_are_written_once_and_shared() -> None:
+    """RAS, crop and resize (LayerSeg's grid) are spelled out in inference.json#network_grid
+    only; train.json and finetune.json take them by macro, with their own keys."""
+    texts = {p.name: p.read_text() for p in (BUNDLE / "configs").glob("*.json")}
+    for target in ("Orientationd", "CropForegroundd", "Resized"):
+        holders = [name for name, text in texts.items() if f'"{target}"' in text]
+        assert holders == ["inference.json"], (target, holders)
+    for name in ("train.json", "finetune.json"):
+        config = json.loads(texts[name])
+        assert config["network_grid"] == "%configs/inference.json#network_grid", name
+        assert config["spatial_size"] == "%configs/inference.json#spatial_size", name
+    grid = [
+        ("Orientationd", ("image", "brain")),
+        ("CropForegroundd", ("image", "brain")),
+        ("Resized", ("image",)),
+        ("Resized", ("brain",)),
+    ]
+    inference = parsed_chain(["inference.json"], "preprocessing")
+    assert inference[3:7] == grid and inference[2][0] == "BrainExtractiond"
+    evaluate = parsed_chain(["inference.json", "evaluate.json"], "preprocessing")
+    assert evaluate[0] == ("LoadImaged", ("image", "label")) and evaluate[3:7] == grid
+    train = parsed_chain(["train.json"], "train#preprocessing")
+    assert train[2:6] == grid and train[6][0] == "RandTumorSynthesisd"
+    finetune = parsed_chain(["finetune.json"], "preprocessing")
+    masks = ("label", "brain")
+    assert finetune[3][0] == "BrainExtractiond", "fine-tuning crops to the brain, as segment"
+    assert finetune[4:8] == [
+        ("Orientationd", ("image", *masks)),
+        ("CropForegroundd", ("image", *masks)),
+        ("Resized", ("image",)),
+        ("Resized", masks),
+    ]
+
+
+def test_weights_load_through_monais_checkpoint_loader() -> None:
+    """As in the model zoo: `network` is the bare network on the device and a CheckpointLoader
+    handler fills it from model_path when the engine starts (inference and evaluate, and the
+    fine-tuning trainer before its first validation)."""
+    loader = {
+        "_target_": "CheckpointLoader",
+        "load_path": "@model_path",
+        "load_dict": {"model": "@network"},
+        "map_location": "@device",
+    }
+    inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+    finetune = json.loads((BUNDLE / "configs" / "finetune.json").read_text())
+    for config, handlers in (
+        (inference, inference["handlers"]),
+        (finetune, finetune["train"]["handlers"]),
+    ):
+        assert config["network"] == "$@network_def.to(@device)"
+        assert handlers[0] == loader
+    assert [h["_target_"] for h in finetune["train"]["handlers"]].index("ValidationHandler") > 0
+    # models/model.pt is the raw state dict that CheckpointLoader takes for a one-key load_dict.
+    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "model" not in state and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
 # --- Inference agreement and round trip --------------------------------------------------------
@@ -315,6 +435,29 @@ def test_bundle_defaults_agree_with_layerseg_segment_defaults(
     b = np.asarray(nib.load(written).dataobj) > 0
     assert a.sum() > 1000
     assert dice(a, b) >= 0.99, (a.sum(), b.sum(), dice(a, b))
+
+
+def test_evaluate_writes_the_dice_of_the_masks_it_writes(
+    sample_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The README's evaluation command, as shipped: inference.json with evaluate.json (which reads
+    the label along), on the datalist's real MRBrainTumor2 case; the Dice in metrics.csv is the
+    Dice of the written mask against the label."""
+    out = tmp_path / "eval"
+    ok(
+        bundle(
+            "run",
+            "--config_file", configs("inference.json", "evaluate.json"),
+            "--dataset_dir", str(sample_dirs["mrbraintumor2"].parent),
+            "--output_dir", str(out),
+        )
+    )  # fmt: skip
+    name, value = (out / "metrics.csv").read_text().split(",")
+    assert name == "val_mean_dice"
+    mask = np.asarray(nib.load(out / "mrbraintumor2" / "image_seg.nii.gz").dataobj) > 0
+    label = np.asarray(nib.load(sample_dirs["mrbraintumor2"] / "label.nii.gz").dataobj) > 0
+    assert mask.any()
+    assert float(value) == pytest.approx(dice(mask, label), abs=1e-6)
 
 
 # --- layerseg.monai: brain extraction and the layer rule ------------------------------------------
@@ -564,10 +707,12 @@ def test_bundle_refuses_weights_of_another_width(
         "--output_dir", str(tmp_path / "out"),
         "--model_path", str(model_pt),
     )  # fmt: skip
+    # MONAI's CheckpointLoader (strict) names the first layer's two shapes: 4 filters in the
+    # file, 32 in the network; --network_def#features is the fix (docs/README.md).
     assert result.returncode != 0
-    assert "weights of another width" in result.stderr
-    assert "features [4, 4, 8, 8, 16, 4]" in result.stderr
-    assert "features [32, 32, 64, 128, 256, 32]" in result.stderr
+    assert "size mismatch for conv_0.conv_0.conv.weight" in result.stderr
+    assert "torch.Size([4, 1, 3, 3, 3]) from checkpoint" in result.stderr
+    assert "current model is torch.Size([32, 1, 3, 3, 3])" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -579,7 +724,8 @@ def test_missing_model_and_dataset_dir_are_named(scan_dir: Path, tmp_path: Path)
         "--model_path", str(tmp_path / "nothing.pt"),
     )  # fmt: skip
     assert missing_model.returncode != 0
-    assert f"{tmp_path / 'nothing.pt'}: model weights not found" in missing_model.stderr
+    assert "FileNotFoundError" in missing_model.stderr
+    assert f"No such file or directory: '{tmp_path / 'nothing.pt'}'" in missing_model.stderr
     missing_dir = bundle(
         "run", "--config_file", "configs/inference.json", "--dataset_dir", str(tmp_path / "x")
     )
