@@ -363,6 +363,20 @@ mod tests {
     }
 
     #[test]
+    fn patch_sizes_must_survive_four_poolings() {
+        for bad in [0, 16, 24, 40] {
+            let err = edited(|v| v["inference"]["patch_size"] = serde_json::json!([bad, 64, 64]))
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("inference.patch_size: each size must be a multiple of 16"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(edited(|v| v["inference"]["patch_size"] = serde_json::json!([32, 48, 96])).is_ok());
+    }
+
+    #[test]
     fn acquisition_section_is_optional_and_checked() {
         let without = edited(|v| {
             v["synthesis"]

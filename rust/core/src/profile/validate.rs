@@ -101,10 +101,11 @@ impl Profile {
             return fail("network.features", "every feature count must be >= 1");
         }
         let inf = &self.inference;
-        if inf.patch_size.iter().any(|&p| p == 0 || p % 8 != 0) {
+        if inf.patch_size.iter().any(|&p| p < 32 || p % 16 != 0) {
             return fail(
                 "inference.patch_size",
-                "each size must be a positive multiple of 8 (the U-Net pools 3 times)",
+                "each size must be a multiple of 16 and at least 32 (the U-Net halves it four \
+                 times, and a one-voxel bottleneck cannot be instance-normalised)",
             );
         }
         if !(0.0..1.0).contains(&inf.overlap) {
