@@ -171,6 +171,15 @@ def _thicken(x: F64, axis: int, t: float, phase: float) -> F64:
     return np.moveaxis(out, 0, axis)
 
 
+def _cover(x: F64, axis: int, band: tuple[int, int]) -> F64:
+    """``x`` with the slices along ``axis`` outside ``band`` (first, end) set to 0."""
+    inside = np.zeros(x.shape[axis], bool)
+    inside[band[0] : band[1]] = True
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    return np.where(inside.reshape(shape), x, 0.0)
+
+
 def acquire(
     image: F32,
     healthy: F32,
@@ -221,22 +230,14 @@ def acquire(
             noisy = np.sqrt((y + sigma * noise[0]) ** 2 + (sigma * noise[1]) ** 2)
             y = np.where(keep, noisy, 0.0)
         if coverage is not None:
-            band = np.zeros(y.shape[axis], bool)
-            band[coverage[0] : coverage[1]] = True
-            shape = [1, 1, 1]
-            shape[axis] = -1
-            y = np.where(band.reshape(shape), y, 0.0)
+            y = _cover(y, axis, coverage)
         return y.astype(np.float32)
 
     m = mask.astype(np.float64)
     if thick is not None:
         m = _thicken(m, axis, thick[0], thick[1])
     if coverage is not None:
-        band = np.zeros(m.shape[axis], bool)
-        band[coverage[0] : coverage[1]] = True
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        m = np.where(band.reshape(shape), m, 0.0)
+        m = _cover(m, axis, coverage)
     return degrade(image), degrade(healthy), m >= 0.5
 
 
