@@ -194,3 +194,68 @@ def test_cli_cuda_without_a_gpu(
         "cuda",
     )
     _one_line_error(proc, "device cuda was asked for", "no CUDA GPU")
+
+
+def test_cli_window_warm_start_time_limit_and_history(
+    layerseg_bin: Path, sample_dirs: dict[str, Path], tiny_profile: Path, tmp_path: Path
+) -> None:
+    """One GPU window's command, on the CPU: continue a model, stop before --max-time, export,
+    and keep every session in the card's history."""
+    scan = sample_dirs["mrhead"] / "image.nii.gz"
+    common = ["--profile", tiny_profile, "--healthy", scan, "--device", "cpu", *TINY]
+    first, second, third = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert _cli(layerseg_bin, *common, "--out", first, "--steps", "2").returncode == 0
+
+    more = _cli(
+        layerseg_bin,
+        *common,
+        "--out",
+        second,
+        "--init-from",
+        first / "model.safetensors",
+        "--steps",
+        "4",
+        "--max-time",
+        "10m",
+        "--seed",
+        "3",
+    )
+    assert more.returncode == 0, more.stderr
+    assert "finished at step 4 (from 2)" in more.stdout
+    assert _steps(second) == [3, 4]
+
+    stopped = _cli(
+        layerseg_bin,
+        *common,
+        "--out",
+        third,
+        "--init-from",
+        second / "model.safetensors",
+        "--max-time",
+        "0.001",
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped before the time limit" in stopped.stdout
+    card = json.loads((third / "model.json").read_text())
+    spans = [(r["kind"], r["from_step"], r["to_step"]) for r in card["history"]]
+    assert spans == [("pretrain", 0, 2), ("pretrain", 2, 4), ("pretrain", 4, 4)]
+    assert card["history"][1]["data"] == {"healthy": [str(scan)], "textures": [], "seed": 3}
+    assert card["step"] == 4
+
+    already = _cli(
+        layerseg_bin,
+        *common,
+        "--out",
+        tmp_path / "d",
+        "--init-from",
+        third / "model.safetensors",
+        "--steps",
+        "4",
+    )
+    _one_line_error(already, "already trained for 4 steps")
+    shipped = _cli(
+        layerseg_bin, "--healthy", scan, "--out", tmp_path / "e", "--init-from", "shipped", *TINY
+    )
+    _one_line_error(shipped, "brain-mri.safetensors", "another network width")
+    bad_time = _cli(layerseg_bin, *common, "--out", tmp_path / "f", "--max-time", "soon")
+    assert bad_time.returncode == 2 and "--max-time" in bad_time.stderr

@@ -10,8 +10,8 @@ use pyo3::types::PyDict;
 
 use layerseg_core::Profile;
 use layerseg_torch::train::{
-    list_scans, load_real_validation, pair_masks, pretrain_with_real, time_train_step, Outcome,
-    RunOptions, Sample, SynthesisSource, TrainConfig, METRICS_FILE,
+    list_scans, load_real_validation, pair_masks, pretrain_with_real, synthesis_record,
+    time_train_step, Outcome, RunOptions, Sample, SynthesisSource, TrainConfig, METRICS_FILE,
 };
 use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
 
@@ -95,10 +95,9 @@ fn pretrain<'py>(
         let source = SynthesisSource::from_files(&profile, &healthy, &masks, &textures, seed)?;
         let real = load_real_validation(&profile, &list_scans(&validate_on)?)?;
         let run = RunOptions {
-            run_dir: &out,
-            device,
             resume,
-            progress: &reporter,
+            data: synthesis_record(&healthy, &textures, seed),
+            ..RunOptions::new(&out, device, &reporter)
         };
         pretrain_with_real(Arc::new(source), &net, &config, &run, &real)
     })
@@ -114,6 +113,7 @@ fn pretrain<'py>(
         Outcome::Finished => "finished",
         Outcome::EarlyStopped => "early_stopped",
         Outcome::Cancelled => "cancelled",
+        Outcome::TimeLimit => "time_limit",
     };
     dict.set_item("outcome", outcome)?;
     dict.set_item("step", result.step)?;

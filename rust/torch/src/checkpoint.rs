@@ -55,7 +55,30 @@ pub struct ModelCard {
     pub optimizer_state: bool,
     /// The trainer's own record (settings, learning rate, scheduler state), as it serialises it.
     pub training: serde_json::Value,
+    /// Every training session that built these weights, oldest first: warm starts and
+    /// fine-tuning carry the history of the model they start from.
+    #[serde(default)]
+    pub history: Vec<RunRecord>,
 }
+
+/// One training session in a model card's `history`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// "pretrain", "finetune" or "adapt"; [`UNRECORDED`] for training done before model cards
+    /// kept a history (its steps, time and device come from the card, its data is unknown).
+    pub kind: String,
+    /// The step count before and after the session.
+    pub from_step: u64,
+    pub to_step: u64,
+    pub wall_time_s: f64,
+    pub device: String,
+    pub layerseg_version: String,
+    /// What the session trained on (scan file names, seed, ...), as its command recorded it.
+    pub data: serde_json::Value,
+}
+
+/// The `kind` of a history record made up from a card written before cards kept a history.
+pub const UNRECORDED: &str = "unrecorded";
 
 impl ModelCard {
     /// A card for `config` at step 0, stamped with this crate's version.
@@ -73,7 +96,25 @@ impl ModelCard {
             wall_time_s: 0.0,
             optimizer_state: false,
             training: serde_json::Value::Null,
+            history: Vec::new(),
         }
+    }
+
+    /// The sessions that built these weights; for a card from before histories were kept, one
+    /// [`UNRECORDED`] record of its steps, wall time and device.
+    pub fn lineage(&self) -> Vec<RunRecord> {
+        if !self.history.is_empty() || self.step == 0 {
+            return self.history.clone();
+        }
+        vec![RunRecord {
+            kind: UNRECORDED.to_string(),
+            from_step: 0,
+            to_step: self.step,
+            wall_time_s: self.wall_time_s,
+            device: self.device.clone(),
+            layerseg_version: self.layerseg_version.clone(),
+            data: serde_json::Value::Null,
+        }]
     }
 
     pub fn read(path: &Path) -> Result<ModelCard> {
@@ -155,16 +196,58 @@ pub fn export_model(vs: &VarStore, card: &ModelCard, weights_path: &Path) -> Res
     Ok(card_path)
 }
 
-/// A checkpoint found on disk.
+/// A checkpoint found on disk, or an exported model opened as one (see [`Checkpoint::open`]).
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
+    /// The checkpoint's folder; for an exported model, the weights file.
     pub dir: PathBuf,
+    weights: PathBuf,
     pub card: ModelCard,
 }
 
 impl Checkpoint {
+    /// Trained weights to continue from: a checkpoint folder (`RUN_DIR/checkpoints/step-N/`, with
+    /// its Adam moments) or an exported model (`NAME.safetensors` with its card `NAME.json`,
+    /// without moments). The card is required: it holds the step count and the schedule.
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let fail = |reason: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if path.is_dir() {
+            let card = ModelCard::read(&path.join(CARD_FILE))?;
+            let weights = path.join(WEIGHTS_FILE);
+            if !weights.is_file() {
+                return Err(fail(format!("a checkpoint folder without {WEIGHTS_FILE}")));
+            }
+            return Ok(Checkpoint {
+                dir: path.to_path_buf(),
+                weights,
+                card,
+            });
+        }
+        if !path.is_file() {
+            return Err(fail("no such model file or checkpoint folder".to_string()));
+        }
+        let card_path = path.with_extension("json");
+        if !card_path.is_file() {
+            return Err(fail(format!(
+                "no model card {} beside the weights (it holds the step count and schedule \
+                 that training continues)",
+                card_path.display()
+            )));
+        }
+        let mut card = ModelCard::read(&card_path)?;
+        card.optimizer_state = false;
+        Ok(Checkpoint {
+            dir: path.to_path_buf(),
+            weights: path.to_path_buf(),
+            card,
+        })
+    }
+
     pub fn weights_path(&self) -> PathBuf {
-        self.dir.join(WEIGHTS_FILE)
+        self.weights.clone()
     }
 
     /// Checks that the checkpoint was made by a network of shape `config`.
@@ -272,8 +355,9 @@ pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<Checkpoint>> {
         };
         let dir = entry.path();
         if let Ok(card) = ModelCard::read(&dir.join(CARD_FILE)) {
-            if dir.join(WEIGHTS_FILE).is_file() {
-                found.push((step, Checkpoint { dir, card }));
+            let weights = dir.join(WEIGHTS_FILE);
+            if weights.is_file() {
+                found.push((step, Checkpoint { dir, weights, card }));
             }
         }
     }

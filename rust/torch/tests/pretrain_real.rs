@@ -145,12 +145,7 @@ fn tiny_network_learns_on_real_scans_and_resumes() {
     config.validate_every = 30;
     config.validation_samples = 2;
     config.workers = 1;
-    let run = RunOptions {
-        run_dir: dir.path(),
-        device: Device::Cpu,
-        resume: false,
-        progress: &NoProgress,
-    };
+    let run = RunOptions::new(dir.path(), Device::Cpu, &NoProgress);
     let report = pretrain(Arc::clone(&source), &tiny_net(), &config, &run).unwrap();
     assert_eq!(report.step, 60);
     let first = losses(dir.path());
@@ -164,7 +159,7 @@ fn tiny_network_learns_on_real_scans_and_resumes() {
     config.steps = 65;
     let resume = RunOptions {
         resume: true,
-        ..run
+        ..run.clone()
     };
     let report = pretrain(Arc::clone(&source), &tiny_net(), &config, &resume).unwrap();
     assert_eq!((report.started_at, report.step), (60, 65));

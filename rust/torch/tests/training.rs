@@ -73,10 +73,8 @@ fn train(
     progress: &dyn Progress,
 ) -> Result<layerseg_torch::train::TrainReport, Error> {
     let run = RunOptions {
-        run_dir: dir,
-        device: Device::Cpu,
         resume,
-        progress,
+        ..RunOptions::new(dir, Device::Cpu, progress)
     };
     pretrain(Arc::new(Cubes { fail_at: None }), &net(), config, &run)
 }
@@ -158,6 +156,123 @@ fn resume_gives_the_same_weights_as_not_stopping() {
     assert_eq!(card_a.training["plateau"], card_b.training["plateau"]);
 }
 
+fn warm_started(
+    dir: &Path,
+    from: &Path,
+    config: &TrainConfig,
+) -> Result<layerseg_torch::train::TrainReport, Error> {
+    let run = RunOptions {
+        warm_start: Some(from),
+        data: serde_json::json!({"healthy": ["cubes"]}),
+        ..RunOptions::new(dir, Device::Cpu, &NoProgress)
+    };
+    pretrain(Arc::new(Cubes { fail_at: None }), &net(), config, &run)
+}
+
+#[test]
+fn warm_start_from_a_checkpoint_folder_equals_not_stopping() {
+    let straight = tempfile::tempdir().unwrap();
+    tch::manual_seed(2);
+    train(straight.path(), &settings(8), false, &NoProgress).unwrap();
+
+    let first = tempfile::tempdir().unwrap();
+    tch::manual_seed(2);
+    train(first.path(), &settings(6), false, &NoProgress).unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let checkpoint = first.path().join("checkpoints/step-000000006");
+    let report = warm_started(second.path(), &checkpoint, &settings(8)).unwrap();
+    assert_eq!((report.started_at, report.step), (6, 8));
+
+    let a = weights(&straight.path().join("model.safetensors"));
+    let b = weights(&second.path().join("model.safetensors"));
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let diff = (x - y).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "{name}: {diff}");
+    }
+    let card = ModelCard::read(&second.path().join("model.json")).unwrap();
+    let spans: Vec<(u64, u64)> = card
+        .history
+        .iter()
+        .map(|r| (r.from_step, r.to_step))
+        .collect();
+    assert_eq!(spans, [(0, 6), (6, 8)]);
+    assert_eq!(card.history[1].data["healthy"][0], "cubes");
+    assert!(card
+        .history
+        .iter()
+        .all(|r| r.kind == "pretrain" && r.device == "cpu"));
+    let total: f64 = card.history.iter().map(|r| r.wall_time_s).sum();
+    assert!(
+        (total - card.wall_time_s).abs() < 1e-6,
+        "{total} vs {}",
+        card.wall_time_s
+    );
+}
+
+#[test]
+fn warm_start_from_an_exported_model_continues_its_count_and_schedule() {
+    let first = tempfile::tempdir().unwrap();
+    train(first.path(), &settings(5), false, &NoProgress).unwrap();
+    let model = first.path().join("model.safetensors");
+    // A card from before histories were kept: one unrecorded session stands for it.
+    let card_path = model.with_extension("json");
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&card_path).unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("history");
+    std::fs::write(&card_path, old.to_string()).unwrap();
+
+    let second = tempfile::tempdir().unwrap();
+    let err = warm_started(second.path(), &model, &settings(5)).unwrap_err();
+    assert!(
+        err.to_string().contains("already trained for 5 steps"),
+        "{err}"
+    );
+    let report = warm_started(second.path(), &model, &settings(7)).unwrap();
+    assert_eq!(
+        (report.started_at, report.step, report.outcome),
+        (5, 7, Outcome::Finished)
+    );
+    let steps: Vec<u64> = read_metrics(second.path())
+        .iter()
+        .filter(|m| m.get("loss").is_some())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [6, 7]);
+    let card = ModelCard::read(&second.path().join("model.json")).unwrap();
+    let kinds: Vec<(&str, u64, u64)> = card
+        .history
+        .iter()
+        .map(|r| (r.kind.as_str(), r.from_step, r.to_step))
+        .collect();
+    assert_eq!(kinds, [("unrecorded", 0, 5), ("pretrain", 5, 7)]);
+
+    // Resuming the warm-started run counts Adam's own updates from the warm start.
+    let report = train(second.path(), &settings(9), true, &NoProgress).unwrap();
+    assert_eq!((report.started_at, report.step), (7, 9));
+    let card = latest_checkpoint(second.path()).unwrap().unwrap().card;
+    assert_eq!(card.training["step_offset"], 5);
+    assert_eq!(card.history.len(), 3);
+}
+
+#[test]
+fn a_past_deadline_stops_before_the_first_step_and_still_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunOptions {
+        deadline: Some(std::time::Instant::now()),
+        ..RunOptions::new(dir.path(), Device::Cpu, &NoProgress)
+    };
+    let report = pretrain(
+        Arc::new(Cubes { fail_at: None }),
+        &net(),
+        &settings(50),
+        &run,
+    )
+    .unwrap();
+    assert_eq!((report.outcome, report.step), (Outcome::TimeLimit, 0));
+    assert!(dir.path().join("model.safetensors").is_file());
+    assert_eq!(latest_checkpoint(dir.path()).unwrap().unwrap().card.step, 0);
+}
+
 /// Cancels once `after` steps have been reported.
 struct CancelAfter {
     after: u64,
@@ -200,10 +315,8 @@ fn refuses_to_overwrite_or_resume_another_width() {
         ..net()
     };
     let run = RunOptions {
-        run_dir: dir.path(),
-        device: Device::Cpu,
         resume: true,
-        progress: &NoProgress,
+        ..RunOptions::new(dir.path(), Device::Cpu, &NoProgress)
     };
     let err = pretrain(
         Arc::new(Cubes { fail_at: None }),
@@ -218,12 +331,7 @@ fn refuses_to_overwrite_or_resume_another_width() {
 #[test]
 fn a_failing_sample_names_its_index() {
     let dir = tempfile::tempdir().unwrap();
-    let run = RunOptions {
-        run_dir: dir.path(),
-        device: Device::Cpu,
-        resume: false,
-        progress: &NoProgress,
-    };
+    let run = RunOptions::new(dir.path(), Device::Cpu, &NoProgress);
     let mut config = settings(10);
     config.validate_every = 0;
     let err = pretrain(Arc::new(Cubes { fail_at: Some(5) }), &net(), &config, &run).unwrap_err();

@@ -164,12 +164,7 @@ pub fn execute(args: &Args, progress: &dyn Progress) -> Result<AdaptReport> {
                 .map_err(|e| anyhow::anyhow!(e))?;
         }
     }
-    let run = RunOptions {
-        run_dir: &args.out,
-        device,
-        resume: false,
-        progress,
-    };
+    let run = RunOptions::new(&args.out, device, progress);
     let report = adapt(scans, &profile, &net, &model_file.weights, &config, &run)?;
     draw_curves(&report)?;
     Ok(report)

@@ -175,10 +175,8 @@ pub fn execute(args: &Args, progress: &dyn Progress) -> Result<FinetuneReport> {
         brain_extractor: extractor.as_ref(),
     };
     let run = RunOptions {
-        run_dir: &args.out,
-        device,
         resume: args.resume,
-        progress,
+        ..RunOptions::new(&args.out, device, progress)
     };
     let report = finetune(&data, &profile, &net, &model_file.weights, &config, &run)?;
     draw_curves(&report)?;
@@ -207,6 +205,7 @@ fn print_report(report: &FinetuneReport, out: &Path) {
             Outcome::Finished => "finished",
             Outcome::EarlyStopped => "stopped early",
             Outcome::Cancelled => "cancelled; continue with --resume",
+            Outcome::TimeLimit => "stopped at the time limit; continue with --resume",
         };
         println!(
             "{name}: validation Dice {} at step {}{on}, from {} before fine-tuning; {how} at step {}; model {}",

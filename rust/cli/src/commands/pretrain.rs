@@ -1,9 +1,9 @@
 use anyhow::{bail, Result};
 use layerseg_core::{Profile, Progress};
-use layerseg_torch::checkpoint::latest_checkpoint;
+use layerseg_torch::checkpoint::{latest_checkpoint, Checkpoint};
 use layerseg_torch::train::{
-    list_scans, load_real_validation, pair_masks, pretrain_with_real, Outcome, RunOptions,
-    SynthesisSource, TrainConfig, METRICS_FILE,
+    list_scans, load_real_validation, pair_masks, pretrain_with_real, synthesis_record, Outcome,
+    RunOptions, SynthesisSource, TrainConfig, METRICS_FILE,
 };
 use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
 use std::io::IsTerminal;
@@ -20,7 +20,10 @@ use crate::progress::Bar;
 /// `OUT/model.safetensors` with its card `OUT/model.json`, and `OUT/curves.png` (loss and
 /// validation over steps, also redrawn at every checkpoint). Settings come from the profile's
 /// `training` section; the options below override them. Ctrl-C saves a checkpoint and exits;
-/// `--resume` continues from it. Every input is checked before training starts; one
+/// `--resume` continues from it. `--init-from` continues another run's training (e.g. the
+/// shipped model's) in a new run folder, and `--max-time` stops cleanly before a deadline: with
+/// both, one command spends one window of GPU time. The model card's `history` lists every
+/// session that built the model. Every input is checked before training starts; one
 /// unreadable scan stops the command with an error naming it.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -57,6 +60,17 @@ pub struct Args {
     /// Continue from the newest checkpoint in the run folder.
     #[arg(long)]
     pub resume: bool,
+    /// Continue the training of a model in this new run folder: `shipped` (the profile's shipped
+    /// model), a model file (.safetensors with its card .json), or a checkpoint folder (with
+    /// its Adam moments). The step count, learning rate and schedule go on from there, so
+    /// --steps counts its steps too.
+    #[arg(long, value_name = "MODEL")]
+    pub init_from: Option<PathBuf>,
+    /// Stop cleanly before this much time has passed since the command started (e.g. 780,
+    /// 13m, 1h30m; plain numbers are seconds), keeping time for the last checkpoint and the
+    /// export.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_time: Option<Duration>,
     /// Unlabelled real scans scored by the recomposition L1 at every validation.
     #[arg(long, num_args = 1..)]
     pub validate_on: Vec<PathBuf>,
@@ -75,6 +89,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let deadline = args.max_time.map(|t| Instant::now() + t);
     let profile = Profile::load(&args.profile)?;
     let device = select_device(args.device)?;
     let net = BasicUNetConfig {
@@ -98,6 +113,26 @@ pub fn run(args: Args) -> Result<()> {
     config.workers = args.workers;
     config.validate()?;
     check_run_folder(&args.out, &net, args.resume)?;
+    let warm_start = match &args.init_from {
+        Some(name) if name.as_os_str() == "shipped" => {
+            Some(crate::models::resolve(None, &args.profile)?.weights)
+        }
+        Some(path) => Some(path.clone()),
+        None => None,
+    };
+    if let Some(from) = &warm_start {
+        let checkpoint = Checkpoint::open(from)?;
+        checkpoint.check_config(&net)?;
+        if let Some(trained) = checkpoint.card.profile.as_deref() {
+            if trained != profile.name {
+                bail!(
+                    "{}: this model was trained with profile {trained}, not {}",
+                    from.display(),
+                    profile.name
+                );
+            }
+        }
+    }
 
     let healthy = list_scans(&args.healthy)?;
     if healthy.is_empty() {
@@ -116,10 +151,11 @@ pub fn run(args: Args) -> Result<()> {
 
     let progress = TrainProgress::new(args.out.join("curves.png"), config.checkpoint_every);
     let options = RunOptions {
-        run_dir: &args.out,
-        device,
         resume: args.resume,
-        progress: &progress,
+        warm_start: warm_start.as_deref(),
+        deadline,
+        data: synthesis_record(&healthy, &textures, args.seed),
+        ..RunOptions::new(&args.out, device, &progress)
     };
     let report = pretrain_with_real(Arc::new(source), &net, &config, &options, &real)?;
     let metrics = args.out.join(METRICS_FILE);
@@ -131,6 +167,7 @@ pub fn run(args: Args) -> Result<()> {
         Outcome::Finished => "finished",
         Outcome::EarlyStopped => "stopped early (plateau)",
         Outcome::Cancelled => "cancelled; continue with --resume",
+        Outcome::TimeLimit => "stopped before the time limit; continue with --resume",
     };
     println!(
         "{how} at step {} (from {}), loss {loss}; model {}, curves {}",
@@ -151,6 +188,17 @@ fn check_run_folder(out: &Path, net: &BasicUNetConfig, resume: bool) -> Result<(
             checkpoint.dir.display()
         ),
         None => Ok(()),
+    }
+}
+
+/// `--max-time`: seconds, or a duration with units (13m, 1h30m).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 => Ok(Duration::from_secs_f64(seconds)),
+        Ok(_) => Err("the time must be positive".to_string()),
+        Err(_) => {
+            humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 780, 13m, 1h30m)"))
+        }
     }
 }
 

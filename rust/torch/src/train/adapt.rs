@@ -323,9 +323,8 @@ pub fn adapt(
         finetune.seed = finetune.seed.wrapping_add(r as u64);
         let round_run = RunOptions {
             run_dir: &dir,
-            device: run.device,
             resume: false,
-            progress: run.progress,
+            ..run.clone()
         };
         drop(model);
         let (report, _) = finetune_cases(grid, &[], profile, net, &current, &finetune, &round_run)?;

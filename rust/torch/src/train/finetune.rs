@@ -293,7 +293,7 @@ pub fn finetune(
     config: &FinetuneConfig,
     run: &RunOptions,
 ) -> Result<FinetuneReport> {
-    let (out, device, resume, progress) = (run.run_dir, run.device, run.resume, run.progress);
+    let (out, resume, progress) = (run.run_dir, run.resume, run.progress);
     let datalist = data.datalist;
     datalist.check_files()?;
     let plans: Vec<(Option<usize>, Vec<LabelledCase>, Vec<LabelledCase>)> = match data.folds {
@@ -385,17 +385,19 @@ pub fn finetune(
             .iter()
             .map(|c| ValidationCase::new(scan_of(c), profile))
             .collect::<Result<Vec<_>>>()?;
-        let run = RunOptions {
-            run_dir: &run_dir,
-            device,
-            resume,
-            progress,
-        };
-        let (report, start_dice) =
-            finetune_cases(grid, &validation, profile, net, init, config, &run)?;
         let names = |cases: &[LabelledCase]| -> Vec<String> {
             cases.iter().map(|c| c.name.clone()).collect()
         };
+        let fold_run = RunOptions {
+            run_dir: &run_dir,
+            data: serde_json::json!({
+                "training": names(train_cases),
+                "validation": names(validate_on),
+            }),
+            ..run.clone()
+        };
+        let (report, start_dice) =
+            finetune_cases(grid, &validation, profile, net, init, config, &fold_run)?;
         results.push(FoldResult {
             fold: *fold,
             run_dir: run_dir.clone(),

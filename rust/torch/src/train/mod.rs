@@ -39,7 +39,9 @@ pub use run::{
     BEST_FILE, METRICS_FILE, MODEL_FILE,
 };
 pub use source::{Batch, Loader, Sample, SampleSource, SourceError, VALIDATION_BASE};
-pub use synthetic::{list_scans, load_real_validation, pair_masks, ScanInput, SynthesisSource};
+pub use synthetic::{
+    list_scans, load_real_validation, pair_masks, synthesis_record, ScanInput, SynthesisSource,
+};
 
 use crate::error::{Error, Result};
 use crate::losses::{LossValues, LossWeights};
@@ -169,6 +171,10 @@ pub struct TrainState {
     /// The objective's own settings (e.g. fine-tuning's loss weights and augmentation).
     #[serde(default)]
     pub objective: serde_json::Value,
+    /// Steps taken before Adam's moments last started from zero (a warm start from an exported
+    /// model): the step count is this plus Adam's own updates.
+    #[serde(default)]
+    pub step_offset: u64,
 }
 
 impl TrainState {
@@ -184,6 +190,7 @@ impl TrainState {
             best_score: None,
             validations_since_best: 0,
             objective: serde_json::Value::Null,
+            step_offset: 0,
         }
     }
 }
@@ -198,6 +205,8 @@ pub enum Outcome {
     EarlyStopped,
     /// Cancelled (Ctrl-C); a checkpoint was saved first.
     Cancelled,
+    /// Stopped before the run's deadline (`--max-time`), after a checkpoint and the export.
+    TimeLimit,
 }
 
 /// The result of [`pretrain`].

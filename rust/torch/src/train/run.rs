@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use layerseg_core::Progress;
 use ndarray::Array3;
@@ -16,7 +16,8 @@ use super::amp;
 use super::source::{Batch, Loader, Sample, SampleSource, VALIDATION_BASE};
 use super::{Adam, Outcome, TrainConfig, TrainReport, TrainState};
 use crate::checkpoint::{
-    export_model, latest_checkpoint, save_checkpoint, write_atomic, Checkpoint, ModelCard,
+    device_name, export_model, latest_checkpoint, save_checkpoint, write_atomic, Checkpoint,
+    ModelCard, RunRecord,
 };
 use crate::error::{Error, Result};
 use crate::losses::{layer_losses, recomposition_l1, LossValues, Losses};
@@ -66,20 +67,48 @@ pub trait Objective {
 }
 
 /// Where and how a run happens, apart from its settings.
+#[derive(Clone)]
 pub struct RunOptions<'a> {
     pub run_dir: &'a Path,
     pub device: Device,
     /// Continue from the newest checkpoint in `run_dir` (a fresh start when there is none).
     pub resume: bool,
+    /// Continue another run's training in this (new) run folder: its weights, step count,
+    /// learning rate and schedule, and its Adam moments when it is a checkpoint folder (see
+    /// [`Checkpoint::open`]). `resume` wins when the run folder has a checkpoint.
+    pub warm_start: Option<&'a Path>,
+    /// Stop cleanly before this moment, keeping time for the last checkpoint, validation and
+    /// export ([`Outcome::TimeLimit`]).
+    pub deadline: Option<Instant>,
+    /// What the run trains on (scan names, seed, ...), for the model card's history.
+    pub data: serde_json::Value,
     pub progress: &'a dyn Progress,
+}
+
+impl<'a> RunOptions<'a> {
+    /// A fresh run in `run_dir`: no resume, no warm start, no deadline, no data record.
+    pub fn new(run_dir: &'a Path, device: Device, progress: &'a dyn Progress) -> RunOptions<'a> {
+        RunOptions {
+            run_dir,
+            device,
+            resume: false,
+            warm_start: None,
+            deadline: None,
+            data: serde_json::Value::Null,
+            progress,
+        }
+    }
 }
 
 struct Trainer {
     model: Model,
     adam: Adam,
     state: TrainState,
+    /// `history`'s last record is this session's.
     card: ModelCard,
     config: TrainConfig,
+    /// The card's wall time when this session started.
+    session_wall_start: f64,
 }
 
 impl Trainer {
@@ -87,8 +116,9 @@ impl Trainer {
         net: &BasicUNetConfig,
         config: &TrainConfig,
         run: &RunOptions,
-        init: Option<&Path>,
+        objective: &dyn Objective,
     ) -> Result<Trainer> {
+        let init = objective.initial_weights();
         let model = match init {
             Some(path) => Model::load(net, run.device, path)?,
             None => Model::new(net, run.device)?,
@@ -96,20 +126,44 @@ impl Trainer {
         let adam = Adam::new(&model.vs, config.adam)?;
         let mut card = ModelCard::new(net, run.device);
         card.profile = config.profile.clone();
+        if let Some(card_path) = init.map(|p| p.with_extension("json")) {
+            // Fine-tuning starts a new schedule but keeps the history of the weights it starts from.
+            if card_path.is_file() {
+                card.history = ModelCard::read(&card_path)?.lineage();
+            }
+        }
         let mut trainer = Trainer {
             model,
             adam,
             state: TrainState::new(config),
             card,
             config: config.clone(),
+            session_wall_start: 0.0,
         };
-        match (run.resume, latest_checkpoint(run.run_dir)?) {
-            (true, Some(checkpoint)) => trainer.restore(&checkpoint, net, run)?,
-            (true, None) => run.progress.message(&format!(
+        match (run.resume, latest_checkpoint(run.run_dir)?, run.warm_start) {
+            (true, Some(checkpoint), _) => trainer.restore(&checkpoint, net, run)?,
+            (false, None, Some(from)) | (true, None, Some(from)) => {
+                let checkpoint = Checkpoint::open(from)?;
+                run.progress.message(&format!(
+                    "continuing the training of {} from step {}",
+                    from.display(),
+                    checkpoint.card.step
+                ));
+                if checkpoint.card.step >= config.steps {
+                    return Err(Error::Config(format!(
+                        "{}: already trained for {} steps, and the step count includes them: \
+                         ask for more steps than that",
+                        from.display(),
+                        checkpoint.card.step
+                    )));
+                }
+                trainer.restore(&checkpoint, net, run)?;
+            }
+            (true, None, None) => run.progress.message(&format!(
                 "no checkpoint in {} to resume from: starting from scratch",
                 run.run_dir.display()
             )),
-            (false, Some(checkpoint)) => {
+            (false, Some(checkpoint), _) => {
                 return Err(Error::Checkpoint {
                     path: checkpoint.dir,
                     reason: "this run folder already has checkpoints: resume it, or choose \
@@ -117,9 +171,25 @@ impl Trainer {
                         .to_string(),
                 })
             }
-            (false, None) => {}
+            (false, None, None) => {}
         }
+        trainer.session_wall_start = trainer.card.wall_time_s;
+        let step = trainer.step();
+        trainer.card.history.push(RunRecord {
+            kind: objective.name().to_string(),
+            from_step: step,
+            to_step: step,
+            wall_time_s: 0.0,
+            device: device_name(run.device),
+            layerseg_version: env!("CARGO_PKG_VERSION").to_string(),
+            data: run.data.clone(),
+        });
         Ok(trainer)
+    }
+
+    /// Optimiser steps in total, including those of a warm start's earlier runs.
+    fn step(&self) -> u64 {
+        self.state.step_offset + self.adam.steps()
     }
 
     fn restore(
@@ -138,24 +208,40 @@ impl Trainer {
                 }
             })?;
         let moments = checkpoint.optimizer_state(run.device)?;
-        if moments.is_empty() {
+        // Adam's bias correction counts its own updates, from zero when the moments do.
+        let step_offset = if moments.is_empty() {
             run.progress
                 .message("the checkpoint has no optimiser state: Adam moments start at zero");
+            checkpoint.card.step
         } else {
-            self.adam
-                .load_state(&moments, checkpoint.card.step, saved.lr)?;
-        }
+            let updates = checkpoint.card.step.saturating_sub(saved.step_offset);
+            self.adam.load_state(&moments, updates, saved.lr)?;
+            saved.step_offset
+        };
         self.adam.set_lr(saved.lr);
         // The new settings (e.g. more steps) apply; the schedule continues where it was.
         self.state = TrainState {
             config: self.config.clone(),
+            step_offset,
             ..saved
         };
         let profile = self.card.profile.clone();
         self.card = checkpoint.card.clone();
+        self.card.history = checkpoint.card.lineage();
         self.card.profile = profile.or(self.card.profile.take());
-        self.card.device = crate::checkpoint::device_name(run.device);
+        self.card.device = device_name(run.device);
         Ok(())
+    }
+
+    /// Brings the card's step, wall time and this session's history record up to date.
+    fn stamp_card(&mut self, wall_time_s: f64) {
+        self.card.step = self.step();
+        self.card.wall_time_s = wall_time_s;
+        let session_time = wall_time_s - self.session_wall_start;
+        if let Some(session) = self.card.history.last_mut() {
+            session.to_step = self.card.step;
+            session.wall_time_s = session_time;
+        }
     }
 
     fn train_step(
@@ -200,8 +286,7 @@ impl Trainer {
     }
 
     fn checkpoint(&mut self, run_dir: &Path, wall_time_s: f64) -> Result<PathBuf> {
-        self.card.step = self.adam.steps();
-        self.card.wall_time_s = wall_time_s;
+        self.stamp_card(wall_time_s);
         self.state.lr = self.adam.lr();
         self.card.training = serde_json::to_value(&self.state)
             .map_err(|e| Error::Config(format!("training state: {e}")))?;
@@ -217,8 +302,7 @@ impl Trainer {
 
     /// The current weights as `RUN_DIR/best.safetensors` (and `best.json`).
     fn export_best(&mut self, run_dir: &Path, wall_time_s: f64) -> Result<()> {
-        self.card.step = self.adam.steps();
-        self.card.wall_time_s = wall_time_s;
+        self.stamp_card(wall_time_s);
         export_model(&self.model.vs, &self.card, &run_dir.join(BEST_FILE))?;
         Ok(())
     }
@@ -401,11 +485,11 @@ pub fn train<S: SampleSource + ?Sized + 'static>(
 ) -> Result<TrainReport> {
     config.validate()?;
     std::fs::create_dir_all(run.run_dir).map_err(|e| Error::io(run.run_dir, e))?;
-    let mut trainer = Trainer::new(net, config, run, objective.initial_weights())?;
+    let mut trainer = Trainer::new(net, config, run, objective)?;
     trainer.state.objective = objective.record();
-    let mut metrics = Metrics::open(run.run_dir, trainer.adam.steps())?;
+    let mut metrics = Metrics::open(run.run_dir, trainer.step())?;
 
-    let started_at = trainer.adam.steps();
+    let started_at = trainer.step();
     let batch = config.batch_size;
     let clock = Instant::now();
     let wall_before = trainer.card.wall_time_s;
@@ -465,11 +549,19 @@ pub fn train<S: SampleSource + ?Sized + 'static>(
     let mut last_losses = trainer.card.losses;
     let mut last_checkpoint = None;
     let mut step = started_at;
+    let mut deadline = run.deadline.map(Deadline::new);
     while step < config.steps {
         if run.progress.cancelled() {
             outcome = Outcome::Cancelled;
             break;
         }
+        if deadline.as_ref().is_some_and(Deadline::reached) {
+            run.progress
+                .message(&format!("stopping at step {step}: the time limit is near"));
+            outcome = Outcome::TimeLimit;
+            break;
+        }
+        let step_started = Instant::now();
         let samples = loader.next_samples(batch)?;
         let batch_tensors = Batch::from_samples(&samples, run.device)?;
         let values = trainer.train_step(objective, &batch_tensors, step)?;
@@ -492,6 +584,10 @@ pub fn train<S: SampleSource + ?Sized + 'static>(
                 outcome = Outcome::EarlyStopped;
             }
         }
+        if let Some(deadline) = deadline.as_mut() {
+            deadline.step_took(step_started.elapsed());
+        }
+        let save_started = Instant::now();
         if config.validate_every > 0 && step % config.validate_every == 0 {
             match validate(&mut trainer, &mut metrics, step, wall())? {
                 Some(result) => last = Some(result),
@@ -506,6 +602,9 @@ pub fn train<S: SampleSource + ?Sized + 'static>(
         ));
         if step % config.checkpoint_every == 0 {
             last_checkpoint = Some((step, trainer.checkpoint(run.run_dir, wall())?));
+        }
+        if let Some(deadline) = deadline.as_mut() {
+            deadline.save_took(save_started.elapsed());
         }
         if outcome == Outcome::EarlyStopped {
             break;
@@ -552,6 +651,40 @@ pub fn train<S: SampleSource + ?Sized + 'static>(
     })
 }
 
+/// When to stop a run with a time limit: before a step that could not finish, with the last
+/// checkpoint, validation and export after it, by the limit. Each is estimated by the longest
+/// seen so far, doubled for the step.
+struct Deadline {
+    at: Instant,
+    longest_step: Duration,
+    longest_save: Duration,
+}
+
+impl Deadline {
+    /// The last save is guessed at this until one has been timed.
+    const FIRST_SAVE_GUESS: Duration = Duration::from_secs(10);
+
+    fn new(at: Instant) -> Deadline {
+        Deadline {
+            at,
+            longest_step: Duration::ZERO,
+            longest_save: Self::FIRST_SAVE_GUESS,
+        }
+    }
+
+    fn step_took(&mut self, time: Duration) {
+        self.longest_step = self.longest_step.max(time);
+    }
+
+    fn save_took(&mut self, time: Duration) {
+        self.longest_save = self.longest_save.max(time);
+    }
+
+    fn reached(&self) -> bool {
+        Instant::now() + 2 * self.longest_step + self.longest_save >= self.at
+    }
+}
+
 /// Copies a model and its card (`NAME.json`) to `to` (and its `.json`), each atomically.
 pub(super) fn copy_model(from: &Path, to: &Path) -> Result<()> {
     for (a, b) in [
@@ -586,6 +719,7 @@ pub fn time_train_step(
         state: TrainState::new(config),
         card: ModelCard::new(net, device),
         config: config.clone(),
+        session_wall_start: 0.0,
     };
     let batch = Batch::from_samples(samples, device)?;
     let sync = || {

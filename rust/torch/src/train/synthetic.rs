@@ -285,6 +285,14 @@ impl SampleSource for SynthesisSource {
 
 /// Scans named by `inputs`: NIfTI files, folders (their `.nii`/`.nii.gz` files, sorted) and
 /// `.txt` lists (one path a line, relative to the list's folder; `#` starts a comment).
+/// What pretraining synthesises from (scan paths and seed), for the model card's history.
+pub fn synthesis_record(healthy: &[PathBuf], textures: &[PathBuf], seed: u64) -> serde_json::Value {
+    let shown = |paths: &[PathBuf]| -> Vec<String> {
+        paths.iter().map(|p| p.display().to_string()).collect()
+    };
+    serde_json::json!({"healthy": shown(healthy), "textures": shown(textures), "seed": seed})
+}
+
 pub fn list_scans(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
