@@ -10,7 +10,7 @@ export LIBTORCH_USE_PYTORCH := 1
 BIN := target/release/layerseg
 SAMPLES := $(HOME)/.cache/layerseg/samples
 
-.PHONY: all build venv python rust wheel samples demo test lint rust-test py-test parity-spread clean
+.PHONY: all build venv python rust models wheel samples demo test lint rust-test py-test parity-spread clean
 
 all: build
 
@@ -29,13 +29,36 @@ python: venv
 rust: venv
 	cargo build --release -p layerseg-cli
 
-build: python rust
+build: python rust models
+
+# Large files that are made or fetched rather than tracked, so that the tracked tree stays small
+# enough to travel to a GPU machine with a device kit beside it (64 MiB in all; issue 17):
+# deepbet's brain-extraction networks from its PyPI wheel (sha256-pinned, MIT, notice in
+# models/deepbet/), and the MONAI bundle's weights, exported from the shipped brain model (the
+# export writes the same bytes every time; monai_bundle/large_files.yml holds their sha256).
+WHEELS := $(HOME)/.cache/layerseg/wheels
+DEEPBET_WHEEL := deepbet-1.0.2-py3-none-any.whl
+DEEPBET_WHEEL_SHA256 := 1999e2ea00ec48f6233b95b96f3901a962d3f70431c63aeb985e8a49a198473c
+DEEPBET := models/deepbet/model.pt
+BUNDLE_WEIGHTS := monai_bundle/models/model.pt
+models: $(DEEPBET) $(BUNDLE_WEIGHTS)
+
+$(DEEPBET): models/deepbet/SHA256SUMS | venv
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --dest $(WHEELS) deepbet==1.0.2
+	echo "$(DEEPBET_WHEEL_SHA256)  $(WHEELS)/$(DEEPBET_WHEEL)" | sha256sum --check --quiet
+	$(PY) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+	  [open('models/deepbet/' + n, 'wb').write(z.read('data/models/' + n)) for n in ('model.pt', 'bbox_model.pt')]" \
+	  $(WHEELS)/$(DEEPBET_WHEEL)
+	cd models/deepbet && sha256sum --check --quiet SHA256SUMS || { rm -f *.pt; exit 1; }
+
+$(BUNDLE_WEIGHTS): models/brain-mri.safetensors | python
+	$(PY) -m layerseg.monai export $< $@
 
 # A wheel in dist/ that carries the shipped models inside the package, so `segment`, the
 # Slicer module and the Python API find them without this checkout. The copy is removed after
 # (it must not be git-ignored: maturin leaves ignored files out of the wheel).
 PKG_MODELS := rust/python/python/layerseg/models
-wheel: venv
+wheel: venv $(DEEPBET)
 	rm -rf $(PKG_MODELS) && mkdir -p $(PKG_MODELS)
 	cp -r models/*.safetensors models/*.json models/deepbet $(PKG_MODELS)/
 	maturin build --release --out dist; status=$$?; rm -rf $(PKG_MODELS); exit $$status

@@ -117,7 +117,7 @@ pub fn brain_extractor(device: layerseg_torch::Device) -> Result<BrainExtractor>
     let dirs = model_dirs();
     let Some(dir) = BrainExtractor::find(&dirs) else {
         bail!(
-            "the brain extractor ({}/) is in none of {}; give a brain mask, or search the whole scan (CLI --organ-mask none, Python organ_mask=\"none\", bundle brain_extraction false)",
+            "the brain extractor ({}/) is in none of {} (in a LayerSeg checkout, `make models` fetches it); give a brain mask, or search the whole scan (CLI --organ-mask none, Python organ_mask=\"none\", bundle brain_extraction false)",
             layerseg_torch::brain::MODEL_FOLDER,
             dirs.iter()
                 .map(|d| d.display().to_string())
