@@ -255,6 +255,34 @@ fn warm_start_from_an_exported_model_continues_its_count_and_schedule() {
 }
 
 #[test]
+fn restarted_moments_ramp_the_first_update_down() {
+    let first = tempfile::tempdir().unwrap();
+    let config = settings(5);
+    train(first.path(), &config, false, &NoProgress).unwrap();
+    let model = first.path().join("model.safetensors");
+    let second = tempfile::tempdir().unwrap();
+    warm_started(second.path(), &model, &settings(6)).unwrap();
+    // Adam's first update moves every weight by about the step size: lr / 100 here, not lr.
+    let lr = ModelCard::read(&model.with_extension("json"))
+        .unwrap()
+        .training["lr"]
+        .as_f64()
+        .unwrap();
+    let before = weights(&model);
+    let after = weights(&second.path().join("model.safetensors"));
+    let moved = before
+        .iter()
+        .zip(&after)
+        .filter(|((name, _), _)| !name.contains("running"))
+        .map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 0.0 && moved <= 1.001 * lr / 100.0,
+        "moved {moved}, lr {lr}"
+    );
+}
+
+#[test]
 fn a_past_deadline_stops_before_the_first_step_and_still_exports() {
     let dir = tempfile::tempdir().unwrap();
     let run = RunOptions {

@@ -45,6 +45,8 @@ pub struct Adam {
     lr: f64,
     /// Updates applied so far (PyTorch keeps one per parameter; ours all move together).
     steps: u64,
+    /// Updates over which the step size ramps up linearly to the learning rate (0: none).
+    warmup: u64,
     slots: BTreeMap<String, Slot>,
 }
 
@@ -73,6 +75,7 @@ impl Adam {
             config,
             lr: config.lr,
             steps: 0,
+            warmup: 0,
             slots,
         })
     }
@@ -87,6 +90,12 @@ impl Adam {
 
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Ramps the step size up over the first `updates` updates: moments that restart from zero
+    /// on trained weights make Adam's first steps as large as the learning rate in every weight.
+    pub fn set_warmup(&mut self, updates: u64) {
+        self.warmup = updates;
     }
 
     pub fn zero_grad(&mut self) {
@@ -105,7 +114,11 @@ impl Adam {
         let t = self.steps as i32;
         let bias_correction1 = 1.0 - c.beta1.powi(t);
         let bias_correction2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        let step_size = self.lr / bias_correction1;
+        let ramp = match self.warmup {
+            0 => 1.0,
+            n => (self.steps as f64 / n as f64).min(1.0),
+        };
+        let step_size = self.lr * ramp / bias_correction1;
         tch::no_grad(|| {
             for (name, slot) in self.slots.iter_mut() {
                 let grad = slot.param.grad();

@@ -175,6 +175,9 @@ pub struct TrainState {
     /// model): the step count is this plus Adam's own updates.
     #[serde(default)]
     pub step_offset: u64,
+    /// Adam's warm-up after its moments restarted on trained weights (0: none).
+    #[serde(default)]
+    pub warmup_updates: u64,
 }
 
 impl TrainState {
@@ -191,6 +194,7 @@ impl TrainState {
             validations_since_best: 0,
             objective: serde_json::Value::Null,
             step_offset: 0,
+            warmup_updates: 0,
         }
     }
 }

@@ -24,6 +24,9 @@ use crate::losses::{layer_losses, recomposition_l1, LossValues, Losses};
 use crate::network::{load_weights, BasicUNetConfig, Model};
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
+/// Adam's warm-up (updates) when training continues from weights without their moments: a rule of
+/// thumb fixed beforehand, not tuned on any result.
+pub const MOMENT_RESTART_WARMUP: u64 = 100;
 pub const MODEL_FILE: &str = "model.safetensors";
 /// The weights of the best validation so far, with their card `best.json`, when the objective
 /// selects by validation.
@@ -209,20 +212,24 @@ impl Trainer {
             })?;
         let moments = checkpoint.optimizer_state(run.device)?;
         // Adam's bias correction counts its own updates, from zero when the moments do.
-        let step_offset = if moments.is_empty() {
-            run.progress
-                .message("the checkpoint has no optimiser state: Adam moments start at zero");
-            checkpoint.card.step
+        let (step_offset, warmup_updates) = if moments.is_empty() {
+            run.progress.message(&format!(
+                "the checkpoint has no optimiser state: Adam moments start at zero, and the \
+                 learning rate ramps up over {MOMENT_RESTART_WARMUP} steps"
+            ));
+            (checkpoint.card.step, MOMENT_RESTART_WARMUP)
         } else {
             let updates = checkpoint.card.step.saturating_sub(saved.step_offset);
             self.adam.load_state(&moments, updates, saved.lr)?;
-            saved.step_offset
+            (saved.step_offset, saved.warmup_updates)
         };
         self.adam.set_lr(saved.lr);
+        self.adam.set_warmup(warmup_updates);
         // The new settings (e.g. more steps) apply; the schedule continues where it was.
         self.state = TrainState {
             config: self.config.clone(),
             step_offset,
+            warmup_updates,
             ..saved
         };
         let profile = self.card.profile.clone();
