@@ -17,7 +17,8 @@ fn extractor() -> &'static BrainExtractor {
     static EXTRACTOR: OnceLock<BrainExtractor> = OnceLock::new();
     EXTRACTOR.get_or_init(|| {
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
-        let dir = BrainExtractor::find(&[models]).expect("models/deepbet holds the networks (`make models` fetches them)");
+        let dir = BrainExtractor::find(&[models])
+            .expect("models/deepbet holds the networks (`make models` fetches them)");
         BrainExtractor::load(&dir, Device::Cpu).unwrap()
     })
 }
