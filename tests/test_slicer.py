@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import stat
 import subprocess
@@ -32,7 +31,6 @@ EXTENSION = REPO / "slicer_module"
 MODULE = EXTENSION / "LayerSeg"
 sys.path.insert(0, str(MODULE))
 
-from LayerSegLib import dependencies  # noqa: E402
 from LayerSegLib.logic import (  # noqa: E402
     Logic,
     OrganMask,
@@ -871,27 +869,16 @@ def test_find_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layerseg_bin:
     monkeypatch.setenv("LAYERSEG_BIN", str(layerseg_bin))
     assert find_cli() == [str(layerseg_bin)]
     monkeypatch.delenv("LAYERSEG_BIN")
-    # On PATH (when no script sits beside this Python).
+    # Not on PATH, and no runtime installed: the message says where it looked.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(CliNotFoundError, match=r"runtime in .* \(not installed\)"):
+        find_cli(runtime_root=tmp_path / "runtime")
+    # On PATH.
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "layerseg").symlink_to(layerseg_bin)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    found = find_cli()
-    beside = Path(sys.executable).parent / "layerseg"
-    assert found == [str(beside if beside.exists() else bindir / "layerseg")]
-
-
-def test_dependency_plan() -> None:
-    here = dependencies.installed_versions()
-    assert here["torch"] is not None
-    assert dependencies.plan(here).install_torch is False  # this venv has torch 2.13.0
-    assert dependencies.plan({"torch": "2.13.0+cu128", "layerseg": "0.1.0"}).ready
-    fresh = dependencies.plan({"torch": None, "layerseg": None})
-    assert fresh.install_torch and fresh.install_layerseg and fresh.torch_conflict is None
-    other = dependencies.plan({"torch": "2.5.1+cu121", "layerseg": None})
-    assert other.install_torch and other.torch_conflict is not None
-    assert "2.5.1+cu121" in other.torch_conflict and "2.13.0" in other.torch_conflict
-    assert "2.5.1+cu121" in other.summary()
+    monkeypatch.setenv("PATH", str(bindir))
+    assert find_cli() == [str(bindir / "layerseg")]
 
 
 # ---- the extension's layout --------------------------------------------------------------------
