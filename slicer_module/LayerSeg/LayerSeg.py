@@ -90,7 +90,7 @@ class LayerSeg(ScriptedLoadableModule):
         self.parent.title = _("LayerSeg")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["The LayerSeg authors"]
+        self.parent.contributors = ["LayerSeg developers (LayerSeg project)"]
         self.parent.helpText = _(
             "Segments tumours in brain MRI and liver CT with a network pretrained by layer "
             "decomposition on healthy scans with synthetic tumours (Zhang et al., 2021). "
