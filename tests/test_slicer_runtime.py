@@ -198,6 +198,38 @@ def test_the_runtime_has_its_own_layerseg_and_torch_213(installed: dict[str, Any
     assert "dependencies of layerseg: torch==2.13.0" in log
 
 
+def test_the_dependency_step_follows_the_requirements_extras(installed: dict[str, Any]) -> None:
+    """The dependency step installs what the installed distribution declares for the extras
+    the requirement names, and nothing of the other extras."""
+    runtime: Runtime = installed["runtime"]
+    source: RuntimeSource = installed["plan"].source
+    metadata = run(
+        runtime.python,
+        "-c",
+        "import importlib.metadata as m; md = m.metadata('layerseg'); "
+        "print('\\n'.join(md.get_all('Provides-Extra') or []))",
+    ).split()
+    assert metadata, "the layerseg wheel declares no extras"
+    extra = sorted(metadata)[0]
+
+    def planned_dependencies(requirement: str) -> str:
+        plan = plan_install(
+            RuntimeSource(source.location, requirement, offline=True),
+            runtime.root,
+            python=str(installed["slicer_python"]),
+        )
+        step = next(step for step in plan.steps if step.name == "dependencies")
+        lines = run(*step.argv).splitlines()
+        return next(line for line in lines if line.startswith("dependencies of layerseg: "))
+
+    plain = planned_dependencies("layerseg")
+    with_extra = planned_dependencies(f"layerseg[{extra}]")
+    assert plain.startswith(with_extra.split(", ")[0])
+    added = set(with_extra.split(": ", 1)[1].split(", ")) - set(plain.split(": ", 1)[1].split(", "))
+    assert added, f"layerseg[{extra}] adds no dependency: {with_extra}"
+    assert "extra ==" not in with_extra
+
+
 # ---- the runtime in use ------------------------------------------------------------------------
 
 
