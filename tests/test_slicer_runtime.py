@@ -60,25 +60,32 @@ def wheel_record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
-def build_other_torch_wheel(folder: Path) -> Path:
-    """A minimal wheel named torch 2.4.0: its metadata is all that pip sees of a torch."""
+def build_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
+    """A minimal pure-Python wheel: one module and the metadata pip reads."""
+    module = name.replace("-", "_")
+    info = f"{module}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
     files = {
-        "torch/__init__.py": f'__version__ = "{OTHER_TORCH}"\n'.encode(),
-        f"torch-{OTHER_TORCH}.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: torch\nVersion: {OTHER_TORCH}\n"
-        ).encode(),
-        f"torch-{OTHER_TORCH}.dist-info/WHEEL": (
+        f"{module}/__init__.py": f'__version__ = "{version}"\n'.encode(),
+        f"{info}/METADATA": metadata.encode(),
+        f"{info}/WHEEL": (
             b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         ),
     }
-    record = f"torch-{OTHER_TORCH}.dist-info/RECORD"
+    record = f"{info}/RECORD"
     lines = [wheel_record_line(n, d) for n, d in files.items()] + [f"{record},,"]
-    path = folder / f"torch-{OTHER_TORCH}-py3-none-any.whl"
+    path = folder / f"{module}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
+        for member, data in files.items():
+            zf.writestr(member, data)
         zf.writestr(record, "\n".join(lines) + "\n")
     return path
+
+
+def build_other_torch_wheel(folder: Path) -> Path:
+    """A minimal wheel named torch 2.4.0: its metadata is all that pip sees of a torch."""
+    return build_wheel(folder, "torch", OTHER_TORCH)
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +235,39 @@ def test_the_dependency_step_follows_the_requirements_extras(installed: dict[str
     added = set(with_extra.split(": ", 1)[1].split(", ")) - set(plain.split(": ", 1)[1].split(", "))
     assert added, f"layerseg[{extra}] adds no dependency: {with_extra}"
     assert "extra ==" not in with_extra
+
+
+def test_layerseg_distributions_come_from_the_runtime_source_only(
+    slicer_python: Path, tmp_path: Path
+) -> None:
+    """A LayerSeg distribution that another one requires (as a split package's libtorch part
+    would be) comes from the runtime source too; missing there, the install fails offline
+    instead of asking an index for that name."""
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    build_wheel(wheelhouse, "layerseg-probe", "1.0", ("layerseg-probe-core==1.0",))
+    core = build_wheel(wheelhouse, "layerseg-probe-core", "1.0")
+    source = RuntimeSource(str(wheelhouse), "layerseg-probe", offline=True)
+
+    def steps_up_to_dependencies(root: Path) -> tuple[Runtime, subprocess.CompletedProcess[str]]:
+        plan = plan_install(source, root, python=str(slicer_python))
+        names = [step.name for step in plan.steps]
+        for step in plan.steps[: names.index("dependencies")]:
+            run(*step.argv)
+        deps = plan.steps[names.index("dependencies")].argv
+        return plan.runtime, subprocess.run(deps, capture_output=True, text=True, timeout=600)
+
+    runtime, proc = steps_up_to_dependencies(tmp_path / "runtime")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "from the runtime source: layerseg-probe-core==1.0" in proc.stdout
+    assert "dependencies of layerseg-probe: none" in proc.stdout
+    assert "layerseg_probe_core==1.0" in freeze(runtime.python).replace("-", "_")
+
+    core.unlink()
+    _, proc = steps_up_to_dependencies(tmp_path / "runtime-without-core")
+    assert proc.returncode != 0
+    assert "from the runtime source: layerseg-probe-core==1.0" in proc.stdout
+    assert "No matching distribution found for layerseg-probe-core" in proc.stderr
 
 
 # ---- the runtime in use ------------------------------------------------------------------------

@@ -8,8 +8,9 @@ runs in a private virtual environment under the module's settings folder:
 2. the layerseg distribution alone (``--no-deps``), from the configured source only: a wheel
    file, a folder of wheels, or a package index URL. Never by name from the public index,
    where no release of ours exists;
-3. its dependencies (torch and the rest), read from the installed distribution's metadata,
-   from pip's default index, a configured one, or the wheel folder (offline);
+3. its dependencies, read from the installed distribution's metadata: LayerSeg's own
+   distributions (layerseg*) again from the configured source only, everything else (torch
+   and the rest) from pip's default index, a configured one, or the wheel folder (offline);
 4. ``layerseg runtime`` must start; only then is the marker file written that makes the
    runtime count as installed.
 
@@ -44,28 +45,56 @@ MARKER = "layerseg-runtime.json"
 _URL = re.compile(r"^(https?|file)://", re.I)
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)$")
 
-#: Run with the runtime's interpreter: installs the requirements of the installed
-#: distribution named in argv[1] (with its extras; markers evaluated here, in the runtime),
-#: passing argv[2:] to pip. It reads the requirements from the distribution itself so that the
-#: distribution's own name never goes to an index.
+#: Run with the runtime's interpreter as ``python -c SCRIPT REQUIREMENT OWN_SOURCE... --deps
+#: DEPENDENCY_SOURCE...``: installs the requirements of the installed distribution REQUIREMENT
+#: names (with its extras; markers evaluated in the runtime). It reads them from the
+#: distribution itself, so that LayerSeg's own names never go to an index: those among them
+#: (layerseg*) come with --no-deps from OWN_SOURCE, the runtime source, and their requirements
+#: are followed in turn; everything else comes from DEPENDENCY_SOURCE in one pip call.
 _DEPENDENCIES_SCRIPT = """
 import subprocess, sys
-from importlib.metadata import requires
+from importlib.metadata import PackageNotFoundError, requires, version
 from pip._vendor.packaging.requirements import Requirement
+from pip._vendor.packaging.utils import canonicalize_name
 
-wanted = Requirement(sys.argv[1])
-extras = sorted(wanted.extras) or [""]
-deps = []
-for text in requires(wanted.name) or []:
-    req = Requirement(text)
-    if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras):
+args = sys.argv[2:]
+own_source, dep_source = args[: args.index("--deps")], args[args.index("--deps") + 1 :]
+pip = [sys.executable, "-m", "pip", "install", "--progress-bar", "off"]
+
+
+def installed(name):
+    try:
+        version(name)
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+todo, seen, deps = [Requirement(sys.argv[1])], set(), []
+while todo:
+    wanted = todo.pop()
+    if canonicalize_name(wanted.name) in seen:
         continue
-    req.marker = None
-    deps.append(str(req))
-print("dependencies of " + wanted.name + ": " + (", ".join(deps) or "none"), flush=True)
+    seen.add(canonicalize_name(wanted.name))
+    extras = sorted(wanted.extras) or [""]
+    for text in requires(wanted.name) or []:
+        req = Requirement(text)
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras):
+            continue
+        req.marker = None
+        if not canonicalize_name(req.name).startswith("layerseg"):
+            deps.append(str(req))
+            continue
+        if not installed(req.name):
+            print("from the runtime source: " + str(req), flush=True)
+            code = subprocess.call([*pip, "--no-deps", *own_source, str(req)])
+            if code:
+                sys.exit(code)
+        todo.append(req)
+print("dependencies of " + Requirement(sys.argv[1]).name + ": " + (", ".join(deps) or "none"))
+sys.stdout.flush()
 if deps:
-    cmd = [sys.executable, "-m", "pip", "install", "--progress-bar", "off", *deps, *sys.argv[2:]]
-    sys.exit(subprocess.call(cmd))
+    sys.exit(subprocess.call([*pip, *deps, *dep_source]))
 """
 
 
@@ -145,23 +174,27 @@ class RuntimeSource:
                 f"dependency index {self.dependency_index_url!r} is not an http(s) or file URL"
             )
 
+    def source_pip_args(self) -> list[str]:
+        """pip arguments that make this source the only place packages come from (a wheel
+        file's own folder serves the LayerSeg distributions it requires)."""
+        kind = self.kind
+        if kind == "index":
+            return ["--index-url", self.location]
+        folder = self.path if kind == "folder" else self.path.parent
+        return ["--no-index", "--find-links", str(folder)]
+
     def package_pip_args(self) -> list[str]:
         """pip arguments that install the distribution alone, from this source only."""
         base = ["install", "--progress-bar", "off", "--no-deps", "--force-reinstall"]
-        kind = self.kind
-        if kind == "file":
+        if self.kind == "file":
             return [*base, "--no-index", str(self.path)]
-        if kind == "folder":
-            return [*base, "--no-index", "--find-links", str(self.path), self.requirement]
-        return [*base, "--index-url", self.location, self.requirement]
+        return [*base, *self.source_pip_args(), self.requirement]
 
     def dependency_pip_args(self) -> list[str]:
-        """pip arguments for where the dependencies come from."""
+        """pip arguments for where the other dependencies come from."""
         args: list[str] = []
-        if self.kind == "folder":
-            args += ["--find-links", str(self.path)]
-        elif self.kind == "file":
-            args += ["--find-links", str(self.path.parent)]
+        if self.kind != "index":
+            args += ["--find-links", str(self.path if self.kind == "folder" else self.path.parent)]
         if self.offline:
             args.append("--no-index")
         elif self.dependency_index_url is not None:
@@ -294,7 +327,15 @@ def plan_install(
         Step("layerseg", [py, "-m", "pip", *source.package_pip_args()]),
         Step(
             "dependencies",
-            [py, "-c", _DEPENDENCIES_SCRIPT, source.requirement, *source.dependency_pip_args()],
+            [
+                py,
+                "-c",
+                _DEPENDENCIES_SCRIPT,
+                source.requirement,
+                *source.source_pip_args(),
+                "--deps",
+                *source.dependency_pip_args(),
+            ],
         ),
         Step("check", [str(runtime.cli), "runtime"]),
     ]
