@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import stat
 import subprocess
@@ -32,7 +31,6 @@ EXTENSION = REPO / "slicer_module"
 MODULE = EXTENSION / "LayerSeg"
 sys.path.insert(0, str(MODULE))
 
-from LayerSegLib import dependencies  # noqa: E402
 from LayerSegLib.logic import (  # noqa: E402
     Logic,
     OrganMask,
@@ -871,36 +869,40 @@ def test_find_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layerseg_bin:
     monkeypatch.setenv("LAYERSEG_BIN", str(layerseg_bin))
     assert find_cli() == [str(layerseg_bin)]
     monkeypatch.delenv("LAYERSEG_BIN")
-    # On PATH (when no script sits beside this Python).
+    # Not on PATH, and no runtime installed: the message says where it looked.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(CliNotFoundError, match=r"runtime in .* \(not installed\)"):
+        find_cli(runtime_root=tmp_path / "runtime")
+    # On PATH.
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "layerseg").symlink_to(layerseg_bin)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    found = find_cli()
-    beside = Path(sys.executable).parent / "layerseg"
-    assert found == [str(beside if beside.exists() else bindir / "layerseg")]
-
-
-def test_dependency_plan() -> None:
-    here = dependencies.installed_versions()
-    assert here["torch"] is not None
-    assert dependencies.plan(here).install_torch is False  # this venv has torch 2.13.0
-    assert dependencies.plan({"torch": "2.13.0+cu128", "layerseg": "0.1.0"}).ready
-    fresh = dependencies.plan({"torch": None, "layerseg": None})
-    assert fresh.install_torch and fresh.install_layerseg and fresh.torch_conflict is None
-    other = dependencies.plan({"torch": "2.5.1+cu121", "layerseg": None})
-    assert other.install_torch and other.torch_conflict is not None
-    assert "2.5.1+cu121" in other.torch_conflict and "2.13.0" in other.torch_conflict
-    assert "2.5.1+cu121" in other.summary()
+    monkeypatch.setenv("PATH", str(bindir))
+    assert find_cli() == [str(bindir / "layerseg")]
 
 
 # ---- the extension's layout --------------------------------------------------------------------
 
 
 def cmake_set(text: str, name: str) -> str:
-    m = re.search(rf'set\({name}\s+"?([^")]*)"?\)', text)
+    m = re.search(rf'set\({name}\s+(?:"([^"]*)"|([^)\s]*))\s*\)', text)
     assert m, name
-    return m.group(1)
+    return m.group(1) if m.group(1) is not None else m.group(2)
+
+
+#: What the ExtensionsIndex accepts as a repository name's start (check_description_files.py).
+INDEX_REPOSITORY_PREFIXES = ("Slicer", "Slicer-", "Slicer_", "SlicerExtension-", "SlicerExtension_")
+#: "Name (Institution)", comma-separated.
+CONTRIBUTORS = re.compile(r"^[^,()]+ \([^()]+\)(, [^,()]+ \([^()]+\))*$")
+
+
+def raw_url_file(url: str, entry: dict[str, Any]) -> Path:
+    """The committed file a raw.githubusercontent.com URL of the entry's repository and
+    revision serves (the extension folder is that repository's root)."""
+    owner_repo = entry["scm_url"].removeprefix("https://github.com/").removesuffix(".git")
+    prefix = f"https://raw.githubusercontent.com/{owner_repo}/{entry['scm_revision']}/"
+    assert url.startswith(prefix), (url, prefix)
+    return EXTENSION / url.removeprefix(prefix)
 
 
 def test_catalog_entry_is_valid() -> None:
@@ -909,17 +911,38 @@ def test_catalog_entry_is_valid() -> None:
     schema = json.loads(SCHEMA.read_text())
     assert entry["$schema"] == schema["$id"]
     jsonschema.validate(entry, schema)
+    assert b"\r" not in entry_path.read_bytes()  # the index wants LF line endings
     cmake = (EXTENSION / "CMakeLists.txt").read_text()
     # The checks of the ExtensionsIndex CI (scripts/check_description_files.py).
     assert re.search(r"project\((\w+)\)", cmake).group(1) == entry_path.stem  # type: ignore[union-attr]
+    assert not entry_path.stem.lower().startswith("slicer")
     assert entry["category"] == cmake_set(cmake, "EXTENSION_CATEGORY") == "Segmentation"
-    assert "slicer" in entry["scm_url"].rsplit("/", 1)[-1].lower()
-    assert entry["scm_url"].startswith("https://")
-    assert entry["build_dependencies"] == cmake_set(cmake, "EXTENSION_DEPENDS").split()
-    assert cmake_set(cmake, "EXTENSION_ICONURL").startswith("https://")
-    assert cmake_set(cmake, "EXTENSION_ICONURL").endswith("LayerSeg/Resources/Icons/LayerSeg.png")
+    assert entry["scm_url"].startswith("https://github.com/")
+    assert entry["scm_url"].rsplit("/", 1)[-1].startswith(INDEX_REPOSITORY_PREFIXES)
+    depends = cmake_set(cmake, "EXTENSION_DEPENDS")
+    assert entry["build_dependencies"] == ([] if depends == "NA" else depends.split())
+    # Icon and screenshots: raw URLs of files committed at the repository's root, in formats
+    # the index accepts (it reads them with its own patterns, which want a quoted value).
+    icon = re.search(r'set\s*\(EXTENSION_ICONURL\s*"([^"]+)"\s*\)', cmake)
+    shots = re.search(r'set\s*\(EXTENSION_SCREENSHOTURLS\s*"([^"]+)"\)', cmake)
+    assert icon and shots
+    for url in [icon.group(1), *shots.group(1).split()]:
+        image = raw_url_file(url, entry)
+        assert image.is_file(), f"{url}: {image} is not committed"
+        assert Image.open(image).format in ("PNG", "JPEG", "GIF"), url
+    assert raw_url_file(icon.group(1), entry) == MODULE / "Resources" / "Icons" / "LayerSeg.png"
     assert cmake_set(cmake, "EXTENSION_HOMEPAGE").startswith("https://")
     assert len(cmake_set(cmake, "EXTENSION_DESCRIPTION")) > 40
+    contributors = cmake_set(cmake, "EXTENSION_CONTRIBUTORS")
+    assert CONTRIBUTORS.match(contributors), contributors
+    module = ast.parse((MODULE / "LayerSeg.py").read_text())
+    listed = [
+        ast.literal_eval(node.value)
+        for node in ast.walk(module)
+        if isinstance(node, ast.Assign)
+        and any(ast.unparse(t) == "self.parent.contributors" for t in node.targets)
+    ]
+    assert listed == [contributors.split(", ")]
     assert "Apache License" in (EXTENSION / "LICENSE").read_text()
     # The entry fails validation when it breaks the schema.
     with pytest.raises(jsonschema.ValidationError):

@@ -10,7 +10,6 @@ command line in a subprocess, and brings the results back into the scene.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +25,6 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from LayerSegLib import dependencies
 from LayerSegLib.logic import (
     Logic,
     OrganMask,
@@ -37,7 +35,15 @@ from LayerSegLib.logic import (
     write_organ_mask_setting,
 )
 from LayerSegLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters
-from LayerSegLib.process import CliNotFoundError, Progress, find_cli
+from LayerSegLib.process import CliNotFoundError, Progress
+from LayerSegLib.runtime import (
+    LAYERSEG_REQUIREMENT,
+    InstallJob,
+    Runtime,
+    RuntimeSetupError,
+    RuntimeSource,
+    plan_install,
+)
 from LayerSegLib.scene import BRAIN_NAME, TUMOR_NAME, LayerSegError, check_volume
 
 try:
@@ -58,6 +64,19 @@ MODELS = ["default", "file"]
 DEVICES = ["auto", "cpu", "cuda"]
 #: The brain / organ mask choices (LayerSegLib.parameters.ORGAN_MASK_CHOICES).
 ORGAN_MASKS = ["auto", "segment", "none"]
+#: Application settings that say where LayerSeg's runtime comes from (see LayerSegLib.runtime).
+RUNTIME_SETTINGS = {
+    "LayerSeg/RuntimeSource": "runtimeSourceLineEdit",
+    "LayerSeg/RuntimeRequirement": "runtimeRequirementLineEdit",
+    "LayerSeg/RuntimeDependencyIndex": "runtimeDependencyIndexLineEdit",
+}
+
+
+def runtimeRoot() -> Path:
+    """LayerSeg's own Python environment: beside Slicer's settings, one per Python version
+    (a Slicer with another Python gets a new one)."""
+    settings = Path(slicer.app.slicerUserSettingsFilePath).parent
+    return settings / "LayerSeg" / f"runtime-cp{sys.version_info[0]}{sys.version_info[1]}"
 
 
 #
@@ -71,7 +90,7 @@ class LayerSeg(ScriptedLoadableModule):
         self.parent.title = _("LayerSeg")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["The LayerSeg authors"]
+        self.parent.contributors = ["LayerSeg developers (LayerSeg project)"]
         self.parent.helpText = _(
             "Segments tumours in brain MRI and liver CT with a network pretrained by layer "
             "decomposition on healthy scans with synthetic tumours (Zhang et al., 2021). "
@@ -79,7 +98,9 @@ class LayerSeg(ScriptedLoadableModule):
             "node. Brain / organ mask says where to search: Automatic extracts the brain (brain "
             "MRI) and adds it as a Brain segment; liver CT needs a liver segment (From a "
             "segment). Pretrain and Fine-tune train your own models. The work runs in a separate "
-            "process; Cancel stops it. See https://github.com/layerseg/SlicerLayerSeg"
+            "process in LayerSeg's own Python environment (Advanced: Install runtime), which "
+            "leaves Slicer's Python and its PyTorch as they are; Cancel stops it. See "
+            "https://github.com/layerseg/SlicerLayerSeg"
         )
         self.parent.acknowledgementText = _(
             "Method: Zhang X. et al., Self-supervised tumor segmentation through layer "
@@ -131,7 +152,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic: LayerSegLogic | None = None
         self._parameterNode: Any = None
         self._updatingGUI = False
-        self._running: RunningJob | None = None
+        self._running: RunningJob | InstallJob | None = None
         self._runningKind = ""
 
     def setup(self) -> None:
@@ -173,6 +194,16 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
         self.ui.pretrainButton.clicked.connect(self.onPretrainButton)
         self.ui.finetuneButton.clicked.connect(self.onFinetuneButton)
+
+        settings = qt.QSettings()
+        for key, widgetName in RUNTIME_SETTINGS.items():
+            widget = getattr(self.ui, widgetName)
+            widget.text = settings.value(key, "")
+            widget.editingFinished.connect(self.saveRuntimeSettings)
+        if not self.ui.runtimeRequirementLineEdit.text:
+            self.ui.runtimeRequirementLineEdit.text = LAYERSEG_REQUIREMENT
+        self.ui.installRuntimeButton.clicked.connect(self.onInstallRuntimeButton)
+        self.updateRuntimeStatus()
 
         self.initializeParameterNode()
 
@@ -290,6 +321,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "segment": (self.ui.segmentButton, _("Segment")),
             "pretrain": (self.ui.pretrainButton, _("Pretrain")),
             "finetune": (self.ui.finetuneButton, _("Fine-tune")),
+            "install": (self.ui.installRuntimeButton, _("Install runtime")),
         }
         for kind, (button, text) in buttons.items():
             mine = running and kind == self._runningKind
@@ -357,16 +389,17 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.cli_path = self.ui.cliPathLineEdit.currentPath or None
         self.ui.logTextEdit.clear()
         try:
-            if not self.ensureDependencies():
+            if kind != "install" and not self.ensureRuntime():
                 return
             running = start()
-        except (LayerSegError, CliNotFoundError) as e:
+        except (LayerSegError, CliNotFoundError, RuntimeSetupError) as e:
             self.showError(str(e))
             return
         self._running, self._runningKind = running, kind
         self.ui.progressBar.setRange(0, 0)  # busy until the first progress line
         self.ui.progressBar.show()
-        self.appendLog(" ".join(running.job.argv))
+        if kind != "install":
+            self.appendLog(" ".join(running.job.argv))
         self._timer.start()
         self.updateButtons()
 
@@ -449,7 +482,14 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         kind = self._runningKind
         assert self.logic is not None
         try:
-            if kind == "segment":
+            if isinstance(running, InstallJob):
+                runtime = running.check_success()
+                self.appendLog(
+                    _("Done: the LayerSeg runtime is installed in {path}.").format(
+                        path=runtime.root
+                    )
+                )
+            elif kind == "segment":
                 result = self.logic.finish_segment(running)
                 self.ui.outputSegmentationSelector.setCurrentNode(result.segmentation)
                 self.appendLog(
@@ -467,12 +507,13 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         path=model
                     )
                 )
-        except LayerSegError as e:
+        except (LayerSegError, RuntimeSetupError) as e:
             self.showError(str(e))
         finally:
             self._running, self._runningKind = None, ""
             self.ui.progressBar.hide()
             self.updateButtons()
+            self.updateRuntimeStatus()
 
     def reportSearchedRegion(self, result: SegmentResult) -> None:
         """Says where the search ran, and repeats the CLI's warnings (an implausible brain
@@ -503,75 +544,69 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.hide()
             self.updateButtons()
 
-    # ---- dependencies --------------------------------------------------------------------
+    # ---- the runtime ---------------------------------------------------------------------
 
-    def ensureDependencies(self) -> bool:
-        """Makes sure torch 2.13 and layerseg are installed, asking the user first. False when
-        the user declines. Not needed when an executable is configured."""
-        if self.ui.cliPathLineEdit.currentPath or os.environ.get("LAYERSEG_BIN"):
-            return True
-        plan = dependencies.plan(dependencies.installed_versions())
-        if plan.ready:
-            return True
-        if plan.torch_conflict and not slicer.util.confirmOkCancelDisplay(
-            plan.torch_conflict + "\n\n" + _("Replace it?"),
-            windowTitle=_("LayerSeg: PyTorch version"),
-        ):
-            return False
-        hasPipEnsure = hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure")
-        if not hasPipEnsure and not slicer.util.confirmOkCancelDisplay(
-            plan.summary() + "\n\n" + _("Install now?"),
-            windowTitle=_("LayerSeg: install dependencies"),
-        ):
-            return False
-        torchWasImported = "torch" in sys.modules
-        if plan.install_torch:
-            self.installTorch(hasPipEnsure)
-        if plan.install_layerseg:
-            # --no-deps / skip_packages: pip must not swap torch behind the PyTorch extension.
-            if hasPipEnsure:
-                try:
-                    slicer.packaging.pip_ensure(
-                        [dependencies.LAYERSEG_REQUIREMENT, "nibabel>=5"],
-                        skip_packages=["torch"],
-                        requester="LayerSeg",
-                    )
-                except RuntimeError:  # declined in pip_ensure's own dialog
-                    return False
-            else:
-                slicer.util.pip_install(
-                    [dependencies.LAYERSEG_REQUIREMENT, "nibabel>=5", "--no-deps"]
-                )
-        if plan.install_torch and torchWasImported:
-            if slicer.util.confirmYesNoDisplay(
-                _("PyTorch was replaced while an older version is loaded. Restart Slicer now?")
-            ):
-                slicer.util.restart()
-            return False
-        return dependencies.plan(dependencies.installed_versions()).ready
+    def saveRuntimeSettings(self) -> None:
+        settings = qt.QSettings()
+        for key, widgetName in RUNTIME_SETTINGS.items():
+            settings.setValue(key, getattr(self.ui, widgetName).text.strip())
 
-    def installTorch(self, hasPipEnsure: bool) -> None:
-        try:
-            import PyTorchUtils  # the PyTorch extension, when installed
-        except ImportError:
-            PyTorchUtils = None
-        if PyTorchUtils is not None:
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=True, torchVersionRequirement=f"=={dependencies.TORCH_VERSION}"
-            )
-            if torch is None:
-                raise LayerSegError(
-                    _("PyTorch {version} was not installed.").format(
-                        version=dependencies.TORCH_VERSION
-                    )
-                )
-        elif hasPipEnsure:
-            try:
-                slicer.packaging.pip_ensure([dependencies.TORCH_REQUIREMENT], requester="LayerSeg")
-            except RuntimeError as e:
-                raise LayerSegError(_("PyTorch was not installed.")) from e
+    def runtimeSource(self) -> RuntimeSource:
+        return RuntimeSource(
+            location=self.ui.runtimeSourceLineEdit.text.strip(),
+            requirement=self.ui.runtimeRequirementLineEdit.text.strip() or LAYERSEG_REQUIREMENT,
+            dependency_index_url=self.ui.runtimeDependencyIndexLineEdit.text.strip() or None,
+        )
+
+    def updateRuntimeStatus(self) -> None:
+        runtime = Runtime(runtimeRoot())
+        if runtime.installed:
+            text = _("Runtime: installed in {path}").format(path=runtime.root)
         else:
-            slicer.util.pip_install(dependencies.TORCH_REQUIREMENT)
+            text = _("Runtime: not installed")
+        self.ui.runtimeStatusLabel.text = text
+
+    def ensureRuntime(self) -> bool:
+        """True when a layerseg command line is there to run: a configured executable,
+        LayerSeg's runtime, or one on PATH. Otherwise offers to install the runtime (which runs
+        in the background; the user starts the job again once it is done) and returns False."""
+        assert self.logic is not None
+        try:
+            self.logic.cli()
+            return True
+        except CliNotFoundError:
+            pass
+        source = self.runtimeSource()
+        if not source.location:
+            self.ui.advancedCollapsibleButton.collapsed = False
+            self.showError(
+                _(
+                    "LayerSeg runs in its own Python environment, which is not installed yet. "
+                    "Set the runtime source under Advanced (a layerseg wheel file, a folder of "
+                    "wheels, or a package index URL) and press Install runtime."
+                )
+            )
+            return False
+        self.onInstallRuntimeButton()
+        return False
+
+    def onInstallRuntimeButton(self) -> None:
+        if self._running is not None:
+            if self._runningKind == "install":
+                self.cancelRunning()
+            return
+        self.saveRuntimeSettings()
+        try:
+            plan = plan_install(self.runtimeSource(), runtimeRoot())
+        except RuntimeSetupError as e:
+            self.showError(str(e))
+            return
+        if not slicer.util.confirmOkCancelDisplay(
+            plan.summary() + "\n\n" + _("Install now?"),
+            windowTitle=_("LayerSeg: install the runtime"),
+        ):
+            return
+        self._start("install", lambda: InstallJob(plan, self.appendLog, self.onProgress))
 
 
 #
@@ -585,7 +620,7 @@ class LayerSegLogic(ScriptedLoadableModuleLogic, Logic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        Logic.__init__(self, slicer.mrmlScene)
+        Logic.__init__(self, slicer.mrmlScene, runtime_root=runtimeRoot())
 
 
 #
@@ -660,12 +695,12 @@ class LayerSegTest(ScriptedLoadableModuleTest):
 
     def test_segment(self) -> None:
         self.delayDisplay("Segmenting MRBrainTumor2")
-        try:
-            find_cli()
-        except CliNotFoundError as e:
-            self.skipTest(f"layerseg is not installed in this Slicer: {e}")
-        volume = self._sample()
         logic = LayerSegLogic()
+        try:
+            logic.cli()
+        except CliNotFoundError as e:
+            self.skipTest(f"the LayerSeg runtime is not installed: {e}")
+        volume = self._sample()
         try:
             result = logic.segment(volume, SegmentParameters(device="cpu"), timeout=600)
         except LayerSegError as e:

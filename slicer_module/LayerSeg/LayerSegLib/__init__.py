@@ -1,2 +1,2 @@
 """LayerSeg's Slicer logic, importable without Qt: parameters, the subprocess runner, MRML
-helpers, dependency checks and the Logic itself."""
+helpers, its own runtime (a private Python environment) and the Logic itself."""

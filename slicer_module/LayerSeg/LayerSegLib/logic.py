@@ -177,19 +177,26 @@ class Logic:
     """Everything the LayerSeg panel does, on a given MRML ``scene``.
 
     ``cli`` is the command that runs layerseg (as an argument-list prefix); by default it is
-    found with :func:`~LayerSegLib.process.find_cli` from ``cli_path``, ``$LAYERSEG_BIN``, the
-    Python environment and PATH.
+    found with :func:`~LayerSegLib.process.find_cli` from ``cli_path``, ``$LAYERSEG_BIN``,
+    LayerSeg's own runtime at ``runtime_root`` and PATH.
     """
 
     def __init__(
-        self, scene: Any, cli: Sequence[str] | None = None, cli_path: str | None = None
+        self,
+        scene: Any,
+        cli: Sequence[str] | None = None,
+        cli_path: str | None = None,
+        runtime_root: Path | None = None,
     ) -> None:
         self.scene = scene
         self._cli = list(cli) if cli is not None else None
         self.cli_path = cli_path
+        self.runtime_root = runtime_root
 
     def cli(self) -> list[str]:
-        return list(self._cli) if self._cli is not None else find_cli(self.cli_path)
+        if self._cli is not None:
+            return list(self._cli)
+        return find_cli(self.cli_path, self.runtime_root)
 
     # ---- segment -------------------------------------------------------------------------
 

@@ -8,14 +8,12 @@ session of its own so that Cancel can end the whole process tree.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import queue
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +22,10 @@ from pathlib import Path
 
 #: The environment variable that makes the CLI print plain progress lines instead of a bar.
 PROGRESS_ENV = {"LAYERSEG_PROGRESS": "lines"}
+
+#: Variables that would carry Slicer's Python (and its torch) into a subprocess's Python: the
+#: layerseg runtime must see its own packages only.
+PYTHON_LEAKS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
 
 #: ``layerseg: progress WHAT DONE/TOTAL`` (rust/cli/src/progress.rs).
 _PROGRESS_LINE = re.compile(r"^layerseg: progress (\S+) (\d+)/(\d+)\s*$")
@@ -57,17 +59,13 @@ def parse_progress(line: str) -> Progress | None:
     return Progress(m.group(1), int(m.group(2)), int(m.group(3)))
 
 
-def _python_for_subprocess() -> str:
-    # Inside Slicer, sys.executable may be the application; PythonSlicer is its console Python.
-    return shutil.which("PythonSlicer") or sys.executable
-
-
-def find_cli(configured: str | None = None) -> list[str]:
+def find_cli(configured: str | None = None, runtime_root: Path | None = None) -> list[str]:
     """The command that runs ``layerseg``, as the start of an argument list.
 
-    In order: ``configured`` (a file chosen in the panel), ``$LAYERSEG_BIN``, a ``layerseg``
-    script beside the running Python (where pip puts console scripts), ``layerseg`` on PATH,
-    and finally ``python -m layerseg`` when the package is importable.
+    In order: ``configured`` (a file chosen in the panel), ``$LAYERSEG_BIN``, LayerSeg's own
+    runtime at ``runtime_root`` once installed (:mod:`LayerSegLib.runtime`), and ``layerseg``
+    on PATH. Slicer's own Python is never used: its torch need not be the one LayerSeg's Rust
+    core is built against.
     """
     tried: list[str] = []
     for label, value in (
@@ -80,22 +78,21 @@ def find_cli(configured: str | None = None) -> list[str]:
                 return [str(path)]
             raise CliNotFoundError(f"{path} ({label}) is not an executable file")
         tried.append(label)
-    bindir = Path(sys.executable).parent
-    for name in ("layerseg", "layerseg.exe", "Scripts/layerseg.exe"):
-        candidate = bindir / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return [str(candidate)]
-    tried.append(str(bindir))
+    if runtime_root is not None:
+        from .runtime import Runtime
+
+        runtime = Runtime(runtime_root)
+        if runtime.installed:
+            return [str(runtime.cli)]
+        tried.append(f"the LayerSeg runtime in {runtime_root} (not installed)")
     on_path = shutil.which("layerseg")
     if on_path:
         return [on_path]
     tried.append("PATH")
-    if importlib.util.find_spec("layerseg") is not None:
-        return [_python_for_subprocess(), "-m", "layerseg"]
-    tried.append("the layerseg Python package")
     raise CliNotFoundError(
         "cannot find the layerseg command line (looked at " + ", ".join(tried) + "); "
-        "install the layerseg package or set the path to the layerseg executable"
+        "install the LayerSeg runtime (Advanced: runtime source, Install runtime) or set the "
+        "path to the layerseg executable"
     )
 
 
@@ -119,7 +116,8 @@ class Job:
         self._on_line = on_line
         self._on_progress = on_progress
         self._queue: queue.Queue[str | None] = queue.Queue()
-        full_env = dict(os.environ)
+        full_env = {k: v for k, v in os.environ.items() if k not in PYTHON_LEAKS}
+        full_env["PYTHONNOUSERSITE"] = "1"
         full_env.update(PROGRESS_ENV)
         if env:
             full_env.update(env)
