@@ -77,7 +77,7 @@ lint: build
 	ruff check .
 	ruff format --check .
 	mypy rust/python/python/layerseg
-	mypy --strict slicer_module/LayerSeg/LayerSeg.py slicer_module/LayerSeg/LayerSegLib
+	mypy --strict slicer_module/LayerSeg/LayerSeg.py slicer_module/LayerSeg/LayerSegLib slicer_module/screenshot.py
 
 rust-test: build
 	cargo test --release --workspace
