@@ -885,7 +885,10 @@ def test_dependency_plan() -> None:
     here = dependencies.installed_versions()
     assert here["torch"] is not None
     assert dependencies.plan(here).install_torch is False  # this venv has torch 2.13.0
-    assert dependencies.plan({"torch": "2.13.0+cu128", "layerseg": "0.1.0"}).ready
+    assert dependencies.plan(
+        {"torch": "2.13.0+cu128", "layerseg": "0.1.0", "layerseg-libtorch": "0.1.0"}
+    ).ready
+    assert dependencies.plan({"torch": "2.13.0", "layerseg": "0.1.0"}).install_layerseg
     fresh = dependencies.plan({"torch": None, "layerseg": None})
     assert fresh.install_torch and fresh.install_layerseg and fresh.torch_conflict is None
     other = dependencies.plan({"torch": "2.5.1+cu121", "layerseg": None})

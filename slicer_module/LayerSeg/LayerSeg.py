@@ -532,7 +532,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if hasPipEnsure:
                 try:
                     slicer.packaging.pip_ensure(
-                        [dependencies.LAYERSEG_REQUIREMENT, "nibabel>=5"],
+                        [*dependencies.LAYERSEG_REQUIREMENTS, "nibabel>=5"],
                         skip_packages=["torch"],
                         requester="LayerSeg",
                     )
@@ -540,7 +540,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     return False
             else:
                 slicer.util.pip_install(
-                    [dependencies.LAYERSEG_REQUIREMENT, "nibabel>=5", "--no-deps"]
+                    [*dependencies.LAYERSEG_REQUIREMENTS, "nibabel>=5", "--no-deps"]
                 )
         if plan.install_torch and torchWasImported:
             if slicer.util.confirmYesNoDisplay(

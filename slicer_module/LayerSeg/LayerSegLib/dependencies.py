@@ -10,14 +10,18 @@ import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-#: tch 0.26 (LayerSeg's Rust core) is built against exactly this PyTorch; another version
-#: in the same process crashes when the extension loads.
+#: The layerseg-libtorch runtime (tch 0.26) is built against exactly this PyTorch; another
+#: version in the same process refuses to load it.
 TORCH_VERSION = "2.13.0"
 TORCH_REQUIREMENT = f"torch=={TORCH_VERSION}"
-LAYERSEG_REQUIREMENT = "layerseg"
+#: The CLI the module runs lives in layerseg-libtorch; both are listed because the install
+#: uses --no-deps, which ignores extras such as layerseg[libtorch].
+LAYERSEG_REQUIREMENTS = ("layerseg", "layerseg-libtorch")
 
 
-def installed_versions(names: tuple[str, ...] = ("torch", "layerseg")) -> dict[str, str | None]:
+def installed_versions(
+    names: tuple[str, ...] = ("torch", *LAYERSEG_REQUIREMENTS),
+) -> dict[str, str | None]:
     """The installed version of each distribution, None where it is missing."""
     found: dict[str, str | None] = {}
     for name in names:
@@ -72,6 +76,6 @@ def plan(versions: Mapping[str, str | None]) -> Plan:
         )
     return Plan(
         install_torch=torch is None or conflict is not None,
-        install_layerseg=versions.get("layerseg") is None,
+        install_layerseg=any(versions.get(name) is None for name in LAYERSEG_REQUIREMENTS),
         torch_conflict=conflict,
     )

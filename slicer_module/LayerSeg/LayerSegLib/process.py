@@ -67,7 +67,8 @@ def find_cli(configured: str | None = None) -> list[str]:
 
     In order: ``configured`` (a file chosen in the panel), ``$LAYERSEG_BIN``, a ``layerseg``
     script beside the running Python (where pip puts console scripts), ``layerseg`` on PATH,
-    and finally ``python -m layerseg`` when the package is importable.
+    and finally ``python -m layerseg`` when its libtorch runtime (``layerseg_libtorch``, which
+    runs the command line) is importable.
     """
     tried: list[str] = []
     for label, value in (
@@ -90,12 +91,13 @@ def find_cli(configured: str | None = None) -> list[str]:
     if on_path:
         return [on_path]
     tried.append("PATH")
-    if importlib.util.find_spec("layerseg") is not None:
+    if importlib.util.find_spec("layerseg_libtorch") is not None:
         return [_python_for_subprocess(), "-m", "layerseg"]
-    tried.append("the layerseg Python package")
+    tried.append("the layerseg_libtorch Python package")
     raise CliNotFoundError(
         "cannot find the layerseg command line (looked at " + ", ".join(tried) + "); "
-        "install the layerseg package or set the path to the layerseg executable"
+        'install layerseg with its runtime (pip install "layerseg[libtorch]") or set the path '
+        "to the layerseg executable"
     )
 
 
