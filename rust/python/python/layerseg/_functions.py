@@ -395,7 +395,8 @@ def runtime() -> str:
         Whether the libtorch CUDA backend is loaded, whether CUDA is available and with how
         many devices, and the number of CPU threads.
     """
-    return native().runtime()
+    text: str = native().runtime()
+    return text
 
 
 def run_cli(argv: list[str]) -> int:
@@ -413,4 +414,5 @@ def run_cli(argv: list[str]) -> int:
         The exit code: 0 on success (and when help was asked for), 1 on an error (printed
         to stderr), 2 on a usage error.
     """
-    return native().run_cli(argv)
+    code: int = native().run_cli(argv)
+    return code

@@ -70,8 +70,16 @@ def _deepbet_normalise(x: torch.Tensor, low: float, high: float) -> torch.Tensor
     return (x - x.mean()) / x.std() * 0.226 + 0.449
 
 
-def _foreground(module: torch.jit.ScriptModule, x: torch.Tensor) -> torch.Tensor:
-    return (module(x)[:, 1:2] > 0.5).float()
+def _foreground(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    probabilities: torch.Tensor = module(x)
+    return (probabilities[:, 1:2] > 0.5).float()
+
+
+def _load_torchscript(path: Path, device: torch.device) -> torch.nn.Module:
+    module: torch.nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
+        str(path), map_location=device
+    )
+    return module.eval()
 
 
 def extract_brain(
@@ -103,9 +111,7 @@ def extract_brain(
     folder = _deepbet_folder()
     scan = _layerseg.brain_scan(data, aff)
     with torch.no_grad():
-        coarse_net, fine_net = (
-            torch.jit.load(str(folder / name), map_location=dev).eval() for name in _DEEPBET[1:]
-        )
+        coarse_net, fine_net = (_load_torchscript(folder / name, dev) for name in _DEEPBET[1:])
         ras = torch.nan_to_num(torch.from_numpy(scan.ras)[None, None].to(dev), 0.0, 0.0, 0.0)
         coarse_in = F.interpolate(ras, size=_COARSE, mode="nearest-exact")
         low = float(torch.quantile(coarse_in, 0.005))
