@@ -123,8 +123,11 @@ def test_binary_finds_libtorch_and_keeps_cuda_backend(layerseg_bin: Path) -> Non
         assert "libtorch_cuda.so =>" in out
 
 
-def test_extension_finds_libtorch() -> None:
-    ext = Path(layerseg._layerseg.__file__)
-    out = _ldd(ext)
+def test_only_the_libtorch_extension_links_libtorch() -> None:
+    from layerseg._libtorch import native
+
+    free = _ldd(Path(layerseg._layerseg.__file__))
+    assert "torch" not in free and "c10" not in free and "not found" not in free, free
+    out = _ldd(Path(native().__file__))
     assert "libtorch_cpu.so =>" in out and "not found" not in out, out
     assert "CUDA backend loaded" in layerseg.runtime() or "not loaded" in layerseg.runtime()
