@@ -42,7 +42,7 @@ def load() -> ModuleType:
             f"layerseg-libtorch {ours} is built against torch {TORCH_VERSION}, but this "
             f"environment has torch {torch.__version__} ({torch.__file__}). Segmentation, "
             "brain extraction, training and the layerseg command need "
-            f'torch=={TORCH_VERSION}: install it in a separate environment (pip install '
+            f"torch=={TORCH_VERSION}: install it in a separate environment (pip install "
             f'"torch=={TORCH_VERSION}" "layerseg[libtorch]"), or, keeping your torch, segment '
             "through MONAI with layerseg.monai.segment; everything else in layerseg works "
             f"with torch {torch.__version__}"
