@@ -55,10 +55,11 @@ def test_the_libtorch_runtime_names_both_torch_versions_when_they_differ() -> No
 
 
 def test_one_exception_class_from_both_extensions(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.json"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
     with pytest.raises(layerseg.LayerSegError) as free:
-        layerseg.profile_json(str(missing))
-    assert str(missing) in str(free.value)
+        layerseg.profile_json(str(bad))
+    assert str(bad) in str(free.value)
     with pytest.raises(layerseg.LayerSegError, match="device"):
         layerseg.pretrain([], tmp_path / "run", device="tpu")
 
