@@ -69,6 +69,14 @@ def main(scan: Path, label: Path, work: Path) -> None:
         else:
             raise AssertionError("the libtorch half ran without layerseg_libtorch installed")
 
+    command = subprocess.run(
+        [str(Path(sys.executable).with_name("layerseg")), "info", str(scan)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert command.returncode == 1 and "layerseg[libtorch]" in command.stderr, command
+
     print(
         f"torch-free layerseg {layerseg.__version__}: read, write, profiles, synthesis "
         f"(mask {int(tumour['mask'].sum())} voxels) and evaluate (Dice {scored['dice']:.3f}) "
