@@ -9,6 +9,7 @@ pub mod distance;
 pub mod error;
 pub mod io;
 pub mod metrics;
+pub mod model_card;
 pub mod models;
 pub mod orientation;
 pub mod postprocess;

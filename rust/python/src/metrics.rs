@@ -1,5 +1,5 @@
 //! Metrics (`evaluate`), and the pieces of the core that the MONAI transforms call instead of
-//! repeating them: the profiles' z-score and the listing of a folder's scans.
+//! repeating them: the profiles' z-score, the listing of a folder's scans, the model-card checks.
 
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArray2, PyReadonlyArray3, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
@@ -99,7 +99,19 @@ fn scan_files(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<PathBuf>> {
     without_gil(py, || layerseg_core::io::scan_files(&folder))
 }
 
+/// A LayerSeg model card, checked as the libtorch runtime checks it
+/// (`layerseg_core::model_card`), as JSON text.
+#[pyfunction]
+fn read_model_card(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+    without_gil(py, || {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| layerseg_core::Error::io(&path, e))?;
+        layerseg_core::model_card::check_model_card(&path, &text).map(|card| card.to_string())
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(read_model_card, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(zscore_nonzero, m)?)?;
     m.add_function(wrap_pyfunction!(scan_files, m)?)?;

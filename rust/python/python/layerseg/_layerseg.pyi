@@ -118,3 +118,6 @@ class BrainScan:
 
 def brain_scan(image: npt.NDArray[np.float32], affine: Affine) -> BrainScan:
     """The scan reoriented to RAS for brain extraction."""
+
+def read_model_card(path: str | os.PathLike[str]) -> str:
+    """A LayerSeg model card, checked, as JSON text."""

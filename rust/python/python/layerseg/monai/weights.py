@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from monai.networks.nets.basic_unet import BasicUNet
 
+from layerseg import _layerseg
+
 PathLike = str | os.PathLike[str]
 
 #: One key per entry of MONAI's ``BasicUNet`` ``features``: (key, axis of the width).
@@ -109,37 +111,11 @@ def load_weights(
 
 
 def read_model_card(path: PathLike) -> dict[str, Any]:
-    """A LayerSeg model card (``NAME.json`` beside ``NAME.safetensors``), checked: format 1, a
-    BasicUNet, ``config`` with ``in_channels``, ``out_channels`` and six ``features``."""
-    path = Path(path)
-    try:
-        card = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: model card not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a LayerSeg model card: {e}") from e
-    if not isinstance(card, dict):
-        raise ValueError(f"{path}: not a LayerSeg model card: not a JSON object")
-    if card.get("format") != 1:
-        raise ValueError(
-            f"{path}: model card format {card.get('format')!r} (this LayerSeg reads format 1)"
-        )
-    if card.get("network") != "BasicUNet":
-        raise ValueError(f"{path}: network {card.get('network')!r}; only BasicUNet is supported")
-    config = card.get("config")
-    ok = (
-        isinstance(config, dict)
-        and isinstance(config.get("in_channels"), int)
-        and isinstance(config.get("out_channels"), int)
-        and isinstance(config.get("features"), list)
-        and len(config["features"]) == 6
-        and all(isinstance(f, int) and f > 0 for f in config["features"])
-    )
-    if not ok:
-        raise ValueError(
-            f"{path}: model card config must hold in_channels, out_channels and six positive "
-            f"features, got {config!r}"
-        )
+    """A LayerSeg model card (``NAME.json`` beside ``NAME.safetensors``), checked by LayerSeg's
+    Rust core as the runtime checks it: format 1, a BasicUNet, ``config`` with ``in_channels``,
+    ``out_channels`` and six positive ``features``. Raises ``FileNotFoundError``, or
+    ``LayerSegError`` (a ``ValueError``) naming the file and the fault."""
+    card: dict[str, Any] = json.loads(_layerseg.read_model_card(path))
     return card
 
 
