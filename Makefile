@@ -1,6 +1,7 @@
 # LayerSeg: `make demo` runs the main job on a real sample scan, `make test` runs every test.
-# Both set everything up first: a .venv with torch==2.13.0 from PyPI, the Python package built
-# with maturin, and the `layerseg` binary, all against that torch (LIBTORCH_USE_PYTORCH=1).
+# Both set everything up first: a .venv with torch==2.13.0 from PyPI, the two Python
+# distributions built with maturin (`layerseg`, torch-free, and `layerseg-libtorch`), and the
+# `layerseg` binary, all against that torch (LIBTORCH_USE_PYTORCH=1).
 
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,8 @@ export LIBTORCH_USE_PYTORCH := 1
 BIN := target/release/layerseg
 SAMPLES := $(HOME)/.cache/layerseg/samples
 
-.PHONY: all build venv python rust models wheel samples demo test lint rust-test py-test parity-spread clean
+.PHONY: all build venv python rust models wheel samples demo test lint rust-test py-test \
+	test-no-torch parity-spread clean
 
 all: build
 
@@ -22,9 +24,12 @@ $(VENV)/.torch-installed:
 
 venv: $(VENV)/.torch-installed
 
-# Builds the extension into the venv and installs the package with its dev dependencies.
+# Builds both extensions into the venv: `layerseg` (layerseg._layerseg, no libtorch) with its
+# dev dependencies, and `layerseg-libtorch` (layerseg_libtorch._native, linked to torch 2.13.0).
+LIBTORCH_PROJECT := rust/python-libtorch/Cargo.toml
 python: venv
 	maturin develop --release --extras dev
+	maturin develop --release -m $(LIBTORCH_PROJECT)
 
 rust: venv
 	cargo build --release -p layerseg-cli
@@ -54,14 +59,30 @@ $(DEEPBET): models/deepbet/SHA256SUMS | venv
 $(BUNDLE_WEIGHTS): models/brain-mri.safetensors | python
 	$(PY) -m layerseg.monai export $< $@
 
-# A wheel in dist/ that carries the shipped models inside the package, so `segment`, the
-# Slicer module and the Python API find them without this checkout. The copy is removed after
-# (it must not be git-ignored: maturin leaves ignored files out of the wheel).
+# Two wheels in dist/: `layerseg` (no torch requirement) carrying the shipped models inside the
+# package, so `segment`, the Slicer module, the Python API and layerseg.monai.segment find them
+# without this checkout, and `layerseg-libtorch` (torch==2.13.0). The copy is removed after (it
+# must not be git-ignored: maturin leaves ignored files out of the wheel).
 PKG_MODELS := rust/python/python/layerseg/models
 wheel: venv $(DEEPBET)
 	rm -rf $(PKG_MODELS) && mkdir -p $(PKG_MODELS)
 	cp -r models/*.safetensors models/*.json models/deepbet $(PKG_MODELS)/
 	maturin build --release --out dist; status=$$?; rm -rf $(PKG_MODELS); exit $$status
+	maturin build --release --out dist -m $(LIBTORCH_PROJECT)
+
+# The torch-free wheel alone, in a fresh venv with numpy and nibabel and no torch at all: I/O,
+# profiles, synthesis and evaluate must work, and ldd must show no libtorch
+# (tests/no_torch/check.py). Rebuilt from scratch each time; the wheel build reuses target/.
+NO_TORCH := $(CURDIR)/target/no-torch
+test-no-torch: samples
+	rm -rf $(NO_TORCH) && mkdir -p $(NO_TORCH)/work
+	maturin build --release --out $(NO_TORCH)/dist
+	python3 -m venv $(NO_TORCH)/venv
+	env -u VIRTUAL_ENV $(NO_TORCH)/venv/bin/python -m pip install --quiet numpy nibabel \
+	  $(NO_TORCH)/dist/layerseg-*.whl
+	cd $(NO_TORCH)/work && env -u VIRTUAL_ENV -u PYTHONPATH $(NO_TORCH)/venv/bin/python \
+	  $(CURDIR)/tests/no_torch/check.py $(SAMPLES)/mrbraintumor2/image.nii.gz \
+	  $(SAMPLES)/mrbraintumor2/label.nii.gz $(NO_TORCH)/work
 
 samples: python
 	$(PY) -m layerseg.samples fetch
@@ -76,7 +97,7 @@ lint: build
 	cargo clippy --release --workspace --all-targets -- -D warnings
 	ruff check .
 	ruff format --check .
-	mypy rust/python/python/layerseg
+	mypy rust/python/python/layerseg rust/python-libtorch/python/layerseg_libtorch
 	mypy --strict slicer_module/LayerSeg/LayerSeg.py slicer_module/LayerSeg/LayerSegLib slicer_module/screenshot.py
 
 rust-test: build
@@ -98,7 +119,7 @@ parity-spread: build
 	  env $$setting pytest -q tests/test_network_parity.py tests/test_inference_parity.py; \
 	done
 
-test: lint samples rust-test py-test parity-spread
+test: lint samples rust-test py-test test-no-torch parity-spread
 
 clean:
 	rm -rf target $(VENV)

@@ -1,7 +1,7 @@
 """One pretraining step, LayerSeg against PyTorch: same BasicUNet, batch, input size, losses, Adam.
 
 Ours is the inner step of `layerseg pretrain` (forward, losses, backward, Adam, reading the
-loss values), timed in Rust by ``layerseg._layerseg.bench_train_step``. PyTorch's is MONAI's
+loss values), timed in Rust by ``layerseg_libtorch._native.bench_train_step``. PyTorch's is MONAI's
 ``BasicUNet`` with the losses of method.md section 5 and ``torch.optim.Adam`` with the paper's
 settings, also reading the loss each step. Both train on a fixed batch already on the device,
 after warm-up steps. Each side runs in its own process, so peak memory is its own: resident
@@ -84,9 +84,9 @@ def torch_step(size: int, batch: int, steps: int, warmup: int, device: str) -> f
 
 
 def ours_step(size: int, batch: int, steps: int, warmup: int, device: str) -> float:
-    from layerseg import _layerseg
+    from layerseg._libtorch import native
 
-    return _layerseg.bench_train_step(
+    return native().bench_train_step(
         size, batch=batch, features=FEATURES, steps=steps, warmup=warmup, device=device
     )
 

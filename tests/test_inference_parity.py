@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from scipy import ndimage
 
 import layerseg
+from layerseg._libtorch import native
 
 GOLDEN = Path(__file__).parent / "golden"
 FEATURES = (4, 4, 8, 8, 16, 4)
@@ -52,7 +53,7 @@ def test_sliding_window_matches_monai(
             mode="gaussian",
             sigma_scale=0.125,
         )[0].numpy()
-    ours = layerseg._layerseg.sliding_window(
+    ours = native().sliding_window(
         GOLDEN / "basicunet_weights.safetensors",
         volume,
         list(roi),
@@ -66,10 +67,10 @@ def test_sliding_window_matches_monai(
 
 def test_pytorch_state_dict_weights_give_the_same_output() -> None:
     volume = np.random.default_rng(1).normal(size=(32, 32, 32)).astype(np.float32)
-    a = layerseg._layerseg.sliding_window(
+    a = native().sliding_window(
         GOLDEN / "basicunet_weights.safetensors", volume, [32, 32, 32], features=list(FEATURES)
     )
-    b = layerseg._layerseg.sliding_window(
+    b = native().sliding_window(
         GOLDEN / "basicunet_weights.pt", volume, [32, 32, 32], features=list(FEATURES)
     )
     np.testing.assert_array_equal(a, b)

@@ -1,4 +1,5 @@
-"""`make wheel` builds a wheel that carries the shipped models and finds them once installed."""
+"""`make wheel` builds the two wheels (layerseg with the shipped models, layerseg-libtorch);
+installed together they find the models."""
 
 from __future__ import annotations
 
@@ -22,13 +23,22 @@ MODELS = (
 )
 
 
+def newest(pattern: str) -> Path:
+    wheels = sorted((REPO / "dist").glob(pattern), key=lambda p: p.stat().st_mtime)
+    assert wheels, f"make wheel wrote no {pattern} to dist/"
+    return wheels[-1]
+
+
 @pytest.fixture(scope="module")
 def wheel() -> Path:
     subprocess.run(["make", "-s", "wheel"], cwd=REPO, check=True, timeout=1800)
-    wheels = sorted((REPO / "dist").glob("layerseg-*.whl"), key=lambda p: p.stat().st_mtime)
-    assert wheels, "make wheel wrote no wheel to dist/"
     assert not (REPO / "rust/python/python/layerseg/models").exists(), "the copy was left behind"
-    return wheels[-1]
+    return newest("layerseg-*.whl")
+
+
+@pytest.fixture(scope="module")
+def runtime_wheel(wheel: Path) -> Path:
+    return newest("layerseg_libtorch-*.whl")
 
 
 def test_wheel_carries_the_shipped_models(wheel: Path) -> None:
@@ -40,8 +50,21 @@ def test_wheel_carries_the_shipped_models(wheel: Path) -> None:
             assert zf.getinfo(member).file_size == (REPO / "models" / name).stat().st_size
 
 
+def test_only_the_runtime_wheel_requires_torch(wheel: Path, runtime_wheel: Path) -> None:
+    def requirements(path: Path) -> list[str]:
+        with zipfile.ZipFile(path) as zf:
+            meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+            lines = zf.read(meta).decode().splitlines()
+        return [
+            line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")
+        ]
+
+    assert not [r for r in requirements(wheel) if r.startswith("torch") and "extra" not in r]
+    assert "torch==2.13.0" in requirements(runtime_wheel)
+
+
 def test_installed_wheel_segments_with_its_own_model(
-    wheel: Path, sample_dirs: dict[str, Path], tmp_path: Path
+    wheel: Path, runtime_wheel: Path, sample_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     """Installed outside this checkout, the package searches its own models/ first."""
     venv = tmp_path / "venv"
@@ -56,7 +79,10 @@ def test_installed_wheel_segments_with_its_own_model(
     # torch, numpy and nibabel come from the test environment, the package from the wheel.
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        [
+            *(str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"),
+            *(str(wheel), str(runtime_wheel)),
+        ],
         check=True,
         timeout=600,
     )

@@ -3,17 +3,21 @@
 //! This crate never links libtorch, so it builds and tests in seconds.
 
 pub mod augment;
+pub mod brain;
 pub mod datalist;
 pub mod distance;
 pub mod error;
 pub mod io;
 pub mod metrics;
+pub mod model_card;
+pub mod models;
 pub mod orientation;
 pub mod postprocess;
 pub mod preprocess;
 pub mod profile;
 pub mod progress;
 pub mod resample;
+pub mod segmentation;
 pub mod sliding_window;
 pub mod synth;
 pub mod volume;

@@ -7,7 +7,8 @@ use pyo3::types::PyDict;
 use layerseg_core::synth::{Inputs, Synthesizer};
 use layerseg_core::{Affine, Error, Profile, Volume};
 
-use crate::gate::without_gil;
+use layerseg_python_common::errors::to_py;
+use layerseg_python_common::gate::without_gil;
 
 fn affine(what: &str, a: &PyArrayLike2<'_, f64, AllowTypeChange>) -> Result<Affine, Error> {
     let a = a.as_array();
@@ -47,9 +48,9 @@ fn synthesize<'py>(
     texture_affine: Option<PyArrayLike2<'py, f64, AllowTypeChange>>,
     acquisition: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let affine_h = self::affine("affine", &affine).map_err(crate::errors::to_py)?;
+    let affine_h = self::affine("affine", &affine).map_err(to_py)?;
     let affine_t = match &texture_affine {
-        Some(a) => self::affine("texture_affine", a).map_err(crate::errors::to_py)?,
+        Some(a) => self::affine("texture_affine", a).map_err(to_py)?,
         None => affine_h,
     };
     let healthy = Volume::new(image.as_array().to_owned(), affine_h);

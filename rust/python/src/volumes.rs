@@ -1,38 +1,16 @@
 //! NIfTI volumes as (numpy array indexed [i, j, k], 4x4 voxel-to-RAS affine) pairs.
 
-use ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyArray3, PyReadonlyArray2, PyReadonlyArray3};
 use pyo3::prelude::*;
 use std::path::PathBuf;
 
 use layerseg_core::io::{self, ReadOptions};
-use layerseg_core::{Affine, Volume};
+use layerseg_core::Volume;
 
-use crate::errors::LayerSegError;
-use crate::gate::without_gil;
+use layerseg_python_common::affine::{affine_from_py, affine_to_py};
+use layerseg_python_common::gate::without_gil;
 
 type ArrayAndAffine<'py, T> = (Bound<'py, PyArray3<T>>, Bound<'py, PyArray2<f64>>);
-
-fn affine_to_py<'py>(py: Python<'py>, a: &Affine) -> Bound<'py, PyArray2<f64>> {
-    Array2::from_shape_fn((4, 4), |(r, c)| a[r][c]).into_pyarray(py)
-}
-
-pub fn affine_from_py(a: PyReadonlyArray2<'_, f64>) -> PyResult<Affine> {
-    let a = a.as_array();
-    if a.shape() != [4, 4] || a.iter().any(|v| !v.is_finite()) {
-        return Err(LayerSegError::new_err(format!(
-            "affine must be a finite 4x4 float64 array, got shape {:?}",
-            a.shape()
-        )));
-    }
-    let mut out = [[0.0; 4]; 4];
-    for r in 0..4 {
-        for c in 0..4 {
-            out[r][c] = a[[r, c]];
-        }
-    }
-    Ok(out)
-}
 
 /// Read a NIfTI image as float32 (scl_slope/scl_inter applied) with its voxel-to-RAS affine.
 #[pyfunction]

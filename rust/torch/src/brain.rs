@@ -15,11 +15,11 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{s, Array3};
+use ndarray::Array3;
 use tch::{CModule, Device, Kind, Tensor};
 
-use layerseg_core::orientation::Reorientation;
-use layerseg_core::postprocess::{fill_holes, largest_component};
+pub use layerseg_core::brain::{BrainMask, PLAUSIBLE_LITRES};
+use layerseg_core::brain::{RasScan, COARSE_SHAPE, FINE_SHAPE};
 use layerseg_core::{Image, LabelMap, Progress};
 
 use crate::error::{Error, Result};
@@ -29,40 +29,13 @@ use crate::inference::to_tensor;
 pub const MODEL_FOLDER: &str = "deepbet";
 const BBOX_MODEL: &str = "bbox_model.pt";
 const FINE_MODEL: &str = "model.pt";
-const COARSE_SHAPE: [i64; 3] = [128, 128, 128];
-const FINE_SHAPE: [i64; 3] = [256, 256, 256];
-const BBOX_MARGIN: f64 = 0.1;
-/// The adult brain volumes (litres) a mask may have before it is taken as a failure.
-pub const PLAUSIBLE_LITRES: (f64, f64) = (0.8, 2.2);
+const COARSE: [i64; 3] = [COARSE_SHAPE[0] as i64; 3];
+const FINE: [i64; 3] = [FINE_SHAPE[0] as i64; 3];
 
 pub struct BrainExtractor {
     coarse: CModule,
     fine: CModule,
     device: Device,
-}
-
-/// A brain mask and its volume.
-pub struct BrainMask {
-    pub mask: LabelMap,
-    pub litres: f64,
-}
-
-impl BrainMask {
-    /// Why this mask is not a plausible adult brain (empty, or outside [`PLAUSIBLE_LITRES`]),
-    /// or `None` when it is.
-    pub fn implausible(&self) -> Option<String> {
-        let (low, high) = PLAUSIBLE_LITRES;
-        if self.litres == 0.0 {
-            Some("brain extraction found no brain".into())
-        } else if !(low..=high).contains(&self.litres) {
-            Some(format!(
-                "brain extraction gave {:.2} L, outside the {low} to {high} L of an adult brain",
-                self.litres
-            ))
-        } else {
-            None
-        }
-    }
 }
 
 /// The organ mask that `--organ-mask auto` gives: the extracted brain, or none (with the
@@ -89,10 +62,7 @@ impl BrainExtractor {
             Err(Error::Cancelled) => return Err(Error::Cancelled),
             Err(e) => {
                 return Ok(AutomaticMask {
-                    brain: BrainMask {
-                        mask: image.with_data(Array3::zeros(image.data.dim())),
-                        litres: 0.0,
-                    },
+                    brain: RasScan::no_brain(image),
                     warning: Some(format!(
                         "{}: brain extraction failed ({e}); segmenting without a brain mask \
                          (give one instead)",
@@ -165,11 +135,9 @@ impl BrainExtractor {
     /// The brain mask of `image`, on its own grid.
     pub fn extract(&self, image: &Image) -> Result<BrainMask> {
         let _guard = tch::no_grad_guard();
-        let (ras, reorientation) = Reorientation::to_ras(image);
-        let shape = ras.shape();
-        let scan = to_tensor(ras.data.view(), self.device)?.f_nan_to_num(0.0, 0.0, 0.0)?;
-        let coarse_input =
-            scan.f_internal_upsample_nearest_exact3d(COARSE_SHAPE, None, None, None)?;
+        let scan_ras = RasScan::new(image);
+        let scan = to_tensor(scan_ras.ras.data.view(), self.device)?.f_nan_to_num(0.0, 0.0, 0.0)?;
+        let coarse_input = scan.f_internal_upsample_nearest_exact3d(COARSE, None, None, None)?;
         let low = coarse_input.f_quantile_scalar(0.005, None, false, "linear")?;
         let high = coarse_input.f_quantile_scalar(0.995, None, false, "linear")?;
         let (low, high) = (low.double_value(&[]), high.double_value(&[]));
@@ -179,12 +147,8 @@ impl BrainExtractor {
             ));
         }
         let coarse = foreground(&self.coarse, &normalise(&coarse_input, low, high)?)?;
-        let coarse = largest_component(&tensor_to_mask(&coarse)?);
-        let Some(bbox) = bounding_box(&coarse, shape) else {
-            return Ok(BrainMask {
-                mask: image.with_data(Array3::zeros(image.data.dim())),
-                litres: 0.0,
-            });
+        let Some(bbox) = scan_ras.brain_box(&tensor_to_mask(&coarse)?) else {
+            return Ok(RasScan::no_brain(image));
         };
         let crop = bbox
             .iter()
@@ -193,18 +157,10 @@ impl BrainExtractor {
                 t.f_narrow(axis as i64 + 2, start as i64, (end - start) as i64)
             })?;
         let crop_shape = crop.size()[2..].to_vec();
-        let fine_input = crop.f_internal_upsample_nearest_exact3d(FINE_SHAPE, None, None, None)?;
+        let fine_input = crop.f_internal_upsample_nearest_exact3d(FINE, None, None, None)?;
         let fine = foreground(&self.fine, &normalise(&fine_input, low, high)?)?;
         let fine = fine.f_internal_upsample_nearest_exact3d(crop_shape, None, None, None)?;
-        let mut mask = Array3::from_elem(shape, false);
-        let [(x0, x1), (y0, y1), (z0, z1)] = bbox;
-        mask.slice_mut(s![x0..x1, y0..y1, z0..z1])
-            .assign(&tensor_to_mask(&fine)?);
-        let mask = fill_holes(&largest_component(&mask));
-        let voxels = mask.iter().filter(|&&v| v).count();
-        let litres = voxels as f64 * image.spacing().iter().product::<f64>() / 1e6;
-        let mask = reorientation.from_ras(&ras.with_data(mask.mapv(u8::from)));
-        Ok(BrainMask { mask, litres })
+        Ok(scan_ras.brain_mask(image, bbox, tensor_to_mask(&fine)?.view()))
     }
 }
 
@@ -235,69 +191,4 @@ fn foreground(module: &CModule, x: &Tensor) -> Result<Tensor> {
 fn tensor_to_mask(t: &Tensor) -> Result<Array3<bool>> {
     let a = crate::inference::to_array4(&t.f_squeeze_dim(0)?)?;
     Ok(a.index_axis_move(ndarray::Axis(0), 0).mapv(|v| v > 0.5))
-}
-
-/// deepbet's box: the planes where the coarse mask covers more than 2 % of the plane, scaled to
-/// the scan's shape, grown by 10 % each side and clipped to the scan; `None` for no brain.
-fn bounding_box(coarse: &Array3<bool>, shape: [usize; 3]) -> Option<[(usize, usize); 3]> {
-    let mut bbox = [(0usize, 0usize); 3];
-    for (axis, span) in bbox.iter_mut().enumerate() {
-        let planes = coarse.len_of(ndarray::Axis(axis));
-        let plane_size = (coarse.len() / planes) as f64;
-        let covered: Vec<usize> = (0..planes)
-            .filter(|&p| {
-                let count = coarse
-                    .index_axis(ndarray::Axis(axis), p)
-                    .iter()
-                    .filter(|&&v| v)
-                    .count();
-                count as f64 / plane_size > 0.02
-            })
-            .collect();
-        let (first, last) = (*covered.first()?, *covered.last()?);
-        let scale = shape[axis] as f64 / planes as f64;
-        let centre = ((last + 1 + first) as f64 / 2.0 * scale).round();
-        let size = ((last + 1 - first) as f64 * scale * (1.0 + 2.0 * BBOX_MARGIN))
-            .round()
-            .max(1.0);
-        let start = (centre - size / 2.0).trunc().max(0.0) as usize;
-        let end = ((centre + size / 2.0).trunc() as usize).min(shape[axis]);
-        *span = (start, end);
-    }
-    Some(bbox)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_box_grows_by_a_tenth_each_side_and_stays_in_the_scan() {
-        let mut coarse = Array3::from_elem((10, 10, 10), false);
-        coarse.slice_mut(s![2..8, 0..10, 5..10]).fill(true);
-        let bbox = bounding_box(&coarse, [20, 40, 10]).unwrap();
-        // Axis 0: planes 2..8 of 10 -> 4..16 of 20, 12 long, 2.4 more -> 14 -> 3..17.
-        assert_eq!(bbox[0], (3, 17));
-        assert_eq!(bbox[1], (0, 40));
-        assert_eq!(bbox[2], (5, 10));
-        assert!(bounding_box(&Array3::from_elem((4, 4, 4), false), [8; 3]).is_none());
-    }
-
-    #[test]
-    fn implausible_volumes_are_named() {
-        let mut affine = [[0.0; 4]; 4];
-        for (d, row) in affine.iter_mut().enumerate() {
-            row[d] = 1.0;
-        }
-        let named = |litres| {
-            BrainMask {
-                mask: LabelMap::new(Array3::zeros((2, 2, 2)), affine),
-                litres,
-            }
-            .implausible()
-        };
-        assert!(named(0.0).unwrap().contains("no brain"));
-        assert!(named(3.1).unwrap().contains("3.10 L"));
-        assert!(named(1.4).is_none());
-    }
 }

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use layerseg_core::model_card::check_model_card;
+pub use layerseg_core::model_card::CARD_FORMAT;
+
 use crate::error::{Error, Result};
 use crate::losses::LossValues;
 use crate::network::weights::{read_state_dict, save_safetensors, write_tensors};
@@ -27,8 +30,6 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const CARD_FILE: &str = "card.json";
 const STEP_PREFIX: &str = "step-";
 const TEMP_PREFIX: &str = ".tmp-";
-/// Bumped when the card's meaning changes incompatibly.
-pub const CARD_FORMAT: u32 = 1;
 
 /// What a set of weights is and how it was made. Saved next to every checkpoint and exported
 /// model; `serde_json` round-trips it.
@@ -117,22 +118,14 @@ impl ModelCard {
         }]
     }
 
+    /// The card at `path`, after `layerseg_core::model_card::check_model_card`.
     pub fn read(path: &Path) -> Result<ModelCard> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let card: ModelCard = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        let checked = check_model_card(path, &text)?;
+        serde_json::from_value(checked).map_err(|e| Error::Checkpoint {
             path: path.to_path_buf(),
             reason: format!("not a LayerSeg model card: {e}"),
-        })?;
-        if card.format != CARD_FORMAT {
-            return Err(Error::Checkpoint {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "model card format {} (this LayerSeg reads {CARD_FORMAT})",
-                    card.format
-                ),
-            });
-        }
-        Ok(card)
+        })
     }
 
     fn to_json(&self) -> Result<String> {

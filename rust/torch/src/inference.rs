@@ -4,16 +4,17 @@
 //! (`sliding_window_inference`, planned in `layerseg_core::sliding_window`), so the two agree to
 //! numerical precision on the same weights.
 
-use ndarray::{Array3, Array4, ArrayView3, Axis, Zip};
+use ndarray::{Array3, Array4, ArrayView3};
 use tch::{Device, Kind, Tensor};
 
-use layerseg_core::postprocess::{fill_enclosed, remove_small_components, threshold};
 use layerseg_core::preprocess::{preprocess, Prepared};
+use layerseg_core::segmentation::{check_settings, finish, MaskOptions};
+pub use layerseg_core::segmentation::{median_inside, Segmentation};
 use layerseg_core::sliding_window::{gaussian_importance, plan_windows};
 use layerseg_core::{Image, LabelMap, Profile, Progress};
 
 use crate::error::{Error, Result};
-use crate::network::{Model, HEALTHY_CHANNEL, MASK_CHANNEL, TUMOUR_CHANNEL};
+use crate::network::Model;
 
 /// MONAI's default `sigma_scale` for Gaussian window weighting.
 pub const SIGMA_SCALE: f64 = 0.125;
@@ -48,36 +49,8 @@ impl SegmentOptions {
     /// probability in [0, 1], the overlap a fraction of a window in [0, 1), the smallest
     /// component a volume >= 0. Both faces (CLI and Python) call this, and [`segment`] again.
     pub fn validate(&self) -> Result<()> {
-        let refuse = |what: &str, value: f64, range: &str| {
-            Err(Error::Config(format!("{what} {value} is outside {range}")))
-        };
-        if let Some(t) = self.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
-            return refuse("threshold", t, "[0, 1] (a probability)");
-        }
-        if let Some(o) = self.overlap.filter(|o| !(0.0..1.0).contains(o)) {
-            return refuse("overlap", o, "[0, 1) (a fraction of the window)");
-        }
-        if !(self.min_component_mm3 >= 0.0 && self.min_component_mm3.is_finite()) {
-            return refuse(
-                "minimum component size (mm^3)",
-                self.min_component_mm3,
-                "[0, infinity)",
-            );
-        }
-        Ok(())
+        check_settings(self.threshold, self.overlap, self.min_component_mm3).map_err(Error::Config)
     }
-}
-
-/// Everything `segment` produces, on the input scan's grid.
-pub struct Segmentation {
-    pub mask: LabelMap,
-    /// Sigmoid of the mask channel.
-    pub probability: Image,
-    /// The healthy and tumour layers, in the network's normalised intensity units (when asked).
-    pub healthy: Option<Image>,
-    pub tumour: Option<Image>,
-    /// The image minus the healthy layer, in the network's normalised units (when asked).
-    pub residual: Option<Image>,
 }
 
 /// Segment one scan. `organ` (on the scan's grid) restricts the search, as the profile says.
@@ -111,75 +84,13 @@ pub fn segment_prepared(
         flip_tta: opts.flip_tta,
     };
     let outputs = sliding_window(model, prepared.input.view(), &window, progress)?;
-    let channel = |c: i64| outputs.index_axis(Axis(0), c as usize);
-    let probability_net = channel(MASK_CHANNEL).mapv(|v| 1.0 / (1.0 + (-v).exp()));
-    let map = &prepared.mapping;
-    let probability = map.to_input_grid(probability_net.view(), 0.0);
-    let mapped_back;
-    let region = match &prepared.input_region {
-        Some(organ) => organ,
-        None => {
-            let region = map.labels_to_input_grid(prepared.region.mapv(u8::from).view());
-            mapped_back = region.data.mapv(|v| v > 0);
-            &mapped_back
-        }
+    let mask = MaskOptions {
+        threshold: opts.threshold,
+        min_component_mm3: opts.min_component_mm3,
+        layers: opts.layers,
+        raw_mask: opts.raw_mask,
     };
-    let thr = opts.threshold.unwrap_or(profile.inference.threshold) as f32;
-    let mut mask = threshold(&probability.data, thr, Some(region));
-    let rule = (profile.inference.layer_rule.as_ref()).filter(|_| !opts.raw_mask);
-    let residual = (opts.layers || rule.is_some()).then(|| {
-        let residual = &prepared.input - &channel(HEALTHY_CHANNEL);
-        map.to_input_grid(residual.view(), 0.0)
-    });
-    if let (Some(rule), Some(residual)) = (rule, &residual) {
-        let typical = median_inside(&residual.data, region);
-        let margin = rule.margin as f32;
-        Zip::from(&mut mask)
-            .and(&residual.data)
-            .for_each(|keep, &r| {
-                *keep = *keep && rule.residual_sign.apply(r - typical) > margin;
-            });
-    }
-    let min_component_mm3 = opts
-        .min_component_mm3
-        .max(rule.map_or(0.0, |r| r.min_lesion_mm3));
-    if min_component_mm3 > 0.0 {
-        mask = remove_small_components(&mask, image.spacing(), min_component_mm3);
-    }
-    if rule.is_some() {
-        mask = fill_enclosed(&mask) & region;
-    }
-    Ok(Segmentation {
-        mask: image.with_data(mask.mapv(u8::from)),
-        healthy: opts
-            .layers
-            .then(|| map.to_input_grid(channel(HEALTHY_CHANNEL), 0.0)),
-        tumour: opts
-            .layers
-            .then(|| map.to_input_grid(channel(TUMOUR_CHANNEL), 0.0)),
-        residual: residual.filter(|_| opts.layers),
-        probability,
-    })
-}
-
-/// The median of `values` inside `region` (0 for an empty region). The layer rule measures
-/// departures from it, not from 0: a healthy layer that is off by a constant over the whole
-/// organ (seen on LiTS-117, where it sat 0.44 below the parenchyma) shifts every residual alike
-/// and must not decide what is tumour.
-pub fn median_inside(values: &Array3<f32>, region: &Array3<bool>) -> f32 {
-    let mut inside: Vec<f32> = Zip::from(values)
-        .and(region)
-        .fold(Vec::new(), |mut acc, &v, &r| {
-            if r {
-                acc.push(v);
-            }
-            acc
-        });
-    if inside.is_empty() {
-        return 0.0;
-    }
-    let middle = inside.len() / 2;
-    *inside.select_nth_unstable_by(middle, f32::total_cmp).1
+    Ok(finish(image, prepared, outputs.view(), profile, &mask)?)
 }
 
 /// Run the network over `input` in Gaussian-weighted windows and stitch the raw outputs

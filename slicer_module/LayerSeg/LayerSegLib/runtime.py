@@ -35,8 +35,9 @@ from pathlib import Path
 from .process import Job, Progress
 
 #: The distribution the installer puts into the runtime (a requirement: a name, optional
-#: extras and version specifiers). It comes only from the configured source.
-LAYERSEG_REQUIREMENT = "layerseg"
+#: extras and version specifiers). It comes only from the configured source, and so does the
+#: libtorch runtime its `libtorch` extra names (layerseg-libtorch, which runs the command line).
+LAYERSEG_REQUIREMENT = "layerseg[libtorch]"
 #: The PyTorch LayerSeg's Rust core is built against (tch 0.26).
 TORCH_VERSION = "2.13.0"
 #: Written into the runtime folder once ``layerseg runtime`` has started there.

@@ -2,16 +2,18 @@
 
 Volumes cross the boundary as ``(array, affine)`` pairs: a numpy array indexed ``[i, j, k]``
 in the file's voxel order, and the 4x4 voxel-to-RAS affine, as nibabel gives them.
+
+Importing the package loads no torch: reading and writing volumes, profiles, synthesis and
+``evaluate`` run on the torch-free extension. ``segment``, ``extract_brain``, the training
+functions, ``runtime`` and ``run_cli`` load LayerSeg's libtorch runtime on first use
+(``layerseg_libtorch``, installed by ``pip install "layerseg[libtorch]"``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-# torch maps libtorch (and its CUDA backend, when present) into the process; the extension
-# resolves its libtorch symbols against those, so no LD_LIBRARY_PATH is needed.
-import torch  # noqa: F401  # isort: skip
-
+from layerseg._errors import LayerSegError
 from layerseg._functions import (
     adapt,
     finetune,
@@ -23,7 +25,7 @@ from layerseg._functions import (
     run_cli,
     runtime,
 )
-from layerseg._layerseg import LayerSegError, __version__
+from layerseg._layerseg import __version__
 from layerseg.api import (
     evaluate,
     extract_brain,
@@ -34,7 +36,8 @@ from layerseg.api import (
 )
 
 # A wheel carries the shipped models in the package (`make wheel` copies them in); in a
-# checkout they are found in the repository's models/ instead.
+# checkout they are found in the repository's models/ instead. The libtorch runtime registers
+# the same folder when it loads (layerseg._libtorch).
 _PACKAGED_MODELS = Path(__file__).with_name("models")
 if _PACKAGED_MODELS.is_dir():
     model_dirs(_PACKAGED_MODELS)

@@ -1,4 +1,5 @@
-"""The ``layerseg`` console script: the Rust command line, run in this process."""
+"""The ``layerseg`` console script: the Rust command line, run in this process (it is part of the
+libtorch runtime, ``layerseg-libtorch``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ def main() -> None:
 
     # `layerseg demo` fetches its sample with this interpreter's layerseg.samples.
     os.environ.setdefault("LAYERSEG_PYTHON", sys.executable)
-    sys.exit(run_cli(["layerseg", *sys.argv[1:]]))
+    try:
+        code = run_cli(["layerseg", *sys.argv[1:]])
+    except ImportError as e:
+        print(f"layerseg: {e}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Typed, documented front ends over the extension's training, file and runtime functions.
+"""Typed, documented front ends over the extensions' training, file and runtime functions.
 
 The extension's own functions carry no annotations and only a line of documentation; these
 wrappers give each public function a full signature (``inspect.signature`` and editors show the
@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from layerseg import _layerseg
+from layerseg._libtorch import native
 
 PathLike = str | os.PathLike[str]
 Paths = PathLike | Sequence[PathLike]
@@ -101,7 +102,7 @@ def pretrain(
         ``started_at``, ``loss``, ``validation``, ``validation_real``, ``checkpoint``, ``model``
         and ``curves`` (paths).
     """
-    result: dict[str, Any] = _layerseg.pretrain(
+    result: dict[str, Any] = native().pretrain(
         healthy,
         out,
         profile=profile,
@@ -210,7 +211,7 @@ def finetune(
         ``start_dice``, ``best_dice``, ``best_step``, ``steps``, ``outcome``, ``model``) and
         ``mean_dice``.
     """
-    result: dict[str, Any] = _layerseg.finetune(
+    result: dict[str, Any] = native().finetune(
         datalist,
         out,
         profile=profile,
@@ -297,7 +298,7 @@ def adapt(
         ``tumour_fraction`` and per-scan ``cases``, ``kept``, ``run_dir``, ``model``) and
         ``model``.
     """
-    result: dict[str, Any] = _layerseg.adapt(
+    result: dict[str, Any] = native().adapt(
         images,
         out,
         profile=profile,
@@ -394,7 +395,8 @@ def runtime() -> str:
         Whether the libtorch CUDA backend is loaded, whether CUDA is available and with how
         many devices, and the number of CPU threads.
     """
-    return _layerseg.runtime()
+    text: str = native().runtime()
+    return text
 
 
 def run_cli(argv: list[str]) -> int:
@@ -412,4 +414,5 @@ def run_cli(argv: list[str]) -> int:
         The exit code: 0 on success (and when help was asked for), 1 on an error (printed
         to stderr), 2 on a usage error.
     """
-    return _layerseg.run_cli(argv)
+    code: int = native().run_cli(argv)
+    return code

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from layerseg import _layerseg
+from layerseg._libtorch import native
 
 PathLike = str | os.PathLike[str]
 Progress = Callable[[str, int, int], object]
@@ -155,7 +156,7 @@ def segment(
         organ, organ_affine = _layerseg.read_labels(organ_mask)
     else:
         organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
-    result: dict[str, npt.NDArray[Any]] = _layerseg.segment(
+    result: dict[str, npt.NDArray[Any]] = native().segment(
         data,
         affine_arr,
         model=model,
@@ -210,7 +211,7 @@ def extract_brain(
         ``segment`` warns it, or ``None``).
     """
     data, affine_arr, reference = _scan(image, affine)
-    mask, litres, implausible = _layerseg.extract_brain(data, affine_arr, device=device)
+    mask, litres, implausible = native().extract_brain(data, affine_arr, device=device)
     if out is not None:
         _layerseg.write_labels(out, mask, affine_arr, reference=reference)
     return {

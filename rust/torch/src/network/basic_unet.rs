@@ -4,16 +4,18 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
+use layerseg_core::segmentation;
+
 use super::convolution::{conv_params, TwoConv};
 use super::sampling::{Down, UpCat};
 use crate::error::{Error, Result, TorchContext};
 
 /// Output channel of the healthy (normal) layer n̂.
-pub const HEALTHY_CHANNEL: i64 = 0;
+pub const HEALTHY_CHANNEL: i64 = segmentation::HEALTHY_CHANNEL as i64;
 /// Output channel of the tumour layer ŝ.
-pub const TUMOUR_CHANNEL: i64 = 1;
+pub const TUMOUR_CHANNEL: i64 = segmentation::TUMOUR_CHANNEL as i64;
 /// Output channel of the mask logit m̂ (the mask is its sigmoid).
-pub const MASK_CHANNEL: i64 = 2;
+pub const MASK_CHANNEL: i64 = segmentation::MASK_CHANNEL as i64;
 
 /// Every spatial axis must survive four 2x poolings.
 pub const MIN_SPATIAL: i64 = 16;

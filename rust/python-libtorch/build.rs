@@ -1,6 +1,6 @@
-//! The extension finds libtorch through torch itself: `layerseg/__init__.py` imports torch first,
+//! The extension finds libtorch through torch itself: `layerseg_libtorch/__init__.py` imports torch first,
 //! which maps libtorch (and its CUDA backend, when torch has one) into the process. The rpath is a
-//! fallback for an installed wheel: site-packages/layerseg/_layerseg*.so -> site-packages/torch/lib.
+//! fallback for an installed wheel: site-packages/layerseg_libtorch/_native*.so -> site-packages/torch/lib.
 //! There is no --no-as-needed here, so the same wheel loads with a CPU-only torch (Slicer's).
 
 fn main() {

@@ -15,9 +15,10 @@ use layerseg_torch::train::{
 };
 use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
 
-use crate::errors::LayerSegError;
-use crate::gate::without_gil;
-use crate::progress::PyProgress;
+use layerseg_python_common::errors::LayerSegError;
+use layerseg_python_common::progress::PyProgress;
+
+use crate::errors::without_gil;
 
 /// A path, or a sequence of paths (files, folders, .txt lists); None is empty.
 fn paths(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<PathBuf>> {

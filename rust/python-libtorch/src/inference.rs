@@ -5,7 +5,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
 
-use layerseg_core::volume::IDENTITY;
 use layerseg_core::{NoProgress, Profile, Volume};
 use layerseg_torch::inference::{
     segment as run_segment, sliding_window as run_windows, SegmentOptions, WindowOptions,
@@ -13,10 +12,11 @@ use layerseg_torch::inference::{
 use layerseg_torch::network::Model;
 use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
 
-use crate::errors::{IntoPyErr, LayerSegError};
-use crate::gate::without_gil;
-use crate::progress::PyProgress;
-use crate::volumes::affine_from_py;
+use layerseg_python_common::affine::affine_from_py;
+use layerseg_python_common::errors::LayerSegError;
+use layerseg_python_common::progress::PyProgress;
+
+use crate::errors::{without_gil, IntoPyErr};
 
 fn device(name: &str) -> PyResult<tch::Device> {
     let choice: DeviceChoice = name
@@ -207,60 +207,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(extract_brain, m)?)?;
     m.add_function(wrap_pyfunction!(sliding_window, m)?)?;
     m.add_function(wrap_pyfunction!(segment, m)?)?;
-    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     Ok(())
-}
-
-/// Compare a predicted mask with the truth (both [i, j, k], non-zero = tumour) on a grid with
-/// `spacing` in mm. Returns the metrics as a dict (see `layerseg evaluate`). With affines (from
-/// the files), the grids are checked as the CLI checks them; an array without one is taken to
-/// lie on the truth's grid.
-#[pyfunction]
-#[pyo3(signature = (pred, truth, spacing, region=None, pred_affine=None, truth_affine=None, region_affine=None))]
-#[allow(clippy::too_many_arguments)]
-fn evaluate<'py>(
-    py: Python<'py>,
-    pred: PyReadonlyArray3<'py, u8>,
-    truth: PyReadonlyArray3<'py, u8>,
-    spacing: [f64; 3],
-    region: Option<PyReadonlyArray3<'py, u8>>,
-    pred_affine: Option<PyReadonlyArray2<'py, f64>>,
-    truth_affine: Option<PyReadonlyArray2<'py, f64>>,
-    region_affine: Option<PyReadonlyArray2<'py, f64>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let truth_affine = truth_affine
-        .map(affine_from_py)
-        .transpose()?
-        .unwrap_or(IDENTITY);
-    let on_grid = |data: PyReadonlyArray3<'py, u8>, affine: Option<PyReadonlyArray2<'py, f64>>| {
-        let affine = affine
-            .map(affine_from_py)
-            .transpose()?
-            .unwrap_or(truth_affine);
-        PyResult::Ok(Volume::new(data.as_array().mapv(|v| v > 0), affine))
-    };
-    let truth = Volume::new(truth.as_array().mapv(|v| v > 0), truth_affine);
-    let pred = on_grid(pred, pred_affine)?;
-    let region = region.map(|r| on_grid(r, region_affine)).transpose()?;
-    let check = |other: &Volume<bool>, what: &str| {
-        truth
-            .ensure_same_grid("truth", other, what)
-            .map_err(IntoPyErr::into_py_err)
-    };
-    check(&pred, "pred")?;
-    if let Some(region) = &region {
-        check(region, "organ_mask")?;
-    }
-    let (pred, truth, region) = (pred.data, truth.data, region.map(|r| r.data));
-    if spacing.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
-        return Err(LayerSegError::new_err(format!(
-            "spacing must be positive, got {spacing:?}"
-        )));
-    }
-    let metrics = crate::gate::run_detached(py, || {
-        layerseg_core::metrics::evaluate(&pred, &truth, spacing, region.as_ref())
-    });
-    let json =
-        serde_json::to_string(&metrics).map_err(|e| LayerSegError::new_err(e.to_string()))?;
-    py.import("json")?.call_method1("loads", (json,))
 }

@@ -1,14 +1,10 @@
-//! The one place where Rust errors become Python exceptions.
+//! libtorch and command errors as Python exceptions (core errors: `layerseg_python_common`).
 
-use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyPermissionError, PyValueError};
-use pyo3::PyErr;
+use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt};
+use pyo3::prelude::*;
 
-pyo3::create_exception!(
-    _layerseg,
-    LayerSegError,
-    PyValueError,
-    "Bad input or a failed LayerSeg operation; the message names the file and the problem."
-);
+use layerseg_python_common::errors::{IntoPyErr as CoreIntoPyErr, LayerSegError};
+use layerseg_python_common::gate::run_detached;
 
 pub trait IntoPyErr {
     fn into_py_err(self) -> PyErr;
@@ -16,13 +12,7 @@ pub trait IntoPyErr {
 
 impl IntoPyErr for layerseg_core::Error {
     fn into_py_err(self) -> PyErr {
-        use layerseg_core::Error;
-        match self {
-            Error::NotFound { .. } => PyFileNotFoundError::new_err(self.to_string()),
-            Error::PermissionDenied { .. } => PyPermissionError::new_err(self.to_string()),
-            Error::Cancelled => PyKeyboardInterrupt::new_err("cancelled"),
-            other => LayerSegError::new_err(other.to_string()),
-        }
+        CoreIntoPyErr::into_py_err(self)
     }
 }
 
@@ -30,17 +20,12 @@ impl IntoPyErr for layerseg_torch::Error {
     fn into_py_err(self) -> PyErr {
         use layerseg_torch::Error;
         match self {
-            Error::Core(core) => core.into_py_err(),
+            Error::Core(core) => CoreIntoPyErr::into_py_err(core),
             Error::NotFound { .. } => PyFileNotFoundError::new_err(self.to_string()),
             Error::Cancelled => PyKeyboardInterrupt::new_err("cancelled"),
             other => LayerSegError::new_err(other.to_string()),
         }
     }
-}
-
-/// Compatibility for callers that map a core error directly.
-pub fn to_py(e: layerseg_core::Error) -> PyErr {
-    e.into_py_err()
 }
 
 /// Errors of the CLI's shared commands (`layerseg_cli::commands::*::execute`): the message is
@@ -63,4 +48,14 @@ impl IntoPyErr for anyhow::Error {
             _ => LayerSegError::new_err(text),
         }
     }
+}
+
+/// [`layerseg_python_common::gate::run_detached`] with this crate's error mapping.
+pub fn without_gil<T, E, F>(py: Python<'_>, work: F) -> PyResult<T>
+where
+    T: Send,
+    E: IntoPyErr + Send,
+    F: Send + FnOnce() -> Result<T, E>,
+{
+    run_detached(py, work).map_err(IntoPyErr::into_py_err)
 }

@@ -1,0 +1,94 @@
+//! The checks a LayerSeg model card (`NAME.json` beside `NAME.safetensors`) must pass before
+//! anything trusts it: one definition for the libtorch runtime (`layerseg_torch::checkpoint`)
+//! and the MONAI path (`layerseg.monai.read_model_card`).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Bumped when the card's meaning changes incompatibly.
+pub const CARD_FORMAT: u32 = 1;
+
+/// The card at `path` (its `text`) as JSON, checked: an object with `format` 1, `network`
+/// "BasicUNet" and a `config` of integer `in_channels`, `out_channels` and six positive
+/// `features`.
+pub fn check_model_card(path: &Path, text: &str) -> Result<Value> {
+    let refuse = |reason: String| Error::InvalidInput {
+        what: path.display().to_string(),
+        reason,
+    };
+    let card: Value = serde_json::from_str(text)
+        .map_err(|e| refuse(format!("not a LayerSeg model card: {e}")))?;
+    let Some(fields) = card.as_object() else {
+        return Err(refuse(
+            "not a LayerSeg model card: not a JSON object".into(),
+        ));
+    };
+    if let Some(missing) = ["format", "network", "config"]
+        .into_iter()
+        .find(|k| !fields.contains_key(*k))
+    {
+        return Err(refuse(format!(
+            "not a LayerSeg model card: missing field `{missing}`"
+        )));
+    }
+    if card["format"].as_u64() != Some(u64::from(CARD_FORMAT)) {
+        return Err(refuse(format!(
+            "model card format {} (this LayerSeg reads {CARD_FORMAT})",
+            card["format"]
+        )));
+    }
+    if card["network"] != "BasicUNet" {
+        return Err(refuse(format!(
+            "network {}; only BasicUNet is supported",
+            card["network"]
+        )));
+    }
+    let config = &card["config"];
+    let features = config["features"].as_array();
+    let ok = config["in_channels"].is_i64()
+        && config["out_channels"].is_i64()
+        && features.is_some_and(|f| f.len() == 6 && f.iter().all(|v| v.as_i64() > Some(0)));
+    if !ok {
+        return Err(refuse(format!(
+            "model card config must hold in_channels, out_channels and six positive features, \
+             got {config}"
+        )));
+    }
+    Ok(card)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> std::result::Result<Value, String> {
+        check_model_card(Path::new("m.json"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_card_passes_and_each_fault_is_named() {
+        let good = r#"{"format": 1, "network": "BasicUNet",
+            "config": {"in_channels": 1, "out_channels": 3, "features": [8, 8, 16, 32, 64, 8]}}"#;
+        assert_eq!(check(good).unwrap()["config"]["out_channels"], 3);
+        assert!(check("{not json")
+            .unwrap_err()
+            .contains("not a LayerSeg model card"));
+        assert!(check("[1]").unwrap_err().contains("not a JSON object"));
+        assert!(check(r#"{"a": 1}"#)
+            .unwrap_err()
+            .contains("missing field `format`"));
+        let other = good.replace(r#""format": 1"#, r#""format": 7"#);
+        assert!(check(&other)
+            .unwrap_err()
+            .contains("model card format 7 (this LayerSeg reads 1)"));
+        let unet = good.replace("BasicUNet", "UNETR");
+        assert!(check(&unet)
+            .unwrap_err()
+            .contains(r#"network "UNETR"; only BasicUNet"#));
+        let zero = good.replace("[8, 8", "[0, 8");
+        assert!(check(&zero).unwrap_err().contains("six positive features"));
+    }
+}

@@ -1,0 +1,119 @@
+//! Metrics (`evaluate`), and the pieces of the core that the MONAI transforms call instead of
+//! repeating them: the profiles' z-score, the listing of a folder's scans, the model-card checks.
+
+use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArray2, PyReadonlyArray3, PyReadonlyArrayDyn};
+use pyo3::prelude::*;
+use std::path::PathBuf;
+
+use layerseg_core::preprocess::normalise;
+use layerseg_core::profile::Normalisation;
+use layerseg_core::volume::IDENTITY;
+use layerseg_core::Volume;
+use layerseg_python_common::affine::affine_from_py;
+use layerseg_python_common::errors::{IntoPyErr, LayerSegError};
+use layerseg_python_common::gate::{run_detached, without_gil};
+
+/// Compare a predicted mask with the truth (both [i, j, k], non-zero = tumour) on a grid with
+/// `spacing` in mm. Returns the metrics as a dict (see `layerseg evaluate`). With affines (from
+/// the files), the grids are checked as the CLI checks them; an array without one is taken to
+/// lie on the truth's grid.
+#[pyfunction]
+#[pyo3(signature = (pred, truth, spacing, region=None, pred_affine=None, truth_affine=None, region_affine=None))]
+#[allow(clippy::too_many_arguments)]
+fn evaluate<'py>(
+    py: Python<'py>,
+    pred: PyReadonlyArray3<'py, u8>,
+    truth: PyReadonlyArray3<'py, u8>,
+    spacing: [f64; 3],
+    region: Option<PyReadonlyArray3<'py, u8>>,
+    pred_affine: Option<PyReadonlyArray2<'py, f64>>,
+    truth_affine: Option<PyReadonlyArray2<'py, f64>>,
+    region_affine: Option<PyReadonlyArray2<'py, f64>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let truth_affine = truth_affine
+        .map(affine_from_py)
+        .transpose()?
+        .unwrap_or(IDENTITY);
+    let on_grid = |data: PyReadonlyArray3<'py, u8>, affine: Option<PyReadonlyArray2<'py, f64>>| {
+        let affine = affine
+            .map(affine_from_py)
+            .transpose()?
+            .unwrap_or(truth_affine);
+        PyResult::Ok(Volume::new(data.as_array().mapv(|v| v > 0), affine))
+    };
+    let truth = Volume::new(truth.as_array().mapv(|v| v > 0), truth_affine);
+    let pred = on_grid(pred, pred_affine)?;
+    let region = region.map(|r| on_grid(r, region_affine)).transpose()?;
+    let check = |other: &Volume<bool>, what: &str| {
+        truth
+            .ensure_same_grid("truth", other, what)
+            .map_err(IntoPyErr::into_py_err)
+    };
+    check(&pred, "pred")?;
+    if let Some(region) = &region {
+        check(region, "organ_mask")?;
+    }
+    let (pred, truth, region) = (pred.data, truth.data, region.map(|r| r.data));
+    if spacing.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
+        return Err(LayerSegError::new_err(format!(
+            "spacing must be positive, got {spacing:?}"
+        )));
+    }
+    let metrics = run_detached(py, || {
+        layerseg_core::metrics::evaluate(&pred, &truth, spacing, region.as_ref())
+    });
+    let json =
+        serde_json::to_string(&metrics).map_err(|e| LayerSegError::new_err(e.to_string()))?;
+    py.import("json")?.call_method1("loads", (json,))
+}
+
+/// The profiles' `zscore_nonzero` rule on an array of any shape, its statistics over every
+/// voxel: mean and population std of the non-zero voxels (float64), applied to every voxel;
+/// min-max scaling to [0, 1] when the std is below `min_std`; an all-zero array unchanged.
+#[pyfunction]
+#[pyo3(signature = (array, min_std=0.01))]
+fn zscore_nonzero<'py>(
+    py: Python<'py>,
+    array: PyReadonlyArrayDyn<'py, f32>,
+    min_std: f64,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    let view = array.as_array();
+    let shape = view.shape().to_vec();
+    let flat = view.iter().copied().collect::<ndarray::Array1<f32>>();
+    let n = flat.len();
+    let volume = flat
+        .into_shape_with_order((1, 1, n))
+        .map_err(|e| LayerSegError::new_err(e.to_string()))?;
+    let out = run_detached(py, || {
+        normalise(volume, &Normalisation::ZscoreNonzero { min_std })
+    });
+    let out = out
+        .into_shape_with_order(ndarray::IxDyn(&shape))
+        .map_err(|e| LayerSegError::new_err(e.to_string()))?;
+    Ok(out.into_pyarray(py))
+}
+
+/// The scans (NIfTI, NRRD, MetaImage, by extension) directly inside `folder`, sorted by path.
+#[pyfunction]
+fn scan_files(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<PathBuf>> {
+    without_gil(py, || layerseg_core::io::scan_files(&folder))
+}
+
+/// A LayerSeg model card, checked as the libtorch runtime checks it
+/// (`layerseg_core::model_card`), as JSON text.
+#[pyfunction]
+fn read_model_card(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+    without_gil(py, || {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| layerseg_core::Error::io(&path, e))?;
+        layerseg_core::model_card::check_model_card(&path, &text).map(|card| card.to_string())
+    })
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(read_model_card, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(zscore_nonzero, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_files, m)?)?;
+    Ok(())
+}
