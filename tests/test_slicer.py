@@ -50,7 +50,13 @@ from LayerSegLib.parameters import (  # noqa: E402
     SegmentParameters,
     profile_search,
 )
-from LayerSegLib.process import CliNotFoundError, Progress, find_cli, parse_progress  # noqa: E402
+from LayerSegLib.process import (  # noqa: E402
+    CliNotFoundError,
+    Job,
+    Progress,
+    find_cli,
+    parse_progress,
+)
 from LayerSegLib.scene import (  # noqa: E402
     BRAIN_COLOR,
     BRAIN_NAME,
@@ -1050,3 +1056,11 @@ def test_logic_needs_no_qt_and_never_uses_a_shell() -> None:
                     assert n.split(".")[0] not in ("qt", "ctk") and n != "slicer.util", (path, n)
             if isinstance(node, ast.keyword) and node.arg == "shell":
                 pytest.fail(f"{path}: shell= in a subprocess call")
+
+
+def test_a_job_that_closes_its_output_before_exiting_still_ends() -> None:
+    """The output's end and the exit are two moments: a poll between them must not lose the
+    first (the runtime install's `python -m venv` step hung on that)."""
+    job = Job(["sh", "-c", "echo done; exec >&- 2>&-; sleep 0.5"])
+    assert job.wait(timeout=30) == 0
+    assert job.lines == ["done"]

@@ -116,6 +116,7 @@ class Job:
         self._on_line = on_line
         self._on_progress = on_progress
         self._queue: queue.Queue[str | None] = queue.Queue()
+        self._output_ended = False
         full_env = {k: v for k, v in os.environ.items() if k not in PYTHON_LEAKS}
         full_env["PYTHONNOUSERSITE"] = "1"
         full_env.update(PROGRESS_ENV)
@@ -152,15 +153,15 @@ class Job:
         self._queue.put(None)
 
     def _drain(self) -> bool:
-        """Hands queued lines to the callbacks; True once the output has ended."""
-        ended = False
+        """Hands queued lines to the callbacks; True once the output has ended (and from then
+        on: a process may close its output a moment before it exits)."""
         while True:
             try:
                 line = self._queue.get_nowait()
             except queue.Empty:
-                return ended
+                return self._output_ended
             if line is None:
-                ended = True
+                self._output_ended = True
                 continue
             progress = parse_progress(line)
             if progress is not None:
