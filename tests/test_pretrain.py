@@ -259,3 +259,24 @@ def test_cli_window_warm_start_time_limit_and_history(
     _one_line_error(shipped, "brain-mri.safetensors", "another network width")
     bad_time = _cli(layerseg_bin, *common, "--out", tmp_path / "f", "--max-time", "soon")
     assert bad_time.returncode == 2 and "--max-time" in bad_time.stderr
+
+
+def test_python_continues_a_model_until_its_time_limit(
+    sample_dirs: dict[str, Path], tiny_profile: Path, tmp_path: Path
+) -> None:
+    """layerseg.pretrain's init_from and max_time are the CLI's --init-from and --max-time."""
+    colin = sample_dirs["colin27"]
+    common = {"profile": str(tiny_profile), "organ_masks": colin / "brain.nii.gz", "device": "cpu"}
+    first = layerseg.pretrain(colin / "image.nii.gz", tmp_path / "a", steps=2, **common)
+    second = layerseg.pretrain(
+        colin / "image.nii.gz", tmp_path / "b", init_from=first["model"], steps=3, **common
+    )
+    assert (second["outcome"], second["started_at"], second["step"]) == ("finished", 2, 3)
+    third = layerseg.pretrain(
+        colin / "image.nii.gz", tmp_path / "c", init_from=second["model"], max_time=1e-3, **common
+    )
+    assert (third["outcome"], third["step"]) == ("time_limit", 3)
+    card = json.loads((tmp_path / "c" / "model.json").read_text())
+    assert [(r["from_step"], r["to_step"]) for r in card["history"]] == [(0, 2), (2, 3), (3, 3)]
+    with pytest.raises(layerseg.LayerSegError, match="max_time must be a positive"):
+        layerseg.pretrain(colin / "image.nii.gz", tmp_path / "d", max_time=0, **common)

@@ -88,12 +88,17 @@ def build_other_torch_wheel(folder: Path) -> Path:
     return build_wheel(folder, "torch", OTHER_TORCH)
 
 
+def newest_wheel(pattern: str) -> Path:
+    wheels = sorted((REPO / "dist").glob(pattern), key=lambda p: p.stat().st_mtime)
+    assert wheels, f"make wheel wrote no {pattern} to dist/"
+    return wheels[-1]
+
+
 @pytest.fixture(scope="module")
 def wheel() -> Path:
+    """The layerseg wheel; `make wheel` also writes the layerseg-libtorch one beside it."""
     subprocess.run(["make", "-s", "wheel"], cwd=REPO, check=True, timeout=1800)
-    wheels = sorted((REPO / "dist").glob("layerseg-*.whl"), key=lambda p: p.stat().st_mtime)
-    assert wheels, "make wheel wrote no wheel to dist/"
-    return wheels[-1]
+    return newest_wheel("layerseg-*.whl")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +141,9 @@ def installed(
     tmp = tmp_path_factory.mktemp("runtime")
     wheelhouse = tmp / "wheelhouse"
     wheelhouse.mkdir()
-    (wheelhouse / wheel.name).symlink_to(wheel)
+    libtorch_wheel = newest_wheel("layerseg_libtorch-*.whl")
+    for each in (wheel, libtorch_wheel):
+        (wheelhouse / each.name).symlink_to(each)
     source = RuntimeSource(str(wheelhouse), offline=True)
     before = freeze(slicer_python)
     plan = plan_install(source, tmp / "LayerSeg" / "runtime-cp311", python=str(slicer_python))

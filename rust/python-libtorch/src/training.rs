@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ndarray::Array3;
 use pyo3::prelude::*;
@@ -47,7 +48,7 @@ fn network(profile: &Profile, features: Option<[i64; 6]>) -> BasicUNetConfig {
 
 /// Pretrain on tumours synthesised into ``healthy`` scans; see ``layerseg pretrain --help``.
 #[pyfunction]
-#[pyo3(signature = (healthy, out, profile="brain-mri", organ_masks=None, textures=None, steps=None, batch=None, device="auto", resume=false, progress=None, validate_on=None, checkpoint_every=500, workers=0, seed=0, features=None, lr=None))]
+#[pyo3(signature = (healthy, out, profile="brain-mri", organ_masks=None, textures=None, steps=None, batch=None, device="auto", resume=false, progress=None, validate_on=None, checkpoint_every=500, workers=0, seed=0, features=None, lr=None, init_from=None, max_time=None))]
 #[allow(clippy::too_many_arguments)]
 fn pretrain<'py>(
     py: Python<'py>,
@@ -67,7 +68,18 @@ fn pretrain<'py>(
     seed: u64,
     features: Option<[i64; 6]>,
     lr: Option<f64>,
+    init_from: Option<PathBuf>,
+    max_time: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let deadline = match max_time {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Instant::now() + Duration::from_secs_f64(s)),
+        Some(s) => {
+            return Err(LayerSegError::new_err(format!(
+                "max_time must be a positive number of seconds, got {s}"
+            )))
+        }
+        None => None,
+    };
     let device = self::device(device)?;
     let (healthy, masks) = (paths(Some(healthy))?, paths(organ_masks)?);
     let (textures, validate_on) = (paths(textures)?, paths(validate_on)?);
@@ -77,6 +89,13 @@ fn pretrain<'py>(
         let profile = Profile::load(&profile)?;
         let net = network(&profile, features);
         net.validate()?;
+        let warm_start = match &init_from {
+            Some(init_from) => Some(
+                layerseg_cli::commands::pretrain::warm_start(init_from, &profile, &net)
+                    .map_err(|e| layerseg_torch::Error::Config(format!("{e:#}")))?,
+            ),
+            None => None,
+        };
         let mut config = TrainConfig::from_profile(&profile);
         config.steps = steps.unwrap_or(config.steps);
         config.batch_size = batch.unwrap_or(config.batch_size);
@@ -97,6 +116,8 @@ fn pretrain<'py>(
         let real = load_real_validation(&profile, &list_scans(&validate_on)?)?;
         let run = RunOptions {
             resume,
+            warm_start: warm_start.as_deref(),
+            deadline,
             data: synthesis_record(&healthy, &textures, seed),
             ..RunOptions::new(&out, device, &reporter)
         };

@@ -114,25 +114,9 @@ pub fn run(args: Args) -> Result<()> {
     config.validate()?;
     check_run_folder(&args.out, &net, args.resume)?;
     let warm_start = match &args.init_from {
-        Some(name) if name.as_os_str() == "shipped" => {
-            Some(crate::models::resolve(None, &args.profile)?.weights)
-        }
-        Some(path) => Some(path.clone()),
+        Some(init_from) => Some(warm_start(init_from, &profile, &net)?),
         None => None,
     };
-    if let Some(from) = &warm_start {
-        let checkpoint = Checkpoint::open(from)?;
-        checkpoint.check_config(&net)?;
-        if let Some(trained) = checkpoint.card.profile.as_deref() {
-            if trained != profile.name {
-                bail!(
-                    "{}: this model was trained with profile {trained}, not {}",
-                    from.display(),
-                    profile.name
-                );
-            }
-        }
-    }
 
     let healthy = list_scans(&args.healthy)?;
     if healthy.is_empty() {
@@ -177,6 +161,28 @@ pub fn run(args: Args) -> Result<()> {
         args.out.join("curves.png").display()
     );
     Ok(())
+}
+
+/// The weights `--init-from` names (`shipped`: the profile's shipped model; else a model file or
+/// a checkpoint folder), checked against the run's network and profile before any scan is read.
+pub fn warm_start(init_from: &Path, profile: &Profile, net: &BasicUNetConfig) -> Result<PathBuf> {
+    let path = if init_from.as_os_str() == "shipped" {
+        crate::models::resolve(None, &profile.name)?.weights
+    } else {
+        init_from.to_path_buf()
+    };
+    let checkpoint = Checkpoint::open(&path)?;
+    checkpoint.check_config(net)?;
+    if let Some(trained) = checkpoint.card.profile.as_deref() {
+        if trained != profile.name {
+            bail!(
+                "{}: this model was trained with profile {trained}, not {}",
+                path.display(),
+                profile.name
+            );
+        }
+    }
+    Ok(path)
 }
 
 /// The run folder's checkpoints must fit this run (before any scan is read).

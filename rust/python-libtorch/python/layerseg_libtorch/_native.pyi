@@ -77,6 +77,8 @@ def pretrain(
     seed: int = 0,
     features: tuple[int, int, int, int, int, int] | list[int] | None = None,
     lr: float | None = None,
+    init_from: str | os.PathLike[str] | None = None,
+    max_time: float | None = None,
 ) -> dict[str, Any]:
     """Pretrain on tumours synthesised on the fly into ``healthy`` scans (files, folders or
     ``.txt`` lists), writing checkpoints, ``metrics.jsonl``, ``model.safetensors`` and

@@ -41,6 +41,8 @@ def pretrain(
     seed: int = 0,
     features: Sequence[int] | None = None,
     lr: float | None = None,
+    init_from: PathLike | None = None,
+    max_time: float | None = None,
 ) -> dict[str, Any]:
     """Pretrain a network on tumours synthesised on the fly into healthy scans.
 
@@ -94,11 +96,19 @@ def pretrain(
         ``network.features``.
     lr
         Adam's learning rate. Default ``None``: the profile's ``training.lr``.
+    init_from
+        Continue the training of a model in the new run folder ``out``: ``"shipped"`` (the
+        profile's shipped model), a model file (``.safetensors`` with its card ``.json``) or a
+        checkpoint folder (with its Adam moments). The step count, learning rate and schedule go
+        on from there, so ``steps`` counts its steps too. Default ``None``: a new network.
+    max_time
+        Seconds after which training stops cleanly, keeping time for the last checkpoint and
+        the export (``outcome`` ``"time_limit"``). Default ``None``: no limit.
 
     Returns
     -------
     dict
-        ``outcome`` (finished, stopped early or cancelled), ``step``,
+        ``outcome`` (``finished``, ``early_stopped``, ``cancelled`` or ``time_limit``), ``step``,
         ``started_at``, ``loss``, ``validation``, ``validation_real``, ``checkpoint``, ``model``
         and ``curves`` (paths).
     """
@@ -119,6 +129,8 @@ def pretrain(
         seed=seed,
         features=None if features is None else [int(f) for f in features],
         lr=lr,
+        init_from=None if init_from is None else str(init_from),
+        max_time=max_time,
     )
     return result
 
