@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lib.core import PROFILES, Models, ScoreCache
+from lib.core import PROFILES, LayerSegFailed, Models, ScoreCache
 from lib.datastore import CheckedDatastore
 from lib.infer import LayerSegInfer
 from lib.strategy import RandomControl, WorstExplained
@@ -70,3 +70,10 @@ class LayerSegApp(MONAILabelApp):  # type: ignore[misc]
             "layerseg": WorstExplained(self.models, studies, self.score_cache, self.device),
             "random": RandomControl(),
         }
+
+    def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+        image = request.get("image")
+        store = datastore if datastore else self.datastore()
+        if isinstance(image, str) and not Path(image).exists() and image not in store.list_images():
+            raise LayerSegFailed(404, f"image {image!r}: not in the datastore {self.studies}")
+        return dict(super().infer(request, datastore))

@@ -24,7 +24,13 @@ PROFILES = ("brain-mri", "liver-ct")
 REPO = Path(__file__).resolve().parents[2]
 
 
-class LayerSegFailed(HTTPException):
+def voxels(path: str | Path, dtype: Any = None) -> np.ndarray[Any, Any]:
+    """The voxels of a NIfTI file, as stored (or as `dtype`)."""
+    img: Any = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=dtype)
+
+
+class LayerSegFailed(HTTPException):  # type: ignore[misc]
     """A request that LayerSeg refused or could not finish, as an HTTP error with the reason."""
 
     def __init__(self, status: int, detail: str) -> None:
@@ -156,6 +162,28 @@ class Segmentation:
     folder: Path
     scores: dict[str, float]
 
+    def save(self, path: Path) -> None:
+        names = {k: getattr(self, k).name for k in ("mask", "probability")}
+        names["healthy"] = str(self.healthy.relative_to(self.folder))
+        path.write_text(json.dumps({"files": names, "scores": self.scores}))
+
+    @staticmethod
+    def load(path: Path) -> Segmentation:
+        data = json.loads(path.read_text())
+        f, folder = data["files"], path.parent
+        return Segmentation(
+            folder / f["mask"], folder / f["probability"], folder / f["healthy"], folder,
+            data["scores"],
+        )  # fmt: skip
+
+    @staticmethod
+    def load_moved(old: Segmentation, folder: Path) -> Segmentation:
+        """The same result after its folder moved to `folder`."""
+        return Segmentation(
+            folder / old.mask.name, folder / old.probability.name,
+            folder / old.healthy.relative_to(old.folder), folder, old.scores,
+        )  # fmt: skip
+
 
 def segment(
     image: Path,
@@ -201,15 +229,12 @@ def label_free_scores(
     - agreement: Dice between the mask and where the image departs from the healthy layer by
       more than the residual's 95th percentile in the region; low means the two disagree.
     """
-    p = np.asarray(nib.load(str(prob)).dataobj, dtype=np.float32)
-    h = np.asarray(nib.load(str(healthy)).dataobj, dtype=np.float32)
-    t = np.asarray(nib.load(str(tumour)).dataobj, dtype=np.float32)
-    r = np.asarray(nib.load(str(residual)).dataobj, dtype=np.float32)
-    m = np.asarray(nib.load(str(mask)).dataobj) > 0
-    if region is not None:
-        inside = np.asarray(nib.load(str(region)).dataobj) > 0
-    else:
-        inside = (h != 0) | (r != 0)
+    p = voxels(prob, np.float32)
+    h = voxels(healthy, np.float32)
+    t = voxels(tumour, np.float32)
+    r = voxels(residual, np.float32)
+    m = voxels(mask) > 0
+    inside = voxels(region) > 0 if region is not None else (h != 0) | (r != 0)
     if not inside.any():
         inside = np.ones(p.shape, bool)
     error = np.abs(r - p * (t - h))[inside]

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from monailabel.datastore.local import LocalDatastore
 
-from .core import Grid, LayerSegFailed
+from .core import Grid, LayerSegFailed, voxels
 
 
 class CheckedDatastore(LocalDatastore):  # type: ignore[misc]
@@ -23,7 +22,6 @@ class CheckedDatastore(LocalDatastore):  # type: ignore[misc]
         image = self.get_image_uri(image_id) if image_id in self.list_images() else ""
         if not image:
             raise LayerSegFailed(404, f"label for image {image_id!r}: no such image")
-        name = label_info.get("filename") or Path(label_filename).name
         try:
             label_grid = Grid.of(label_filename)
         except LayerSegFailed as e:
@@ -32,14 +30,14 @@ class CheckedDatastore(LocalDatastore):  # type: ignore[misc]
         if problem:
             raise LayerSegFailed(
                 422,
-                f"label {name} for {image_id}: {problem}; resample it onto {Path(image).name}",
+                f"label for {image_id}: {problem}; resample it onto {Path(image).name}",
             )
         if label_filename.endswith((".nii", ".nii.gz")):
-            values = np.unique(np.asarray(nib.load(label_filename).dataobj))
+            values = np.unique(voxels(label_filename))
             extra = sorted(set(values.tolist()) - {0, 1})
             if extra:
                 raise LayerSegFailed(
                     422,
-                    f"label {name} for {image_id}: values {extra[:5]} besides 0 and 1 (1 = tumour)",
+                    f"label for {image_id}: values {extra[:5]} besides 0 and 1 (1 = tumour)",
                 )
         return str(super().save_label(image_id, label_filename, label_tag, label_info))

@@ -10,7 +10,15 @@ from typing import Any
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from .core import LayerSegFailed, Models, ScoreCache, image_id_of, organ_mask_for, segment
+from .core import (
+    LayerSegFailed,
+    Models,
+    ScoreCache,
+    Segmentation,
+    image_id_of,
+    organ_mask_for,
+    segment,
+)
 
 OUTPUTS = ("label", "healthy", "probability")
 
@@ -60,8 +68,7 @@ class LayerSegInfer(InferTask):  # type: ignore[misc]
         model = self.models.current(self.profile)
         version = self.models.version(self.profile)
         organ = organ_mask_for(path, image_id, self.studies, self.profile)
-        result = segment(path, self.profile, model, organ, device)
-        self.scores.put(image_id, version, result.scores)
+        result = self.segmentation(path, image_id, model, version, organ, device)
         chosen = {
             "label": result.mask,
             "healthy": result.healthy,
@@ -71,10 +78,38 @@ class LayerSegInfer(InferTask):  # type: ignore[misc]
         os.close(fd)
         out = Path(name)
         shutil.copyfile(chosen[output], out)
-        shutil.rmtree(result.folder, ignore_errors=True)
         return str(out), {
             "model": str(model) if model else "shipped",
             "profile": self.profile,
             "output": output,
             **result.scores,
         }
+
+    def segmentation(
+        self,
+        path: Path,
+        image_id: str,
+        model: Path | None,
+        version: str,
+        organ: Path | None,
+        device: str,
+    ) -> Segmentation:
+        """The scan's segmentation by this model: run once, then kept (the latest per scan), so
+        asking for the healthy layer or the probability after the label costs nothing."""
+        stamp = [version, str(path.stat().st_mtime_ns)]
+        if organ is not None:
+            stamp.append(str(organ.stat().st_mtime_ns))
+        key = "-".join(stamp)
+        cache = self.models.dir(self.profile) / "segmentations" / image_id
+        kept = cache / key / "result.json"
+        if kept.exists():
+            return Segmentation.load(kept)
+        if cache.exists():
+            shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir(parents=True)
+        result = segment(path, self.profile, model, organ, device, work=cache)
+        result.folder.rename(cache / key)
+        result = Segmentation.load_moved(result, cache / key)
+        result.save(kept)
+        self.scores.put(image_id, version, result.scores)
+        return result
