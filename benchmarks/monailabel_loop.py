@@ -178,12 +178,11 @@ def train(client: Any, model: str, params: dict[str, Any], timeout_s: float) -> 
     """Starts training and waits for it; the task's stats (from the app's info)."""
     client.train_start(model, params)
     deadline = time.monotonic() + timeout_s
-    while client.train_status(check_if_running=True):
+    while (status := client.train_status())["status"] in ("SUBMITTED", "RUNNING"):
         if time.monotonic() > deadline:
             client.train_stop()
             raise RuntimeError(f"training {model} ran past {timeout_s} s")
         time.sleep(2)
-    status = client.train_status()
     if status.get("status") != "DONE":
         raise RuntimeError(f"training {model} failed: {status}")
     return dict(client.info()["train_stats"][model])

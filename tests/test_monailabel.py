@@ -76,7 +76,7 @@ def test_infer_label_train_infer_next_sample_stop(running: Any, studies: Any) ->
         client.infer("no-such-model", "lits117", {})
     with pytest.raises(errors, match=r"no-such-image.*not in the datastore"):
         client.infer("liver-ct", "no-such-image", {})
-    with pytest.raises(errors, match=r"shape \[128, 128, 100\] differs from the image's"):
+    with pytest.raises(errors, match=r"shape \[128, 128, 100\] differs from the image"):
         client.save_label("lits117", str(wrong), tag="final")
     objects = client.datastore()["objects"]
     assert not objects["lits117"]["labels"], "the refused label was stored"
