@@ -139,7 +139,11 @@ def server(
             env=env,
             start_new_session=True,
         )
-    client = client_class()(f"http://127.0.0.1:{port}")
+    # The client saves a result under the server's file name in its tmpdir; on one machine,
+    # /tmp for both, the server's clean-up of that file races the client's copy.
+    tmpdir = log.parent / "client"
+    tmpdir.mkdir(exist_ok=True)
+    client = client_class()(f"http://127.0.0.1:{port}", tmpdir=str(tmpdir))
     try:
         deadline = time.monotonic() + 180
         while True:

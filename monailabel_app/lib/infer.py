@@ -74,7 +74,7 @@ class LayerSegInfer(InferTask):  # type: ignore[misc]
             "healthy": result.healthy,
             "probability": result.probability,
         }
-        fd, name = tempfile.mkstemp(suffix=".nii.gz")
+        fd, name = tempfile.mkstemp(prefix=f"layerseg-{output}-", suffix=".nii.gz")
         os.close(fd)
         out = Path(name)
         shutil.copyfile(chosen[output], out)
