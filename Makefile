@@ -73,6 +73,7 @@ lint: build
 	ruff format --check .
 	mypy rust/python/python/layerseg
 	mypy --strict slicer_module/LayerSeg/LayerSeg.py slicer_module/LayerSeg/LayerSegLib
+	cd monailabel_app && mypy --config-file ../pyproject.toml main.py lib
 
 rust-test: build
 	cargo test --release --workspace

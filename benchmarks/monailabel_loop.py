@@ -43,6 +43,11 @@ SAMPLES = Path(os.environ.get("LAYERSEG_DATA", Path.home() / ".cache" / "layerse
 MODEL = {"lits117": "liver-ct", "mrbraintumor2": "brain-mri"}
 
 
+def load(path: Path | str) -> Any:
+    """nibabel's image (typed loosely: nibabel's stubs lack the NIfTI attributes)."""
+    return nib.load(path)
+
+
 @dataclass
 class Studies:
     folder: Path
@@ -60,8 +65,8 @@ def make_studies(name: str, root: Path) -> Studies:
     src = SAMPLES / name
     studies = root / "studies"
     (studies / "organs").mkdir(parents=True, exist_ok=True)
-    img = nib.load(src / "image.nii.gz")
-    truth = np.asarray(nib.load(src / case.truth).dataobj) > 0
+    img = load(src / "image.nii.gz")
+    truth = np.asarray(load(src / case.truth).dataobj) > 0
     axis = axial_axis(img)
     cut = int(np.median(np.nonzero(truth)[axis]))
     train = f"{name}_train"
@@ -69,7 +74,7 @@ def make_studies(name: str, root: Path) -> Studies:
     save_mirrored_half(src / "image.nii.gz", axis, cut, True, studies / f"{train}.nii.gz")
     region = np.ones(truth.shape, bool)
     if case.organ:
-        organ = nib.load(src / case.organ)
+        organ = load(src / case.organ)
         nib.save(organ, studies / "organs" / f"{name}.nii.gz")
         save_mirrored_half(
             src / case.organ, axis, cut, True, studies / "organs" / f"{train}.nii.gz"
@@ -77,7 +82,7 @@ def make_studies(name: str, root: Path) -> Studies:
         region = np.asarray(organ.dataobj) > 0
     label = root / f"{train}_label.nii.gz"
     save_mirrored_half(src / case.truth, axis, cut, True, label)
-    lab = nib.load(label)
+    lab = load(label)
     binary = (np.asarray(lab.dataobj) > 0).astype(np.uint8)
     nib.save(nib.Nifti1Image(binary, lab.affine, lab.header), label)
     held_out = np.zeros(truth.shape, bool)
@@ -175,7 +180,7 @@ def dice(pred: npt.NDArray[Any], studies: Studies) -> float:
 
 def infer_dice(client: Any, model: str, studies: Studies) -> tuple[float, dict[str, Any]]:
     path, params = client.infer(model, studies.scan, {})
-    return dice(np.asarray(nib.load(path).dataobj), studies), params
+    return dice(np.asarray(load(path).dataobj), studies), params
 
 
 def train(client: Any, model: str, params: dict[str, Any], timeout_s: float) -> dict[str, Any]:

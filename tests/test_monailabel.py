@@ -34,10 +34,10 @@ def studies(sample_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("monailabel")
     found = loop.make_studies("lits117", root)
     nib.save(
-        nib.load(sample_dirs["mrbraintumor2"] / "image.nii.gz"),
+        loop.load(sample_dirs["mrbraintumor2"] / "image.nii.gz"),
         found.folder / "mrbraintumor2.nii.gz",
     )
-    label = nib.load(found.label)
+    label = loop.load(found.label)
     wrong = root / "wrong_grid.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(label.dataobj)[:, :, :100], label.affine), wrong)
     return found, root, wrong
@@ -68,7 +68,7 @@ def test_infer_label_train_infer_next_sample_stop(running: Any, studies: Any) ->
     assert params["model"] == "shipped" and params["recomposition_l1"] > 0
     assert zero_shot > 0.3, f"zero-shot held-out Dice {zero_shot:.3f}"
     healthy, _ = client.infer("liver-ct", "lits117", {"output": "healthy"})
-    assert np.asarray(nib.load(healthy).dataobj).dtype == np.float32
+    assert np.asarray(loop.load(healthy).dataobj).dtype == np.float32
 
     saved = client.save_label(found.train, str(found.label), tag="final")
     assert saved["image"] == found.train
