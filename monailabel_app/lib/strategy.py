@@ -10,7 +10,15 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from .core import Models, ScoreCache, image_id_of, organ_mask_for, profile_of, segment
+from .core import (
+    LayerSegFailed,
+    Models,
+    ScoreCache,
+    image_id_of,
+    organ_mask_for,
+    profile_of,
+    segment,
+)
 
 SCORES = ("recomposition_l1", "agreement")
 
@@ -31,23 +39,16 @@ class WorstExplained(Strategy):  # type: ignore[misc]
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         score = request.get("score", "recomposition_l1")
         if score not in SCORES:
-            raise ValueError(f"score {score!r}: must be one of {', '.join(SCORES)}")
-        ranked = []
+            raise LayerSegFailed(422, f"score {score!r}: must be one of {', '.join(SCORES)}")
+        ranked, skipped = [], {}
         for image_id in datastore.get_unlabeled_images():
             path = Path(datastore.get_image_uri(image_id))
-            profile = profile_of(path)
-            version = self.models.version(profile)
-            scores = self.scores.get(image_id, version)
-            if scores is None:
-                organ = organ_mask_for(path, image_id_of(path), self.studies, profile)
-                model = self.models.current(profile)
-                result = segment(path, profile, model, organ, self.device)
-                scores = result.scores
-                self.scores.put(image_id, version, scores)
-                shutil.rmtree(result.folder, ignore_errors=True)
-            ranked.append((image_id, profile, scores))
+            try:
+                ranked.append((image_id, *self.scores_of(image_id, path)))
+            except LayerSegFailed as e:
+                skipped[image_id] = str(e.detail)
         if not ranked:
-            return {}
+            return {"skipped": skipped} if skipped else {}
         worst = -1.0 if score == "recomposition_l1" else 1.0
         image_id, profile, scores = min(ranked, key=lambda r: worst * r[2][score])
         return {
@@ -56,7 +57,21 @@ class WorstExplained(Strategy):  # type: ignore[misc]
             "score": score,
             **scores,
             "ranking": {r[0]: r[2][score] for r in ranked},
+            "skipped": skipped,
         }
+
+    def scores_of(self, image_id: str, path: Path) -> tuple[str, dict[str, float]]:
+        """The scan's profile and its label-free scores under that profile's current model."""
+        profile = profile_of(path)
+        version = self.models.version(profile)
+        scores = self.scores.get(image_id, version)
+        if scores is None:
+            organ = organ_mask_for(path, image_id_of(path), self.studies, profile)
+            result = segment(path, profile, self.models.current(profile), organ, self.device)
+            shutil.rmtree(result.folder, ignore_errors=True)
+            scores = result.scores
+            self.scores.put(image_id, version, scores)
+        return profile, scores
 
 
 class RandomControl(Strategy):  # type: ignore[misc]

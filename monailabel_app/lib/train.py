@@ -112,6 +112,7 @@ class LayerSegTrain(TrainTask):  # type: ignore[misc]
             "started_from": str(start) if start else "shipped",
             "model": str(published),
             "steps": fold.get("steps"),
+            "start_dice": fold.get("start_dice"),
             "best_step": fold.get("best_step"),
             "best_dice": fold.get("best_dice", fold.get("dice")),
             "resumed": resume,
