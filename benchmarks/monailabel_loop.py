@@ -112,12 +112,14 @@ def free_port() -> int:
 
 @contextmanager
 def server(
-    studies: Path, model_dir: Path, log: Path, device: str = "cpu"
+    studies: Path, model_dir: Path, log: Path, device: str = "cpu", layerseg_bin: Path | None = None
 ) -> Iterator[tuple[Any, subprocess.Popen[bytes]]]:
     """`monailabel start_server` on a free localhost port, and a client once it answers."""
     port = free_port()
     # the `monailabel` script runs `python -m monailabel.main` with the first python on PATH
     env = dict(os.environ, VIRTUAL_ENV=str(ML_VENV))
+    if layerseg_bin is not None:
+        env["LAYERSEG_BIN"] = str(layerseg_bin)
     env["PATH"] = f"{ML_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     with log.open("w") as out:
         proc = subprocess.Popen(
