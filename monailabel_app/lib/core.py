@@ -20,6 +20,8 @@ import nibabel as nib
 import numpy as np
 from fastapi import HTTPException
 
+import layerseg
+
 PROFILES = ("brain-mri", "liver-ct")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -213,39 +215,46 @@ def segment(
     residual = next(layers.glob("*_residual.nii.gz"))
     region_path = organ if organ is not None else folder / "organ.nii.gz"
     scores = label_free_scores(
-        mask, prob, healthy, tumour, residual, region_path if region_path.exists() else None
+        profile, prob, healthy, tumour, residual, region_path if region_path.exists() else None
     )
     return Segmentation(mask, prob, healthy, folder, scores)
 
 
 def label_free_scores(
-    mask: Path, prob: Path, healthy: Path, tumour: Path, residual: Path, region: Path | None
+    profile: str,
+    prob: Path,
+    healthy: Path,
+    tumour: Path,
+    residual: Path,
+    region: Path | None,
 ) -> dict[str, float]:
-    """LayerSeg's own reliability scores, computed without a label (as `layerseg adapt` does).
+    """LayerSeg's own reliability scores, computed without a label, with `layerseg adapt`'s
+    definitions and the profile's `adaptation` thresholds, in the region searched:
 
-    - recomposition_l1: mean |x - (t p + h (1 - p))| in the region searched, with x the
-      normalised image (residual + healthy layer), t and h the layers, p the probability;
-      high means the model explains the scan badly.
-    - agreement: Dice between the mask and where the image departs from the healthy layer by
-      more than the residual's 95th percentile in the region; low means the two disagree.
+    - recomposition_l1: mean |x - (t p + h (1 - p))|, with x the normalised image (residual +
+      healthy layer), t and h the layers, p the probability; high: the model explains the scan
+      badly.
+    - agreement: Dice between p >= mask_threshold and the residual map (x - h, signed towards
+      the profile's lesions, >= residual_threshold); low: the two heads disagree.
     """
+    rule = json.loads(layerseg.profile_json(profile))["adaptation"]
     p = voxels(prob, np.float32)
     h = voxels(healthy, np.float32)
     t = voxels(tumour, np.float32)
     r = voxels(residual, np.float32)
-    m = voxels(mask) > 0
     inside = voxels(region) > 0 if region is not None else (h != 0) | (r != 0)
     if not inside.any():
         inside = np.ones(p.shape, bool)
     error = np.abs(r - p * (t - h))[inside]
-    depart = np.abs(r) > np.percentile(np.abs(r[inside]), 95)
-    depart &= inside
-    both = int(np.count_nonzero(m & depart))
-    total = int(np.count_nonzero(m)) + int(np.count_nonzero(depart))
+    sign = 1.0 if rule["residual_sign"] == "brighter" else -1.0
+    masked = (p >= rule["mask_threshold"]) & inside
+    departs = (sign * r >= rule["residual_threshold"]) & inside
+    total = int(np.count_nonzero(masked)) + int(np.count_nonzero(departs))
+    both = int(np.count_nonzero(masked & departs))
     return {
         "recomposition_l1": float(error.mean()),
         "agreement": 1.0 if total == 0 else 2.0 * both / total,
-        "tumour_voxels": float(np.count_nonzero(m)),
+        "tumour_fraction": float(np.count_nonzero(masked)) / float(np.count_nonzero(inside)),
     }
 
 
