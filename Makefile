@@ -12,7 +12,7 @@ BIN := target/release/layerseg
 SAMPLES := $(HOME)/.cache/layerseg/samples
 
 .PHONY: all build venv python rust models wheel samples demo test lint rust-test py-test \
-	test-no-torch parity-spread clean
+	test-no-torch parity-spread clean monailabel-env
 
 all: build
 
@@ -84,6 +84,23 @@ test-no-torch: samples
 	  $(CURDIR)/tests/no_torch/check.py $(SAMPLES)/mrbraintumor2/image.nii.gz \
 	  $(SAMPLES)/mrbraintumor2/label.nii.gz $(NO_TORCH)/work
 
+# MONAI Label (monailabel_app/) in its own venv: monailabel 0.8.5 needs numpy<2 (through
+# numpymaxflow and pydicom-seg) where ours has numpy 2, and its torchvision would pull torch 2.14.
+# The venv sees .venv's packages (torch, MONAI, layerseg) through a site directory, so torch is
+# not downloaded twice, and keeps its own numpy 1.26 in front of them. sam2 builds against that
+# torch (no build isolation, no CUDA kernels).
+ML_VENV := $(CURDIR)/.venv-monailabel
+$(ML_VENV)/.installed: monailabel_app/requirements.txt monailabel_app/constraints.txt venv
+	python3 -m venv $(ML_VENV)
+	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+	  > "$$($(ML_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_layerseg.pth"
+	$(ML_VENV)/bin/pip install --quiet --upgrade pip "setuptools>=70" wheel
+	SAM2_BUILD_CUDA=0 $(ML_VENV)/bin/pip install --quiet --no-build-isolation \
+	  -r monailabel_app/requirements.txt -c monailabel_app/constraints.txt
+	touch $@
+
+monailabel-env: $(ML_VENV)/.installed
+
 samples: python
 	$(PY) -m layerseg.samples fetch
 
@@ -99,11 +116,12 @@ lint: build
 	ruff format --check .
 	mypy rust/python/python/layerseg rust/python-libtorch/python/layerseg_libtorch
 	mypy --strict slicer_module/LayerSeg/LayerSeg.py slicer_module/LayerSeg/LayerSegLib slicer_module/screenshot.py
+	cd monailabel_app && mypy --config-file ../pyproject.toml main.py lib
 
 rust-test: build
 	cargo test --release --workspace
 
-py-test: build samples
+py-test: build samples monailabel-env
 	pytest
 
 # The tests that compare with stored numbers, again under the kernel choices of other CPUs:

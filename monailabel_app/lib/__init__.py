@@ -1,0 +1,1 @@
+"""LayerSeg's MONAI Label app: infer, train and next-sample tasks around the `layerseg` CLI."""
