@@ -12,7 +12,7 @@ use layerseg_core::brain::RasScan;
 use layerseg_core::preprocess::{self, preprocess};
 use layerseg_core::segmentation::{check_settings, finish, MaskOptions};
 use layerseg_core::{Image, Profile, Volume};
-use layerseg_python_common::affine::affine_from_py;
+use layerseg_python_common::affine::{affine_from_py, scan_and_organ};
 use layerseg_python_common::errors::{IntoPyErr, LayerSegError};
 use layerseg_python_common::gate::without_gil;
 
@@ -71,21 +71,7 @@ fn prepare<'py>(
     raw_mask: bool,
 ) -> PyResult<Prepared> {
     check_segment_settings(threshold, overlap, min_size_mm3)?;
-    let affine = affine_from_py(affine)?;
-    let image = Volume::new(image.as_array().to_owned(), affine);
-    if image.data.iter().any(|v| !v.is_finite()) {
-        return Err(LayerSegError::new_err("image holds NaN or infinite values"));
-    }
-    let organ_affine = organ_affine
-        .map(affine_from_py)
-        .transpose()?
-        .unwrap_or(affine);
-    let organ = organ_mask.map(|m| Volume::new(m.as_array().to_owned(), organ_affine));
-    if let Some(organ) = &organ {
-        image
-            .ensure_same_grid("scan", organ, "organ_mask")
-            .map_err(IntoPyErr::into_py_err)?;
-    }
+    let (image, organ) = scan_and_organ(image, affine, organ_mask, organ_affine)?;
     let profile = Profile::load(profile).map_err(IntoPyErr::into_py_err)?;
     if let Some(why) = profile.modality_mismatch(&image.data) {
         warn(py, &why)?;
