@@ -62,7 +62,7 @@ from LayerSegLib.scene import (  # noqa: E402
     BRAIN_NAME,
     SEARCHED_REGION_TAG,
     TUMOR_NAME,
-    LayerSegError,
+    UserError,
     check_volume,
 )
 
@@ -386,9 +386,9 @@ def test_each_organ_mask_choice_becomes_its_command_line(
     assert chosen.count("--organ-mask") == given.count("--organ-mask") == 1
     # "From a segment" without one: a message, not a run.
     before = node_ids(scene)
-    with pytest.raises(LayerSegError, match="Choose the segment for the brain / organ mask"):
+    with pytest.raises(UserError, match="Choose the segment for the brain / organ mask"):
         logic.start_segment(volume, params(organ_mask="segment"))
-    with pytest.raises(LayerSegError, match="organ mask 'brain'"):
+    with pytest.raises(UserError, match="organ mask 'brain'"):
         logic.start_segment(volume, params(organ_mask="brain"))
     assert node_ids(scene) == before
 
@@ -433,9 +433,9 @@ def test_organ_mask_setting_round_trips_through_the_parameter_node(scene: Any) -
         assert saved_and_loaded(setting) == setting
     assert OrganMaskSetting("segment", node, segment_id).organ() == OrganMask(node, segment_id)
     assert OrganMaskSetting("auto", node, segment_id).organ() is None
-    with pytest.raises(LayerSegError, match="Choose the segment"):
+    with pytest.raises(UserError, match="Choose the segment"):
         OrganMaskSetting("segment", node, "").organ()
-    with pytest.raises(LayerSegError, match="unknown brain / organ mask choice"):
+    with pytest.raises(UserError, match="unknown brain / organ mask choice"):
         write_organ_mask_setting(parameters, OrganMaskSetting("brain"))
 
     # A scene saved before the choice existed: a chosen segment meant "search inside it".
@@ -539,17 +539,17 @@ def test_liver_ct_has_no_automatic_mask_and_says_so(
     logic = Logic(scene, ["/nonexistent/layerseg"])
     liver = {"profile": "liver-ct", "model": None, "device": "cpu"}
     with pytest.raises(
-        LayerSegError, match=r"no automatic liver mask.*'From a segment'.*liver segment"
+        UserError, match=r"no automatic liver mask.*'From a segment'.*liver segment"
     ):
         logic.start_segment(volume, SegmentParameters(**liver, organ_mask="auto"))
-    with pytest.raises(LayerSegError, match="liver mask, and it cannot search the whole scan"):
+    with pytest.raises(UserError, match="liver mask, and it cannot search the whole scan"):
         logic.start_segment(volume, SegmentParameters(**liver, organ_mask="none"))
     # A profile file that searches inside an organ mask, likewise.
     profile = json.loads(Path(PROFILE).read_text())
     profile["roi"] = {"kind": "organ_mask", "margin_mm": 10.0}
     organ_profile = tmp_path / "organ.json"
     organ_profile.write_text(json.dumps(profile))
-    with pytest.raises(LayerSegError, match=r"no automatic organ mask.*organ segment"):
+    with pytest.raises(UserError, match=r"no automatic organ mask.*organ segment"):
         logic.start_segment(volume, params(profile=str(organ_profile)))
     assert node_ids(scene) == before
     # With a segment, liver-ct runs.
@@ -617,7 +617,7 @@ def test_cancel_kills_the_process_tree_and_leaves_the_scene(
     assert gone(parent.pid) and all(gone(c.pid) for c in children)
     assert not running.folder.exists(), "temporary files left behind"
     assert node_ids(scene) == before
-    with pytest.raises(LayerSegError, match="cancelled"):
+    with pytest.raises(UserError, match="cancelled"):
         logic.finish_segment(running)
     assert node_ids(scene) == before
 
@@ -632,7 +632,7 @@ def test_bad_model_file_gives_an_error_and_no_nodes(
     logic = Logic(scene, cli)
     running = logic.start_segment(volume, params(model=str(bad), probability=True))
     running.wait(120)
-    with pytest.raises(LayerSegError) as raised:
+    with pytest.raises(UserError) as raised:
         logic.finish_segment(running)
     message = str(raised.value)
     assert "failed (exit code 1)" in message and "bad.safetensors" in message, message
@@ -648,7 +648,7 @@ def test_crashing_process_gives_an_error_and_no_nodes(
     logic = Logic(
         scene, wrapper(tmp_path, "echo 'layerseg: progress windows 0/4' >&2\nkill -SEGV $$")
     )
-    with pytest.raises(LayerSegError, match=r"exit code -11"):
+    with pytest.raises(UserError, match=r"exit code -11"):
         logic.segment(volume, params(), timeout=60)
     assert node_ids(scene) == before
 
@@ -663,7 +663,7 @@ def test_result_on_another_grid_is_refused(
     )
     volume = load_volume(scene, tumour_scan)
     before = node_ids(scene)
-    with pytest.raises(LayerSegError, match="voxels, but the input volume has"):
+    with pytest.raises(UserError, match="voxels, but the input volume has"):
         Logic(scene, script).segment(volume, params(), timeout=60)
     assert node_ids(scene) == before
 
@@ -672,7 +672,7 @@ def test_result_on_another_grid_is_refused(
 
 
 def test_no_volume(scene: Any) -> None:
-    with pytest.raises(LayerSegError, match="Select an input volume"):
+    with pytest.raises(UserError, match="Select an input volume"):
         Logic(scene, ["/nonexistent/layerseg"]).start_segment(None, params())
 
 
@@ -682,13 +682,13 @@ def test_2d_volume(scene: Any, tumour_scan: Path) -> None:
     flat.SetName("one slice")
     scene.AddNode(flat)
     slicer.util.updateVolumeFromArray(flat, np.ascontiguousarray(slice_))
-    with pytest.raises(LayerSegError, match=r"'one slice' is a 2D image \(256x256x1 voxels\)"):
+    with pytest.raises(UserError, match=r"'one slice' is a 2D image \(256x256x1 voxels\)"):
         Logic(scene, ["/nonexistent/layerseg"]).start_segment(flat, params())
 
 
 def test_label_map_is_not_an_input(scene: Any, sample_dirs: dict[str, Path]) -> None:
     label = load_volume(scene, sample_dirs["colin27"] / "brain.nii.gz", labelmap=True)
-    with pytest.raises(LayerSegError, match="not a scalar"):
+    with pytest.raises(UserError, match="not a scalar"):
         check_volume(label)
 
 
@@ -708,7 +708,7 @@ def test_non_linear_transform_is_refused(scene: Any, tumour_scan: Path) -> None:
     scene.AddNode(node)
     node.SetAndObserveTransformToParent(warp)
     volume.SetAndObserveTransformNodeID(node.GetID())
-    with pytest.raises(LayerSegError, match=r"non-linear transform 'warp'.*Harden"):
+    with pytest.raises(UserError, match=r"non-linear transform 'warp'.*Harden"):
         check_volume(volume)
 
 
@@ -734,7 +734,7 @@ def test_empty_organ_mask_segment(scene: Any, tumour_scan: Path) -> None:
     segment_id = organ.GetSegmentation().GetNthSegmentID(0)
     organ.GetSegmentation().GetSegment(segment_id).SetName("Liver")
     before = node_ids(scene)
-    with pytest.raises(LayerSegError, match="organ mask segment 'Liver' of 'organs' is empty"):
+    with pytest.raises(UserError, match="organ mask segment 'Liver' of 'organs' is empty"):
         Logic(scene, ["/nonexistent/layerseg"]).start_segment(
             volume, params(), organ=OrganMask(organ, segment_id)
         )
@@ -750,7 +750,7 @@ def test_bad_parameters_are_messages(scene: Any, tumour_scan: Path, tmp_path: Pa
         (params(profile="no-such-profile"), "no-such-profile"),
         (params(device="tpu"), "device 'tpu'"),
     ):
-        with pytest.raises(LayerSegError, match=match):
+        with pytest.raises(UserError, match=match):
             logic.start_segment(volume, bad)
 
 
@@ -820,7 +820,7 @@ def test_finetune_refuses_cases_it_cannot_use(scene: Any, sample_dirs: dict[str,
     unreferenced = slicer.vtkMRMLSegmentationNode()
     unreferenced.SetName("no volume")
     scene.AddNode(unreferenced)
-    with pytest.raises(LayerSegError) as raised:
+    with pytest.raises(UserError) as raised:
         Logic(scene, ["/unused"]).write_datalist([named_wrong, unreferenced], Path("/nonexistent"))
     assert "'two segments' has no segment named Tumor" in str(raised.value)
     assert "'no volume' has no reference volume" in str(raised.value)

@@ -44,7 +44,7 @@ from LayerSegLib.runtime import (
     RuntimeSource,
     plan_install,
 )
-from LayerSegLib.scene import BRAIN_NAME, TUMOR_NAME, LayerSegError, check_volume
+from LayerSegLib.scene import BRAIN_NAME, TUMOR_NAME, UserError, check_volume
 
 try:
     from slicer.i18n import tr as _
@@ -345,7 +345,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return str(choice)
         path = self.ui.profilePathLineEdit.currentPath
         if not path:
-            raise LayerSegError(_("Choose a profile file, or a built-in profile."))
+            raise UserError(_("Choose a profile file, or a built-in profile."))
         return str(path)
 
     def _model(self) -> str | None:
@@ -353,7 +353,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return None
         path = self.ui.modelPathLineEdit.currentPath
         if not path:
-            raise LayerSegError(_("Choose a model file, or the shipped model."))
+            raise UserError(_("Choose a model file, or the shipped model."))
         return str(path)
 
     def segmentParameters(self) -> SegmentParameters:
@@ -392,7 +392,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if kind != "install" and not self.ensureRuntime():
                 return
             running = start()
-        except (LayerSegError, CliNotFoundError, RuntimeSetupError) as e:
+        except (UserError, CliNotFoundError, RuntimeSetupError) as e:
             self.showError(str(e))
             return
         self._running, self._runningKind = running, kind
@@ -507,7 +507,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         path=model
                     )
                 )
-        except (LayerSegError, RuntimeSetupError) as e:
+        except (UserError, RuntimeSetupError) as e:
             self.showError(str(e))
         finally:
             self._running, self._runningKind = None, ""
@@ -655,7 +655,7 @@ class LayerSegTest(ScriptedLoadableModuleTest):
             (None, "Select an input volume"),
             (slicer.util.addVolumeFromArray(np.zeros((1, 16, 16), np.int16)), "2D"),
         ):
-            with self.assertRaises(LayerSegError) as raised:
+            with self.assertRaises(UserError) as raised:
                 check_volume(volume)
             self.assertIn(expected, str(raised.exception))
         volume = self._sample()
@@ -670,7 +670,7 @@ class LayerSegTest(ScriptedLoadableModuleTest):
         warpNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
         warpNode.SetAndObserveTransformToParent(warp)
         volume.SetAndObserveTransformNodeID(warpNode.GetID())
-        with self.assertRaises(LayerSegError) as raised:
+        with self.assertRaises(UserError) as raised:
             check_volume(volume)
         self.assertIn("non-linear", str(raised.exception))
 
@@ -703,7 +703,7 @@ class LayerSegTest(ScriptedLoadableModuleTest):
         volume = self._sample()
         try:
             result = logic.segment(volume, SegmentParameters(device="cpu"), timeout=600)
-        except LayerSegError as e:
+        except UserError as e:
             if "no shipped model" in str(e):
                 self.skipTest(str(e))
             raise
