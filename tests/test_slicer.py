@@ -31,6 +31,7 @@ EXTENSION = REPO / "slicer_module"
 MODULE = EXTENSION / "LayerSeg"
 sys.path.insert(0, str(MODULE))
 
+from LayerSegLib.install import NO_SOURCE, InstallLogic, Readiness  # noqa: E402
 from LayerSegLib.logic import (  # noqa: E402
     Logic,
     OrganMask,
@@ -43,9 +44,14 @@ from LayerSegLib.parameters import (  # noqa: E402
     BUILTIN_PROFILE_SEARCH,
     BUILTIN_PROFILES,
     ORGAN_MASK_CHOICES,
+    DeviceChoice,
     FinetuneParameters,
+    ModelChoice,
+    OrganMaskChoice,
+    PanelChoice,
     ParameterError,
     PretrainParameters,
+    ProfileChoice,
     ProfileSearch,
     SegmentParameters,
     profile_search,
@@ -56,6 +62,11 @@ from LayerSegLib.process import (  # noqa: E402
     Progress,
     find_cli,
     parse_progress,
+)
+from LayerSegLib.runtime import (  # noqa: E402
+    LAYERSEG_REQUIREMENT,
+    RuntimeSetupError,
+    RuntimeSource,
 )
 from LayerSegLib.scene import (  # noqa: E402
     BRAIN_COLOR,
@@ -992,8 +1003,7 @@ def test_module_file_has_the_four_classes_and_matches_its_ui() -> None:
         assert name in classes, name
     widgets = ui_widgets()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
-    declared = {w for table in ("VALUES", "NODES", "CHECKED") for w in re.findall(
-        r'"(\w+(?:Selector|SpinBox|CheckBox|LineEdit|ComboBox))"', source)}  # fmt: skip
+    declared = set(re.findall(r'"(\w+(?:Selector|SpinBox|CheckBox|LineEdit|ComboBox))"', source))
     missing = (used | declared) - set(widgets)
     assert not missing, f"LayerSeg.py uses widgets that LayerSeg.ui lacks: {missing}"
     assert widgets["LayerSeg"] == "qMRMLWidget"
@@ -1004,21 +1014,36 @@ def test_module_file_has_the_four_classes_and_matches_its_ui() -> None:
     )  # fmt: skip
     collapsed = [p for p in adv.findall("property") if p.get("name") == "collapsed"]
     assert collapsed and collapsed[0].findtext("bool") == "true"
-    # Combo boxes list their entries in the order the module's tables expect.
-    tables = {}
-    for combo, table in (
-        ("profileComboBox", "PROFILES"),
-        ("deviceComboBox", "DEVICES"),
-        ("organMaskComboBox", "ORGAN_MASKS"),
-    ):
-        node = next(
-            w for w in ET.parse(UI).getroot().iter("widget")
-            if w.get("name") == combo
-        )  # fmt: skip
-        values = ast.literal_eval(re.search(rf"^{table} = (\[.*\])$", source, re.M).group(1))  # type: ignore[union-attr]
-        assert len(node.findall("item")) == len(values), combo
-        tables[table] = values
-    assert tuple(tables["ORGAN_MASKS"]) == ORGAN_MASK_CHOICES
+    # connectGui binds each widget whose SlicerParameterName names a field of the parameter
+    # node; only the two checkable node selectors have no connector in Slicer.
+    node_class = classes["LayerSegParameterNode"]
+    assert [ast.unparse(d) for d in node_class.decorator_list] == ["parameterNodeWrapper"]
+    fields = {
+        n.target.id
+        for n in node_class.body
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+    }
+    bound = {
+        w.get("name"): w.findtext("property[@name='SlicerParameterName']/string")
+        for w in ET.parse(UI).getroot().iter("widget")
+        if w.find("property[@name='SlicerParameterName']") is not None
+    }
+    assert set(bound.values()) <= fields, set(bound.values()) - fields
+    assert fields - set(bound.values()) == {"healthyVolumes", "finetuneSegmentations"}
+    # Combo boxes list the choices' labels in the choices' order (the bound ones are refilled
+    # from them by connectGui; the organ mask one is read by index).
+    choices: dict[str, type[PanelChoice]] = {
+        "profileComboBox": ProfileChoice,
+        "modelComboBox": ModelChoice,
+        "deviceComboBox": DeviceChoice,
+        "organMaskComboBox": OrganMaskChoice,
+    }
+    for combo, choice in choices.items():
+        node = next(w for w in ET.parse(UI).getroot().iter("widget") if w.get("name") == combo)
+        items = [i.findtext("property/string") for i in node.findall("item")]
+        assert items == [c.label() for c in choice], combo
+        assert (combo in bound) == (choice is not OrganMaskChoice), combo
+    assert tuple(c.value for c in OrganMaskChoice) == ORGAN_MASK_CHOICES
     # The choice comes first on the panel, with its segment selector right below it.
     rows = {
         w.get("name"): int(item.get("row", "-1"))
@@ -1064,3 +1089,23 @@ def test_a_job_that_closes_its_output_before_exiting_still_ends() -> None:
     job = Job(["sh", "-c", "echo done; exec >&- 2>&-; sleep 0.5"])
     assert job.wait(timeout=30) == 0
     assert job.lines == ["done"]
+
+
+def test_install_logic_decides_before_a_job_and_plans_the_install(tmp_path: Path) -> None:
+    """The install flow the widget only asks and shows for (LayerSegLib.install)."""
+    logic = InstallLogic(tmp_path / "runtime")
+
+    def no_cli() -> list[str]:
+        raise CliNotFoundError("no layerseg here")
+
+    assert logic.readiness(lambda: ["layerseg"], logic.source("")) is Readiness.READY
+    assert logic.readiness(no_cli, logic.source("  ")) is Readiness.NEEDS_SOURCE
+    wheel = tmp_path / "layerseg-0.1.0-cp310-abi3-linux_x86_64.whl"
+    assert logic.readiness(no_cli, logic.source(f" {wheel} ")) is Readiness.INSTALL
+    assert logic.source(f" {wheel} ", " ", " ") == RuntimeSource(str(wheel))
+    assert logic.source("x", "layerseg==0.1", "https://i").requirement == "layerseg==0.1"
+    assert RuntimeSource("x").requirement == LAYERSEG_REQUIREMENT
+    assert "Install runtime" in NO_SOURCE
+    assert not logic.runtime.installed
+    with pytest.raises(RuntimeSetupError):
+        logic.plan(logic.source(str(wheel)))  # no such wheel
