@@ -15,6 +15,15 @@ pub struct ModelFile {
 }
 
 impl ModelFile {
+    /// Whether its own mask is the segmentation: a fine-tuned or adapted model's mask was fitted
+    /// to labels, and the profile's layer rule (made for pretrained models) stands aside
+    /// ([`ModelCard::mask_fitted_to_labels`]).
+    pub fn mask_fitted_to_labels(&self) -> bool {
+        self.card
+            .as_ref()
+            .is_some_and(ModelCard::mask_fitted_to_labels)
+    }
+
     /// The network shape: the card's, else the profile's.
     pub fn config(&self, profile: &Profile) -> BasicUNetConfig {
         match &self.card {

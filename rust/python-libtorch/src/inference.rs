@@ -61,7 +61,8 @@ fn sliding_window<'py>(
 /// (uint8), `probability`, `healthy`, `tumour` and `residual` (float32), all on the input grid,
 /// and `organ_mask` (uint8) when one was used. The organ mask lies on `organ_affine` when given
 /// (read from its file), else on `affine`. Without one, `auto_brain` extracts the brain for
-/// profiles that ask for it. `raw_mask` skips the profile's layer rule.
+/// profiles that ask for it. `raw_mask` skips the profile's layer rule, as a model fine-tuned or
+/// adapted on labels always does.
 #[pyfunction]
 #[pyo3(signature = (image, affine, model=None, profile="brain-mri", organ_mask=None, threshold=None, overlap=None, tta=false, min_size_mm3=0.0, device="auto", progress=None, organ_affine=None, auto_brain=true, raw_mask=false, scan_name=None))]
 #[allow(clippy::too_many_arguments)]
@@ -108,7 +109,7 @@ fn segment<'py>(
         flip_tta: tta,
         min_component_mm3: min_size_mm3,
         layers: true,
-        raw_mask,
+        raw_mask: raw_mask || file.mask_fitted_to_labels(),
     };
     opts.validate().map_err(IntoPyErr::into_py_err)?;
     let reporter = PyProgress::new(progress);

@@ -110,8 +110,18 @@ fn read_model_card(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     })
 }
 
+/// Whether a checked model card (JSON text) records a fine-tuning or adaptation run, so that
+/// the model's own mask is its segmentation (`layerseg_core::model_card::mask_fitted_to_labels`).
+#[pyfunction]
+fn mask_fitted_to_labels(card: &str) -> PyResult<bool> {
+    let card: serde_json::Value = serde_json::from_str(card)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("model card: {e}")))?;
+    Ok(layerseg_core::model_card::mask_fitted_to_labels(&card))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_model_card, m)?)?;
+    m.add_function(wrap_pyfunction!(mask_fitted_to_labels, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(zscore_nonzero, m)?)?;
     m.add_function(wrap_pyfunction!(scan_files, m)?)?;

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use layerseg_core::model_card::check_model_card;
 pub use layerseg_core::model_card::CARD_FORMAT;
+use layerseg_core::model_card::{check_model_card, MASK_FITTING_RUNS};
 
 use crate::error::{Error, Result};
 use crate::losses::LossValues;
@@ -116,6 +116,15 @@ impl ModelCard {
             layerseg_version: self.layerseg_version.clone(),
             data: serde_json::Value::Null,
         }]
+    }
+
+    /// Whether a fine-tuning or adaptation run fitted this model's mask to labels
+    /// (`layerseg_core::model_card::mask_fitted_to_labels`): then its own mask is the
+    /// segmentation, without the profile's layer rule.
+    pub fn mask_fitted_to_labels(&self) -> bool {
+        self.history
+            .iter()
+            .any(|run| MASK_FITTING_RUNS.contains(&run.kind.as_str()))
     }
 
     /// The card at `path`, after `layerseg_core::model_card::check_model_card`.

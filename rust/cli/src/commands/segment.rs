@@ -40,7 +40,8 @@ pub struct Args {
     /// Also write the organ or brain mask the search used (a folder for several inputs).
     #[arg(long)]
     pub save_organ_mask: Option<PathBuf>,
-    /// Write the network's own mask, without the profile's layer rule (README, "The layer rule").
+    /// Write the network's own mask, without the profile's layer rule (README, "The layer rule");
+    /// always so for a model fine-tuned or adapted on labels, whose card says so.
     #[arg(long)]
     pub raw_mask: bool,
     /// Also write the tumour probability (float32) here (a folder for several inputs).
@@ -112,7 +113,7 @@ struct Case {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let opts = SegmentOptions {
+    let mut opts = SegmentOptions {
         threshold: args.threshold,
         overlap: args.overlap,
         batch_size: Some(args.batch_size),
@@ -125,6 +126,14 @@ pub fn run(args: Args) -> Result<()> {
     let cases = plan_cases(&args)?;
     let (model_file, profile) =
         models::resolve_with_profile(args.model.as_deref(), args.profile.as_deref())?;
+    if model_file.mask_fitted_to_labels() && !opts.raw_mask {
+        eprintln!(
+            "layerseg: {}: fine-tuned on labels, so its own mask is used (the layer rule is for \
+             pretrained models)",
+            model_file.weights.display()
+        );
+        opts.raw_mask = true;
+    }
     let device = select_device(args.device)?;
     let model = Model::load(&model_file.config(&profile), device, &model_file.weights)
         .with_context(|| format!("{}: cannot load the model", model_file.weights.display()))?;

@@ -124,3 +124,6 @@ def brain_scan(image: npt.NDArray[np.float32], affine: Affine) -> BrainScan:
 
 def read_model_card(path: str | os.PathLike[str]) -> str:
     """A LayerSeg model card, checked, as JSON text."""
+
+def mask_fitted_to_labels(card: str) -> bool:
+    """Whether a checked card (JSON text) records a fine-tuning or adaptation run."""

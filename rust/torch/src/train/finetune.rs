@@ -111,7 +111,12 @@ impl ValidationCase {
 
     /// The Dice of `model`'s segmentation of this case (1 when both are empty).
     pub fn dice(&self, model: &Model, profile: &Profile) -> Result<f64> {
-        let opts = SegmentOptions::default();
+        // The model's own mask, as `segment` gives it for a fine-tuned model (its card then says
+        // so), for the starting weights too, so every validation compares like with like.
+        let opts = SegmentOptions {
+            raw_mask: true,
+            ..SegmentOptions::default()
+        };
         let seg = segment_prepared(
             &self.image,
             &self.prepared,

@@ -193,7 +193,8 @@ def segment(
     out
         Write the mask here, with the scan's header geometry. Default ``None``.
     threshold, overlap, min_size_mm3, raw_mask
-        As in ``layerseg.segment``. Defaults: the profile's threshold and overlap, 0, ``False``.
+        As in ``layerseg.segment``. Defaults: the profile's threshold and overlap, 0, ``False``
+        (a model whose card records fine-tuning or adaptation always gives its own mask).
     device
         ``"auto"`` (CUDA when torch has it, else the CPU) or any torch device. Default ``"auto"``.
     sw_batch_size
@@ -233,10 +234,13 @@ def segment(
         organ, organ_affine = _layerseg.read_labels(organ_mask)
     else:
         organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
+    path = Path(weights) if weights is not None else _shipped_weights(profile)
+    card = path.with_suffix(".json")
+    if card.is_file() and _layerseg.mask_fitted_to_labels(json.dumps(read_model_card(card))):
+        raw_mask = True  # a fine-tuned model's own mask, as layerseg.segment gives it
     prepared = _layerseg.prepare(
         data, aff, profile, organ, organ_affine, threshold, overlap, min_size_mm3, raw_mask
     )
-    path = Path(weights) if weights is not None else _shipped_weights(profile)
     net = _network(path, settings).to(dev).eval()
     with torch.no_grad():
         x = torch.from_numpy(prepared.input)[None, None].to(dev)
