@@ -2,6 +2,7 @@
 //!
 //! This crate never links libtorch, so it builds and tests in seconds.
 
+pub mod atomic;
 pub mod augment;
 pub mod brain;
 pub mod datalist;
