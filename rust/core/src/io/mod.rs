@@ -11,9 +11,10 @@ use ndarray::{Array3, ShapeBuilder};
 use nifti::{DataElement, InMemNiftiVolume, IntoNdArray, NiftiHeader, XForm};
 use std::path::{Path, PathBuf};
 
+use crate::affine::{affines_close, determinant3, spacing, Affine};
 use crate::atomic::{check_replaceable, write_atomic, AtomicFile};
 use crate::error::{Error, Result};
-use crate::volume::{affines_close, determinant3, spacing, Affine, Image, LabelMap, Volume};
+use crate::volume::{Image, LabelMap, Volume};
 use std::io::{Read, Write};
 
 mod header;

@@ -16,10 +16,11 @@ use rayon::prelude::*;
 
 use super::blend::{copy_f32, Synthesized};
 use super::context::Context;
-use super::grid::{apply as apply_affine, Region};
+use super::grid::Region;
+use super::sample::uniform;
 use super::noise;
 use super::params::*;
-use super::sample::uniform;
+use crate::affine::apply as apply_affine;
 use crate::error::{Error, Result};
 use crate::profile::{Acquisition, NoiseKind, Range};
 

@@ -34,9 +34,9 @@ pub use blend::Synthesized;
 pub use context::Inputs;
 pub use params::SynthParams;
 
+use crate::affine::affines_close;
 use crate::error::{Error, Result};
 use crate::profile::Profile;
-use crate::volume::affines_close;
 use context::Context;
 use grid::Region;
 use params::TextureParams;
