@@ -16,8 +16,8 @@ use rayon::prelude::*;
 
 use super::blend::{copy_f32, Synthesized};
 use super::context::Context;
+use super::draw::uniform;
 use super::grid::Region;
-use super::sample::uniform;
 use super::noise;
 use super::params::*;
 use crate::affine::apply as apply_affine;

@@ -19,6 +19,7 @@ pub mod acquisition;
 pub mod blend;
 pub mod blur;
 pub mod context;
+pub mod draw;
 pub mod elastic;
 pub mod grid;
 pub mod noise;

@@ -4,7 +4,7 @@
 use rand::Rng;
 
 use super::context::Context;
-use super::sample::uniform;
+use super::draw::uniform;
 use crate::affine::apply;
 use crate::error::{Error, Result};
 use crate::profile::{Placement, Range};
