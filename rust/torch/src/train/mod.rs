@@ -1,13 +1,17 @@
-//! Training, all three kinds on one loop (`run`): pretraining on synthetic tumours (the network
-//! learns to decompose an image into healthy layer, tumour layer and mask; method.md sections 5
-//! and 6; `synthetic`), fine-tuning on a few labelled cases (`finetune`, `labelled`) and
-//! self-training on unlabelled scans with pseudo-labels (`adapt`).
+//! Training: the one loop (`run`) and what it trains on, for all three kinds of training:
+//! - pretraining on synthetic tumours (`synthetic`): the network learns to decompose an image
+//!   into healthy layer, tumour layer and mask (method.md sections 5 and 6);
+//! - fine-tuning on a few labelled cases (`finetune`, `labelled`);
+//! - self-training on unlabelled scans with pseudo-labels (`adapt`).
 //!
-//! The loop is generic over a [`SampleSource`]; background workers fill a bounded queue so the
-//! network does not wait on data. Adam with a ReduceLROnPlateau schedule; a checkpoint every
-//! `checkpoint_every` steps, at the end, and on cancel (Ctrl-C through
-//! [`layerseg_core::Progress::cancelled`]); `resume` continues from the newest checkpoint with the
-//! weights, Adam moments, learning rate and scheduler state it saved.
+//! The loop is generic over a [`SampleSource`] (`source`); background workers fill a bounded
+//! queue so the network does not wait on data. Adam (`adam`) with a ReduceLROnPlateau schedule
+//! (`plateau`) and, on CUDA, mixed precision (`amp`); a checkpoint every `checkpoint_every`
+//! steps, at the end, and on cancel (Ctrl-C through [`layerseg_core::Progress::cancelled`]);
+//! `resume` continues from the newest checkpoint with the weights, Adam moments, learning rate
+//! and scheduler state it saved. This file holds what every kind shares: the loop's settings
+//! ([`TrainConfig`]), its state saved in checkpoints ([`TrainState`]) and how it ended
+//! ([`Outcome`], [`TrainReport`]).
 
 mod adam;
 mod adapt;
