@@ -19,7 +19,7 @@ use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
 use layerseg_python_common::errors::LayerSegError;
 use layerseg_python_common::progress::PyProgress;
 
-use crate::errors::without_gil;
+use layerseg_python_common::gate::without_gil;
 
 /// A path, or a sequence of paths (files, folders, .txt lists); None is empty.
 fn paths(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<PathBuf>> {
