@@ -88,6 +88,10 @@ def crate_modules(src: Path) -> dict[Module, str]:
         if parts and parts[0] == "bin":
             continue  # binaries are crates of their own
         modules[parts] = without_tests(strip_code(path.read_text()))
+    # Test modules in files of their own (`#[cfg(test)] mod tests;`).
+    for module, code in list(modules.items()):
+        for m in re.finditer(rf"#\[cfg\(test\)\]\s*(pub(\([^)]*\))?\s+)?mod\s+({IDENT})\s*;", code):
+            modules.pop((*module, m.group(3)), None)
     return modules
 
 
