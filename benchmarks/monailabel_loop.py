@@ -38,8 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 ML_VENV = REPO / ".venv-monailabel"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fewshot import CASES, axial_axis, half_slices, save_mirrored_half  # noqa: E402
+from layerseg.samples import default_cache  # noqa: E402
 
-SAMPLES = Path(os.environ.get("LAYERSEG_DATA", Path.home() / ".cache" / "layerseg" / "samples"))
+SAMPLES = default_cache()
 MODEL = {"lits117": "liver-ct", "mrbraintumor2": "brain-mri"}
 
 

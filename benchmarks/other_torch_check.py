@@ -21,8 +21,9 @@ import torch
 
 import layerseg
 from layerseg import monai as lsm
+from layerseg.samples import default_cache
 
-SCAN = Path.home() / ".cache/layerseg/samples/mrbraintumor2"
+SCAN = default_cache() / "mrbraintumor2"
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

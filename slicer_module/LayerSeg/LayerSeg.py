@@ -2,9 +2,12 @@
 # mypy: disallow-subclassing-any=False
 """LayerSeg for 3D Slicer: segment tumours, pretrain on healthy scans, fine-tune on labels.
 
-This file holds the Slicer glue (module, widget, self-test). The work is done by
-``LayerSegLib`` (no Qt): it exports the inputs to temporary NIfTI files, runs the layerseg
-command line in a subprocess, and brings the results back into the scene.
+This file holds the Slicer glue (module, parameter node, widget, self-test). It is over 600
+lines because Slicer loads a scripted module's classes, its Reload-and-Test self-test among
+them, from this one file; everything that can live elsewhere already does. The work is done
+by ``LayerSegLib`` (no Qt): it exports the inputs to temporary NIfTI files, runs the layerseg
+command line in a subprocess, and brings the results back into the scene; its ``install``
+module holds the runtime's install flow.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any
 
 import qt
 import slicer
 import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -25,6 +30,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from LayerSegLib.install import NO_SOURCE, InstallLogic, Readiness
 from LayerSegLib.logic import (
     Logic,
     OrganMask,
@@ -34,17 +40,18 @@ from LayerSegLib.logic import (
     read_organ_mask_setting,
     write_organ_mask_setting,
 )
-from LayerSegLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters
-from LayerSegLib.process import CliNotFoundError, Progress
-from LayerSegLib.runtime import (
-    LAYERSEG_REQUIREMENT,
-    InstallJob,
-    Runtime,
-    RuntimeSetupError,
-    RuntimeSource,
-    plan_install,
+from LayerSegLib.parameters import (
+    DeviceChoice,
+    FinetuneParameters,
+    ModelChoice,
+    OrganMaskChoice,
+    PretrainParameters,
+    ProfileChoice,
+    SegmentParameters,
 )
-from LayerSegLib.scene import BRAIN_NAME, TUMOR_NAME, LayerSegError, check_volume
+from LayerSegLib.process import CliNotFoundError, Progress
+from LayerSegLib.runtime import LAYERSEG_REQUIREMENT, InstallJob, RuntimeSetupError
+from LayerSegLib.scene import BRAIN_NAME, TUMOR_NAME, UserError, check_volume
 
 try:
     from slicer.i18n import tr as _
@@ -58,12 +65,6 @@ except ImportError:  # Slicer before 5.4
         return text
 
 
-# Combo box entries, in the order of the items in Resources/UI/LayerSeg.ui.
-PROFILES = ["brain-mri", "liver-ct", "custom"]
-MODELS = ["default", "file"]
-DEVICES = ["auto", "cpu", "cuda"]
-#: The brain / organ mask choices (LayerSegLib.parameters.ORGAN_MASK_CHOICES).
-ORGAN_MASKS = ["auto", "segment", "none"]
 #: Application settings that say where LayerSeg's runtime comes from (see LayerSegLib.runtime).
 RUNTIME_SETTINGS = {
     "LayerSeg/RuntimeSource": "runtimeSourceLineEdit",
@@ -77,6 +78,12 @@ def runtimeRoot() -> Path:
     (a Slicer with another Python gets a new one)."""
     settings = Path(slicer.app.slicerUserSettingsFilePath).parent
     return settings / "LayerSeg" / f"runtime-cp{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def _pathOrNone(path: Path) -> str | None:
+    """A path parameter as the logic wants it: an empty line edit reads as Path('.')."""
+    text = str(path)
+    return None if text in ("", ".") else text
 
 
 #
@@ -109,48 +116,59 @@ class LayerSeg(ScriptedLoadableModule):
 
 
 #
+# LayerSegParameterNode
+#
+
+
+@parameterNodeWrapper
+class LayerSegParameterNode:
+    """The panel's state in the module's parameter node, saved with the scene. ``connectGui``
+    binds every widget whose ``SlicerParameterName`` (in Resources/UI/LayerSeg.ui) names a
+    field; the combo boxes show the choices' labels (LayerSegLib.parameters). Slicer has no
+    connector for checkable node selectors or the segment selector: the widget copies the two
+    node lists, and the brain / organ mask setting goes through LayerSegLib.logic's
+    read/write_organ_mask_setting (tested on real MRML)."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    profile: ProfileChoice = ProfileChoice.BRAIN_MRI
+    profileFile: Path
+    model: ModelChoice = ModelChoice.SHIPPED
+    modelFile: Path
+    device: DeviceChoice = DeviceChoice.AUTO
+    #: The minimum of each spin box means "the profile's default".
+    threshold: Annotated[float, WithinRange(0.0, 0.99)] = 0.0
+    overlap: Annotated[float, WithinRange(-0.05, 0.95)] = -0.05
+    tta: bool = False
+    probability: bool = False
+    cliPath: Path
+    healthyVolumes: list[vtkMRMLScalarVolumeNode]
+    healthyFolder: Path
+    pretrainSteps: Annotated[int, WithinRange(1, 1_000_000)] = 1000
+    pretrainOutput: Path
+    finetuneSegmentations: list[vtkMRMLSegmentationNode]
+    finetuneSteps: Annotated[int, WithinRange(1, 1_000_000)] = 500
+    finetuneOutput: Path
+
+
+#
 # LayerSegWidget
 #
 
 
 class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The panel. It reads and writes its state in the module's parameter node, starts one
-    job at a time through the logic and polls it from a timer, so the GUI never blocks."""
-
-    # Parameter name -> widget name and kind, for the simple values.
-    VALUES: ClassVar[dict[str, tuple[str, Any]]] = {
-        "Threshold": ("thresholdSpinBox", "float"),
-        "Overlap": ("overlapSpinBox", "float"),
-        "TTA": ("ttaCheckBox", "bool"),
-        "Probability": ("probabilityCheckBox", "bool"),
-        "ProfileFile": ("profilePathLineEdit", "path"),
-        "ModelFile": ("modelPathLineEdit", "path"),
-        "CliPath": ("cliPathLineEdit", "path"),
-        "HealthyFolder": ("healthyFolderLineEdit", "path"),
-        "PretrainSteps": ("pretrainStepsSpinBox", "int"),
-        "PretrainOutput": ("pretrainOutputLineEdit", "path"),
-        "FinetuneSteps": ("finetuneStepsSpinBox", "int"),
-        "FinetuneOutput": ("finetuneOutputLineEdit", "path"),
-        "Profile": ("profileComboBox", PROFILES),
-        "Model": ("modelComboBox", MODELS),
-        "Device": ("deviceComboBox", DEVICES),
-    }
-    # Node reference role -> single-node selector.
-    NODES: ClassVar[dict[str, str]] = {
-        "InputVolume": "inputVolumeSelector",
-        "OutputSegmentation": "outputSegmentationSelector",
-    }
-    # Parameter name -> checkable node selector (checked node IDs kept comma-separated).
-    CHECKED: ClassVar[dict[str, str]] = {
-        "HealthyVolumes": "healthyVolumesSelector",
-        "FinetuneSegmentations": "finetuneSegmentationsSelector",
-    }
+    """The panel. Its state lives in a LayerSegParameterNode bound to the widgets; it starts
+    one job at a time through the logic and polls it from a timer, so the GUI never blocks."""
 
     def __init__(self, parent: Any = None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic: LayerSegLogic | None = None
+        self.install = InstallLogic(runtimeRoot())
+        # A LayerSegParameterNode: typed as Any, since the wrapper's connectGui,
+        # disconnectGui and parameterNode come from Slicer's untyped decorator.
         self._parameterNode: Any = None
+        self._parameterNodeGuiTag: Any = None
         self._updatingGUI = False
         self._running: RunningJob | InstallJob | None = None
         self._runningKind = ""
@@ -171,22 +189,9 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        for widgetName, kind in self.VALUES.values():
-            widget = getattr(self.ui, widgetName)
-            if kind == "float" or kind == "int":
-                widget.valueChanged.connect(self.updateParameterNodeFromGUI)
-            elif kind == "bool":
-                widget.toggled.connect(self.updateParameterNodeFromGUI)
-            elif kind == "path":
-                widget.currentPathChanged.connect(self.updateParameterNodeFromGUI)
-            else:
-                widget.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
-        for widgetName in self.NODES.values():
-            getattr(self.ui, widgetName).currentNodeChanged.connect(self.updateParameterNodeFromGUI)
-        for widgetName in self.CHECKED.values():
-            getattr(self.ui, widgetName).checkedNodesChanged.connect(
-                self.updateParameterNodeFromGUI
-            )
+        # The widgets no connector binds (see LayerSegParameterNode).
+        for selector in (self.ui.healthyVolumesSelector, self.ui.finetuneSegmentationsSelector):
+            selector.checkedNodesChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.organMaskComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.organMaskSelector.currentNodeChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.organMaskSelector.currentSegmentChanged.connect(self.updateParameterNodeFromGUI)
@@ -215,10 +220,9 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode is not None:
-            self.removeObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode
-            )
+        # The node stays: a job that ends after the user left the module still records its
+        # model in it.
+        self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller: Any, event: Any) -> None:
         self.cancelRunning()
@@ -233,56 +237,53 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         assert self.logic is not None
         node = self.logic.getParameterNode()
-        if not node.GetNodeReference("InputVolume"):
+        if not node.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if first is not None and not first.IsA("vtkMRMLLabelMapVolumeNode"):
-                node.SetNodeReferenceID("InputVolume", first.GetID())
+                node.inputVolume = first
         self.setParameterNode(node)
-        if node.GetParameter("Profile") == "":
-            self.updateParameterNodeFromGUI()  # a new node starts from the panel's defaults
+
+    def _disconnectParameterNode(self) -> None:
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(
+                self._parameterNode.parameterNode,
+                vtk.vtkCommand.ModifiedEvent,
+                self.updateGUIFromParameterNode,
+            )
 
     def setParameterNode(self, node: Any) -> None:
-        if self._parameterNode is not None:
-            self.removeObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode
-            )
+        self._disconnectParameterNode()
         self._parameterNode = node
         if node is not None:
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self._parameterNodeGuiTag = node.connectGui(self.ui)
+            self.addObserver(
+                node.parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode
+            )
         self.updateGUIFromParameterNode()
 
     def updateGUIFromParameterNode(self, caller: Any = None, event: Any = None) -> None:
+        """The widgets connectGui does not bind, and the buttons."""
         node = self._parameterNode
         if node is None or self._updatingGUI:
             return
         self._updatingGUI = True
         try:
-            for name, (widgetName, kind) in self.VALUES.items():
-                value = node.GetParameter(name)
-                if value == "":
-                    continue
-                widget = getattr(self.ui, widgetName)
-                if kind == "float":
-                    widget.value = float(value)
-                elif kind == "int":
-                    widget.value = int(value)
-                elif kind == "bool":
-                    widget.checked = value == "true"
-                elif kind == "path":
-                    widget.currentPath = value
-                elif value in kind:
-                    widget.currentIndex = kind.index(value)
-            for role, widgetName in self.NODES.items():
-                getattr(self.ui, widgetName).setCurrentNode(node.GetNodeReference(role))
-            for name, widgetName in self.CHECKED.items():
-                selector = getattr(self.ui, widgetName)
-                checked = set(filter(None, node.GetParameter(name).split(",")))
+            for selector, checked in (
+                (self.ui.healthyVolumesSelector, node.healthyVolumes),
+                (self.ui.finetuneSegmentationsSelector, node.finetuneSegmentations),
+            ):
+                ids = {n.GetID() for n in checked if n is not None}
                 for i in range(selector.nodeCount()):
                     n = selector.nodeFromIndex(i)
-                    state = qt.Qt.Checked if n.GetID() in checked else qt.Qt.Unchecked
-                    selector.setCheckState(n, state)
-            organ = read_organ_mask_setting(node)
-            self.ui.organMaskComboBox.currentIndex = ORGAN_MASKS.index(organ.choice)
+                    selector.setCheckState(
+                        n, qt.Qt.Checked if n.GetID() in ids else qt.Qt.Unchecked
+                    )
+            organ = read_organ_mask_setting(node.parameterNode)
+            self.ui.organMaskComboBox.currentIndex = list(OrganMaskChoice).index(
+                OrganMaskChoice(organ.choice)
+            )
             self.ui.organMaskSelector.setCurrentNode(organ.segmentation)
             self.ui.organMaskSelector.setCurrentSegmentID(organ.segment_id)
         finally:
@@ -293,26 +294,10 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         if node is None or self._updatingGUI:
             return
-        wasModifying = node.StartModify()
-        try:
-            for name, (widgetName, kind) in self.VALUES.items():
-                widget = getattr(self.ui, widgetName)
-                if kind in ("float", "int"):
-                    node.SetParameter(name, str(widget.value))
-                elif kind == "bool":
-                    node.SetParameter(name, "true" if widget.checked else "false")
-                elif kind == "path":
-                    node.SetParameter(name, widget.currentPath)
-                else:
-                    node.SetParameter(name, kind[max(widget.currentIndex, 0)])
-            for role, widgetName in self.NODES.items():
-                node.SetNodeReferenceID(role, getattr(self.ui, widgetName).currentNodeID)
-            for name, widgetName in self.CHECKED.items():
-                ids = [n.GetID() for n in getattr(self.ui, widgetName).checkedNodes()]
-                node.SetParameter(name, ",".join(ids))
-            write_organ_mask_setting(node, self.organMaskSetting())
-        finally:
-            node.EndModify(wasModifying)
+        with slicer.util.NodeModify(node.parameterNode):
+            node.healthyVolumes = list(self.ui.healthyVolumesSelector.checkedNodes())
+            node.finetuneSegmentations = list(self.ui.finetuneSegmentationsSelector.checkedNodes())
+            write_organ_mask_setting(node.parameterNode, self.organMaskSetting())
         self.updateButtons()
 
     def updateButtons(self) -> None:
@@ -327,52 +312,58 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             mine = running and kind == self._runningKind
             button.text = _("Cancel") if mine else text
             button.enabled = mine or not running
-        self.ui.profilePathLineEdit.enabled = (
-            self.ui.profileComboBox.currentIndex == PROFILES.index("custom")
-        )
-        self.ui.modelPathLineEdit.enabled = self.ui.modelComboBox.currentIndex == MODELS.index(
-            "file"
-        )
-        self.ui.organMaskSelector.enabled = (
-            self.ui.organMaskComboBox.currentIndex == ORGAN_MASKS.index("segment")
-        )
+        node = self._parameterNode
+        if node is not None:
+            self.ui.profilePathLineEdit.enabled = node.profile is ProfileChoice.CUSTOM
+            self.ui.modelPathLineEdit.enabled = node.model is ModelChoice.FILE
+        self.ui.organMaskSelector.enabled = self.organMaskChoice() is OrganMaskChoice.SEGMENT
 
     # ---- gathering the choices -----------------------------------------------------------
 
+    def params(self) -> Any:
+        assert self._parameterNode is not None
+        return self._parameterNode
+
     def _profile(self) -> str:
-        choice = PROFILES[self.ui.profileComboBox.currentIndex]
-        if choice != "custom":
-            return str(choice)
-        path = self.ui.profilePathLineEdit.currentPath
-        if not path:
-            raise LayerSegError(_("Choose a profile file, or a built-in profile."))
-        return str(path)
+        params = self.params()
+        if params.profile is not ProfileChoice.CUSTOM:
+            return str(params.profile.value)
+        path = _pathOrNone(params.profileFile)
+        if path is None:
+            raise UserError(_("Choose a profile file, or a built-in profile."))
+        return path
 
     def _model(self) -> str | None:
-        if MODELS[self.ui.modelComboBox.currentIndex] == "default":
+        params = self.params()
+        if params.model is ModelChoice.SHIPPED:
             return None
-        path = self.ui.modelPathLineEdit.currentPath
-        if not path:
-            raise LayerSegError(_("Choose a model file, or the shipped model."))
-        return str(path)
+        path = _pathOrNone(params.modelFile)
+        if path is None:
+            raise UserError(_("Choose a model file, or the shipped model."))
+        return path
 
     def segmentParameters(self) -> SegmentParameters:
-        threshold = self.ui.thresholdSpinBox.value
-        overlap = self.ui.overlapSpinBox.value
+        params = self.params()
         return SegmentParameters(
             profile=self._profile(),
             model=self._model(),
-            device=DEVICES[self.ui.deviceComboBox.currentIndex],
-            threshold=None if threshold <= self.ui.thresholdSpinBox.minimum else threshold,
-            overlap=None if overlap <= self.ui.overlapSpinBox.minimum else overlap,
-            tta=self.ui.ttaCheckBox.checked,
-            probability=self.ui.probabilityCheckBox.checked,
-            organ_mask=ORGAN_MASKS[max(self.ui.organMaskComboBox.currentIndex, 0)],
+            device=params.device.value,
+            threshold=None
+            if params.threshold <= self.ui.thresholdSpinBox.minimum
+            else params.threshold,
+            overlap=None if params.overlap <= self.ui.overlapSpinBox.minimum else params.overlap,
+            tta=params.tta,
+            probability=params.probability,
+            organ_mask=self.organMaskChoice().value,
         )
+
+    def organMaskChoice(self) -> OrganMaskChoice:
+        choices: list[OrganMaskChoice] = list(OrganMaskChoice)
+        return choices[max(int(self.ui.organMaskComboBox.currentIndex), 0)]
 
     def organMaskSetting(self) -> OrganMaskSetting:
         return OrganMaskSetting(
-            ORGAN_MASKS[max(self.ui.organMaskComboBox.currentIndex, 0)],
+            self.organMaskChoice().value,
             self.ui.organMaskSelector.currentNode(),
             self.ui.organMaskSelector.currentSegmentID() or "",
         )
@@ -386,13 +377,13 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _start(self, kind: str, start: Any) -> None:
         """Runs ``start`` (which returns a RunningJob) and shows errors in the panel."""
         assert self.logic is not None
-        self.logic.cli_path = self.ui.cliPathLineEdit.currentPath or None
+        self.logic.cli_path = _pathOrNone(self.params().cliPath)
         self.ui.logTextEdit.clear()
         try:
             if kind != "install" and not self.ensureRuntime():
                 return
             running = start()
-        except (LayerSegError, CliNotFoundError, RuntimeSetupError) as e:
+        except (UserError, CliNotFoundError, RuntimeSetupError) as e:
             self.showError(str(e))
             return
         self._running, self._runningKind = running, kind
@@ -408,14 +399,14 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.cancelRunning()
             return
         assert self.logic is not None
-        logic = self.logic
+        logic, params = self.logic, self.params()
         self._start(
             "segment",
             lambda: logic.start_segment(
-                self.ui.inputVolumeSelector.currentNode(),
+                params.inputVolume,
                 self.segmentParameters(),
                 self.organMask(),
-                self.ui.outputSegmentationSelector.currentNode(),
+                params.outputSegmentation,
                 on_line=self.appendLog,
                 on_progress=self.onProgress,
             ),
@@ -426,18 +417,18 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.cancelRunning()
             return
         assert self.logic is not None
-        logic = self.logic
-        params = PretrainParameters(
-            out_dir=self.ui.pretrainOutputLineEdit.currentPath,
-            steps=self.ui.pretrainStepsSpinBox.value,
-            device=DEVICES[self.ui.deviceComboBox.currentIndex],
-            healthy_folder=self.ui.healthyFolderLineEdit.currentPath or None,
-        )
+        logic, params = self.logic, self.params()
 
         def start() -> RunningJob:
-            params.profile = self._profile()
-            volumes = list(self.ui.healthyVolumesSelector.checkedNodes())
-            return logic.start_pretrain(volumes, params, self.appendLog, self.onProgress)
+            pretrain = PretrainParameters(
+                out_dir=_pathOrNone(params.pretrainOutput) or "",
+                steps=params.pretrainSteps,
+                device=params.device.value,
+                healthy_folder=_pathOrNone(params.healthyFolder),
+                profile=self._profile(),
+            )
+            volumes = [n for n in params.healthyVolumes if n is not None]
+            return logic.start_pretrain(volumes, pretrain, self.appendLog, self.onProgress)
 
         self._start("pretrain", start)
 
@@ -446,18 +437,18 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.cancelRunning()
             return
         assert self.logic is not None
-        logic = self.logic
+        logic, params = self.logic, self.params()
 
         def start() -> RunningJob:
-            params = FinetuneParameters(
-                out_dir=self.ui.finetuneOutputLineEdit.currentPath,
-                steps=self.ui.finetuneStepsSpinBox.value,
+            finetune = FinetuneParameters(
+                out_dir=_pathOrNone(params.finetuneOutput) or "",
+                steps=params.finetuneSteps,
                 profile=self._profile(),
                 model=self._model(),
-                device=DEVICES[self.ui.deviceComboBox.currentIndex],
+                device=params.device.value,
             )
-            nodes = list(self.ui.finetuneSegmentationsSelector.checkedNodes())
-            return logic.start_finetune(nodes, params, self.appendLog, self.onProgress)
+            nodes = [n for n in params.finetuneSegmentations if n is not None]
+            return logic.start_finetune(nodes, finetune, self.appendLog, self.onProgress)
 
         self._start("finetune", start)
 
@@ -500,14 +491,15 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.reportSearchedRegion(result)
             else:
                 model = self.logic.finish_run(running)
-                self._parameterNode.SetParameter("Model", "file")
-                self._parameterNode.SetParameter("ModelFile", str(model))
+                params = self.params()
+                params.model = ModelChoice.FILE
+                params.modelFile = Path(model)
                 self.appendLog(
                     _("Done: model written to {path}; it is now the selected model.").format(
                         path=model
                     )
                 )
-        except (LayerSegError, RuntimeSetupError) as e:
+        except (UserError, RuntimeSetupError) as e:
             self.showError(str(e))
         finally:
             self._running, self._runningKind = None, ""
@@ -544,22 +536,22 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.hide()
             self.updateButtons()
 
-    # ---- the runtime ---------------------------------------------------------------------
+    # ---- the runtime (the flow is LayerSegLib.install's; the widget asks and shows) --------
 
     def saveRuntimeSettings(self) -> None:
         settings = qt.QSettings()
         for key, widgetName in RUNTIME_SETTINGS.items():
             settings.setValue(key, getattr(self.ui, widgetName).text.strip())
 
-    def runtimeSource(self) -> RuntimeSource:
-        return RuntimeSource(
-            location=self.ui.runtimeSourceLineEdit.text.strip(),
-            requirement=self.ui.runtimeRequirementLineEdit.text.strip() or LAYERSEG_REQUIREMENT,
-            dependency_index_url=self.ui.runtimeDependencyIndexLineEdit.text.strip() or None,
+    def runtimeSource(self) -> Any:
+        return self.install.source(
+            self.ui.runtimeSourceLineEdit.text,
+            self.ui.runtimeRequirementLineEdit.text,
+            self.ui.runtimeDependencyIndexLineEdit.text,
         )
 
     def updateRuntimeStatus(self) -> None:
-        runtime = Runtime(runtimeRoot())
+        runtime = self.install.runtime
         if runtime.installed:
             text = _("Runtime: installed in {path}").format(path=runtime.root)
         else:
@@ -567,28 +559,17 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.runtimeStatusLabel.text = text
 
     def ensureRuntime(self) -> bool:
-        """True when a layerseg command line is there to run: a configured executable,
-        LayerSeg's runtime, or one on PATH. Otherwise offers to install the runtime (which runs
-        in the background; the user starts the job again once it is done) and returns False."""
+        """True when a layerseg command line is there to run. Otherwise offers to install the
+        runtime (which runs in the background; the user starts the job again once it is done)
+        and returns False."""
         assert self.logic is not None
-        try:
-            self.logic.cli()
-            return True
-        except CliNotFoundError:
-            pass
-        source = self.runtimeSource()
-        if not source.location:
+        readiness = self.install.readiness(self.logic.cli, self.runtimeSource())
+        if readiness is Readiness.NEEDS_SOURCE:
             self.ui.advancedCollapsibleButton.collapsed = False
-            self.showError(
-                _(
-                    "LayerSeg runs in its own Python environment, which is not installed yet. "
-                    "Set the runtime source under Advanced (a layerseg wheel file, a folder of "
-                    "wheels, or a package index URL) and press Install runtime."
-                )
-            )
-            return False
-        self.onInstallRuntimeButton()
-        return False
+            self.showError(_(NO_SOURCE))
+        elif readiness is Readiness.INSTALL:
+            self.onInstallRuntimeButton()
+        return readiness is Readiness.READY
 
     def onInstallRuntimeButton(self) -> None:
         if self._running is not None:
@@ -597,7 +578,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.saveRuntimeSettings()
         try:
-            plan = plan_install(self.runtimeSource(), runtimeRoot())
+            plan = self.install.plan(self.runtimeSource())
         except RuntimeSetupError as e:
             self.showError(str(e))
             return
@@ -606,7 +587,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             windowTitle=_("LayerSeg: install the runtime"),
         ):
             return
-        self._start("install", lambda: InstallJob(plan, self.appendLog, self.onProgress))
+        self._start("install", lambda: self.install.start(plan, self.appendLog, self.onProgress))
 
 
 #
@@ -621,6 +602,11 @@ class LayerSegLogic(ScriptedLoadableModuleLogic, Logic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         Logic.__init__(self, slicer.mrmlScene, runtime_root=runtimeRoot())
+
+    def getParameterNode(self) -> Any:
+        """The module's parameter node, as a LayerSegParameterNode."""
+        wrap: Any = LayerSegParameterNode
+        return wrap(super().getParameterNode())
 
 
 #
@@ -655,7 +641,7 @@ class LayerSegTest(ScriptedLoadableModuleTest):
             (None, "Select an input volume"),
             (slicer.util.addVolumeFromArray(np.zeros((1, 16, 16), np.int16)), "2D"),
         ):
-            with self.assertRaises(LayerSegError) as raised:
+            with self.assertRaises(UserError) as raised:
                 check_volume(volume)
             self.assertIn(expected, str(raised.exception))
         volume = self._sample()
@@ -670,7 +656,7 @@ class LayerSegTest(ScriptedLoadableModuleTest):
         warpNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
         warpNode.SetAndObserveTransformToParent(warp)
         volume.SetAndObserveTransformNodeID(warpNode.GetID())
-        with self.assertRaises(LayerSegError) as raised:
+        with self.assertRaises(UserError) as raised:
             check_volume(volume)
         self.assertIn("non-linear", str(raised.exception))
 
@@ -703,7 +689,7 @@ class LayerSegTest(ScriptedLoadableModuleTest):
         volume = self._sample()
         try:
             result = logic.segment(volume, SegmentParameters(device="cpu"), timeout=600)
-        except LayerSegError as e:
+        except UserError as e:
             if "no shipped model" in str(e):
                 self.skipTest(str(e))
             raise

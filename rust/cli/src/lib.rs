@@ -5,10 +5,9 @@
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 
+pub mod args;
 pub mod commands;
-pub mod curves;
 pub mod figures;
-pub mod models;
 pub mod output;
 pub mod progress;
 

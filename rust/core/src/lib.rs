@@ -19,6 +19,7 @@ pub mod preprocess;
 pub mod profile;
 pub mod progress;
 pub mod resample;
+pub mod samples;
 pub mod segmentation;
 pub mod sliding_window;
 pub mod synth;

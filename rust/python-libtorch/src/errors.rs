@@ -21,7 +21,7 @@ impl IntoPyErr<Libtorch> for layerseg_torch::Error {
     }
 }
 
-/// Errors of the CLI's shared commands (`layerseg_cli::commands::*::execute`): the message is
+/// Errors of the application layer (`layerseg_app`, both faces' requests): the message is
 /// the whole chain; missing files and cancellation keep their own exception classes.
 impl IntoPyErr<Libtorch> for anyhow::Error {
     fn into_py_err(self) -> PyErr {

@@ -10,7 +10,7 @@ use layerseg_torch::inference::{
     segment as run_segment, sliding_window as run_windows, SegmentOptions, WindowOptions,
 };
 use layerseg_torch::network::Model;
-use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
+use layerseg_torch::BasicUNetConfig;
 
 use layerseg_python_common::affine::{affine_from_py, scan_and_organ};
 use layerseg_python_common::errors::LayerSegError;
@@ -18,13 +18,6 @@ use layerseg_python_common::progress::PyProgress;
 
 use layerseg_python_common::errors::IntoPyErr;
 use layerseg_python_common::gate::without_gil;
-
-fn device(name: &str) -> PyResult<tch::Device> {
-    let choice: DeviceChoice = name
-        .parse()
-        .map_err(|e: layerseg_torch::device::DeviceError| LayerSegError::new_err(e.to_string()))?;
-    select_device(choice).map_err(|e| LayerSegError::new_err(e.to_string()))
-}
 
 fn anyhow_to_py(e: anyhow::Error) -> PyErr {
     LayerSegError::new_err(format!("{e:#}"))
@@ -46,7 +39,7 @@ fn sliding_window<'py>(
     tta: bool,
     device: &str,
 ) -> PyResult<Bound<'py, PyArray4<f32>>> {
-    let device = self::device(device)?;
+    let device = crate::device(device)?;
     let input = volume.as_array().to_owned();
     let mut config = BasicUNetConfig::default();
     if let Some(f) = features {
@@ -106,9 +99,9 @@ fn segment<'py>(
         )?;
     }
     let file =
-        layerseg_cli::models::resolve(model.as_deref(), profile_name).map_err(anyhow_to_py)?;
+        layerseg_app::models::resolve(model.as_deref(), profile_name).map_err(anyhow_to_py)?;
     let config = file.config(&profile);
-    let device = self::device(device)?;
+    let device = crate::device(device)?;
     let opts = SegmentOptions {
         threshold,
         overlap,
@@ -121,7 +114,7 @@ fn segment<'py>(
     opts.validate().map_err(IntoPyErr::into_py_err)?;
     let reporter = PyProgress::new(progress);
     let extractor = (organ.is_none() && auto_brain && profile.inference.brain_extraction)
-        .then(|| layerseg_cli::models::brain_extractor(device))
+        .then(|| layerseg_app::models::brain_extractor(device))
         .transpose()
         .map_err(anyhow_to_py)?;
     let automatic = extractor
@@ -184,7 +177,7 @@ fn extract_brain<'py>(
         return Err(LayerSegError::new_err("image holds NaN or infinite values"));
     }
     let extractor =
-        layerseg_cli::models::brain_extractor(self::device(device)?).map_err(anyhow_to_py)?;
+        layerseg_app::models::brain_extractor(crate::device(device)?).map_err(anyhow_to_py)?;
     let brain = without_gil(py, || extractor.extract(&image))?;
     let implausible = brain.implausible();
     Ok((brain.mask.data.into_pyarray(py), brain.litres, implausible))

@@ -28,9 +28,21 @@ fn runtime() -> String {
 #[pyo3(signature = (packaged=None))]
 fn model_dirs(packaged: Option<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
     if let Some(dir) = packaged {
-        layerseg_cli::models::register_packaged_models(dir);
+        layerseg_app::models::register_packaged_models(dir);
     }
-    layerseg_cli::models::model_dirs()
+    layerseg_app::models::model_dirs()
+}
+
+/// A device name (`auto`, `cpu`, `cuda`, `cuda:N`) as the choice it names.
+fn device_choice(name: &str) -> PyResult<layerseg_torch::DeviceChoice> {
+    name.parse()
+        .map_err(|e: layerseg_torch::device::DeviceError| LayerSegError::new_err(e.to_string()))
+}
+
+/// A device name as the device to run on, checked against what libtorch sees.
+fn device(name: &str) -> PyResult<tch::Device> {
+    layerseg_torch::select_device(device_choice(name)?)
+        .map_err(|e| LayerSegError::new_err(e.to_string()))
 }
 
 #[pymodule]

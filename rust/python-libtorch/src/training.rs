@@ -2,24 +2,24 @@
 //! timing of its inner step. The GIL is released while they run.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ndarray::Array3;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use layerseg_core::Profile;
-use layerseg_torch::train::{
-    list_scans, load_real_validation, pair_masks, pretrain_with_real, synthesis_record,
-    time_train_step, Outcome, RunOptions, Sample, SynthesisSource, TrainConfig, METRICS_FILE,
-};
-use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
+use layerseg_app::adapt::AdaptRequest;
+use layerseg_app::finetune::FinetuneRequest;
+use layerseg_app::pretrain::PretrainRequest;
+use layerseg_torch::train::{time_train_step, Outcome, Sample, TrainConfig};
+use layerseg_torch::BasicUNetConfig;
 
 use layerseg_python_common::errors::LayerSegError;
 use layerseg_python_common::progress::PyProgress;
 
 use layerseg_python_common::gate::without_gil;
+
+use crate::device_choice;
 
 /// A path, or a sequence of paths (files, folders, .txt lists); None is empty.
 fn paths(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<PathBuf>> {
@@ -29,20 +29,6 @@ fn paths(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<PathBuf>> {
             Ok(p) => Ok(vec![p]),
             Err(_) => o.extract::<Vec<PathBuf>>(),
         },
-    }
-}
-
-fn device(name: &str) -> PyResult<tch::Device> {
-    let choice: DeviceChoice = name
-        .parse()
-        .map_err(|e: layerseg_torch::device::DeviceError| LayerSegError::new_err(e.to_string()))?;
-    select_device(choice).map_err(|e| LayerSegError::new_err(e.to_string()))
-}
-
-fn network(profile: &Profile, features: Option<[i64; 6]>) -> BasicUNetConfig {
-    BasicUNetConfig {
-        features: features.unwrap_or(profile.network.features.map(|f| f as i64)),
-        ..BasicUNetConfig::default()
     }
 }
 
@@ -80,56 +66,32 @@ fn pretrain<'py>(
         }
         None => None,
     };
-    let device = self::device(device)?;
-    let (healthy, masks) = (paths(Some(healthy))?, paths(organ_masks)?);
-    let (textures, validate_on) = (paths(textures)?, paths(validate_on)?);
-    let profile = profile.to_string();
+    let request = PretrainRequest {
+        profile: profile.to_string(),
+        healthy: paths(Some(healthy))?,
+        organ_masks: paths(organ_masks)?,
+        textures: paths(textures)?,
+        out: out.clone(),
+        steps,
+        batch,
+        lr,
+        device: device_choice(device)?,
+        resume,
+        init_from,
+        deadline,
+        validate_on: paths(validate_on)?,
+        checkpoint_every,
+        workers,
+        seed,
+        features,
+    };
     let reporter = PyProgress::new(progress);
-    let result = without_gil(py, || -> Result<_, layerseg_torch::Error> {
-        let profile = Profile::load(&profile)?;
-        let net = network(&profile, features);
-        net.validate()?;
-        let warm_start = match &init_from {
-            Some(init_from) => Some(
-                layerseg_cli::commands::pretrain::warm_start(init_from, &profile, &net)
-                    .map_err(|e| layerseg_torch::Error::Config(format!("{e:#}")))?,
-            ),
-            None => None,
-        };
-        let mut config = TrainConfig::from_profile(&profile);
-        config.steps = steps.unwrap_or(config.steps);
-        config.batch_size = batch.unwrap_or(config.batch_size);
-        config.adam.lr = lr.unwrap_or(config.adam.lr);
-        config.checkpoint_every = checkpoint_every;
-        config.validate_every = checkpoint_every;
-        config.workers = workers;
-        config.validate()?;
-        let healthy = list_scans(&healthy)?;
-        if healthy.is_empty() {
-            return Err(layerseg_torch::Error::Config(
-                "no healthy scans to synthesise training samples from".to_string(),
-            ));
-        }
-        let masks = pair_masks(&healthy, &masks)?;
-        let textures = list_scans(&textures)?;
-        let source = SynthesisSource::from_files(&profile, &healthy, &masks, &textures, seed)?;
-        let real = load_real_validation(&profile, &list_scans(&validate_on)?)?;
-        let run = RunOptions {
-            resume,
-            warm_start: warm_start.as_deref(),
-            deadline,
-            data: synthesis_record(&healthy, &textures, seed),
-            ..RunOptions::new(&out, device, &reporter)
-        };
-        pretrain_with_real(Arc::new(source), &net, &config, &run, &real)
-    })
-    .map_err(|e| reporter.take_error().unwrap_or(e))?;
+    let result = without_gil(py, || request.prepare()?.run(&reporter))
+        .map_err(|e| reporter.take_error().unwrap_or(e))?;
     if let Some(e) = reporter.take_error() {
         return Err(e);
     }
     let curves = out.join("curves.png");
-    layerseg_cli::curves::write_curves(&out.join(METRICS_FILE), &curves)
-        .map_err(|e| LayerSegError::new_err(format!("{e:#}")))?;
     let dict = PyDict::new(py);
     let outcome = match result.outcome {
         Outcome::Finished => "finished",
@@ -164,7 +126,7 @@ fn bench_train_step(
     device: &str,
     seed: u64,
 ) -> PyResult<f64> {
-    let device = self::device(device)?;
+    let device = crate::device(device)?;
     without_gil(py, move || {
         let net = BasicUNetConfig {
             features: features.unwrap_or(BasicUNetConfig::default().features),
@@ -206,21 +168,6 @@ fn to_python<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<B
     py.import("json")?.call_method1("loads", (text,))
 }
 
-/// A missing `--model` as Python's own exception, before any work.
-fn check_model(model: &Option<PathBuf>) -> PyResult<()> {
-    match model {
-        Some(path) if !path.exists() => Err(pyo3::exceptions::PyFileNotFoundError::new_err(
-            format!("{}: file not found", path.display()),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn device_choice(name: &str) -> PyResult<DeviceChoice> {
-    name.parse()
-        .map_err(|e: layerseg_torch::device::DeviceError| LayerSegError::new_err(e.to_string()))
-}
-
 /// Fine-tune a model on labelled cases; see ``layerseg finetune --help``.
 #[pyfunction]
 #[pyo3(signature = (datalist, out, profile=None, model=None, folds=None, fold=None, label_values=None, steps=None, batch=None, lr=None, validate_every=None, patience=None, checkpoint_every=None, augmentation=true, config=None, device="auto", resume=false, seed=None, workers=0, progress=None))]
@@ -248,27 +195,21 @@ fn finetune<'py>(
     workers: usize,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if fold.is_some() && folds.is_none() {
-        return Err(LayerSegError::new_err(
-            "fold needs folds (the number of folds)",
-        ));
-    }
-    check_model(&model)?;
-    let args = layerseg_cli::commands::finetune::Args {
+    let request = FinetuneRequest {
         datalist,
         out,
         profile,
         model,
         folds,
         fold,
-        label_value: label_values.unwrap_or_default(),
+        label_values: label_values.unwrap_or_default(),
         steps,
         batch,
         lr,
         validate_every,
         patience,
         checkpoint_every,
-        no_augmentation: !augmentation,
+        augmentation,
         config,
         device: device_choice(device)?,
         resume,
@@ -276,10 +217,8 @@ fn finetune<'py>(
         workers,
     };
     let reporter = PyProgress::new(progress);
-    let report = without_gil(py, || {
-        layerseg_cli::commands::finetune::execute(&args, &reporter)
-    })
-    .map_err(|e| reporter.take_error().unwrap_or(e))?;
+    let report = without_gil(py, || request.run(&reporter))
+        .map_err(|e| reporter.take_error().unwrap_or(e))?;
     if let Some(e) = reporter.take_error() {
         return Err(e);
     }
@@ -305,8 +244,7 @@ fn adapt<'py>(
     workers: usize,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    check_model(&model)?;
-    let args = layerseg_cli::commands::adapt::Args {
+    let request = AdaptRequest {
         images: paths(Some(images))?,
         organ_masks: paths(organ_masks)?,
         out,
@@ -320,10 +258,8 @@ fn adapt<'py>(
         workers,
     };
     let reporter = PyProgress::new(progress);
-    let report = without_gil(py, || {
-        layerseg_cli::commands::adapt::execute(&args, &reporter)
-    })
-    .map_err(|e| reporter.take_error().unwrap_or(e))?;
+    let report = without_gil(py, || request.run(&reporter))
+        .map_err(|e| reporter.take_error().unwrap_or(e))?;
     if let Some(e) = reporter.take_error() {
         return Err(e);
     }

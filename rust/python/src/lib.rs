@@ -20,5 +20,13 @@ fn _layerseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     metrics::register(m)?;
     synthesis::register(m)?;
     segmentation::register(m)?;
+    m.add_function(wrap_pyfunction!(sample_cache, m)?)?;
     Ok(())
+}
+
+/// Where the sample scans are cached (`$LAYERSEG_DATA`, else `~/.cache/layerseg/samples`): the
+/// core's one definition, for `layerseg.samples`.
+#[pyfunction]
+fn sample_cache() -> std::path::PathBuf {
+    layerseg_core::samples::sample_cache()
 }

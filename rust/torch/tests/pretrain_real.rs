@@ -15,14 +15,7 @@ use ndarray::Array3;
 use tch::Device;
 
 fn sample_dir(name: &str) -> PathBuf {
-    let root = std::env::var_os("LAYERSEG_SAMPLES").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/layerseg/samples")
-        },
-        PathBuf::from,
-    );
-    let dir = root.join(name);
+    let dir = layerseg_core::samples::sample_cache().join(name);
     assert!(
         dir.is_dir(),
         "{} is missing: run `make samples`",

@@ -30,8 +30,8 @@ from .parameters import (
 from .process import Job, Progress, find_cli
 from .scene import (
     TUMOR_NAME,
-    LayerSegError,
     ScratchScene,
+    UserError,
     brain_segment,
     check_same_grid,
     check_volume,
@@ -91,11 +91,11 @@ class OrganMaskSetting:
 
     def organ(self) -> OrganMask | None:
         """The segment to search inside (for "From a segment"), else None; raises
-        LayerSegError when that choice lacks its segment."""
+        UserError when that choice lacks its segment."""
         if self.choice != "segment":
             return None
         if self.segmentation is None or not self.segment_id:
-            raise LayerSegError(CHOOSE_ORGAN_SEGMENT)
+            raise UserError(CHOOSE_ORGAN_SEGMENT)
         return OrganMask(self.segmentation, self.segment_id)
 
 
@@ -114,7 +114,7 @@ def write_organ_mask_setting(node: Any, setting: OrganMaskSetting) -> None:
     """Stores ``setting`` in the parameter node ``node`` (the segment is kept for every
     choice, so switching back to "From a segment" finds it again)."""
     if setting.choice not in ORGAN_MASK_CHOICES:
-        raise LayerSegError(f"unknown brain / organ mask choice {setting.choice!r}")
+        raise UserError(f"unknown brain / organ mask choice {setting.choice!r}")
     node.SetParameter(ORGAN_MASK_PARAMETER, setting.choice)
     segmentation = setting.segmentation
     node.SetNodeReferenceID(
@@ -150,18 +150,18 @@ class RunningJob:
             self.tmp.cleanup()
 
     def check_success(self) -> None:
-        """Raises LayerSegError unless the process ended well (the temporary folder is
+        """Raises UserError unless the process ended well (the temporary folder is
         removed on error)."""
         code = self.job.poll()
         if code == 0 and not self.job.cancelled:
             return
         self.tmp.cleanup()
         if self.job.cancelled:
-            raise LayerSegError(f"{self.what} was cancelled.")
+            raise UserError(f"{self.what} was cancelled.")
         if code is None:
-            raise LayerSegError(f"{self.what} is still running.")
+            raise UserError(f"{self.what} is still running.")
         detail = self.job.error_text() or "(no output)"
-        raise LayerSegError(f"{self.what} failed (exit code {code}):\n{detail}")
+        raise UserError(f"{self.what} failed (exit code {code}):\n{detail}")
 
 
 def _volume_name(volume: Any) -> str:
@@ -220,11 +220,11 @@ class Logic:
         try:
             params.validate()
         except ParameterError as e:
-            raise LayerSegError(str(e)) from e
+            raise UserError(str(e)) from e
         if params.organ_mask == "segment" and organ is None:
-            raise LayerSegError(CHOOSE_ORGAN_SEGMENT)
+            raise UserError(CHOOSE_ORGAN_SEGMENT)
         if output is not None and not output.IsA("vtkMRMLSegmentationNode"):
-            raise LayerSegError(f"'{output.GetName()}' is not a segmentation node.")
+            raise UserError(f"'{output.GetName()}' is not a segmentation node.")
         cli = self.cli()
         tmp = tempfile.TemporaryDirectory(prefix="layerseg-slicer-")
         try:
@@ -265,13 +265,13 @@ class Logic:
         segmentation = organ.segmentation
         segment = segmentation.GetSegmentation().GetSegment(organ.segment_id)
         if segment is None:
-            raise LayerSegError(
+            raise UserError(
                 f"'{segmentation.GetName()}' has no segment '{organ.segment_id}' "
                 "for the organ mask."
             )
         voxels = scratch.write_segment(segmentation, organ.segment_id, volume, path)
         if voxels == 0:
-            raise LayerSegError(
+            raise UserError(
                 f"The organ mask segment '{segment.GetName()}' of '{segmentation.GetName()}' is "
                 f"empty inside '{_volume_name(volume)}'. Paint the organ, or clear the organ mask."
             )
@@ -341,7 +341,7 @@ class Logic:
             if old is not None:
                 segmentation.RemoveSegment(old)
             if not segmentation.AddSegment(segment):
-                raise LayerSegError(f"cannot add the Tumor segment to '{output.GetName()}'")
+                raise UserError(f"cannot add the Tumor segment to '{output.GetName()}'")
             segment_id = str(segmentation.GetSegmentIdBySegment(segment))
             brain_id = None
             if replace_brain:
@@ -350,7 +350,7 @@ class Logic:
                     segmentation.RemoveSegment(old)
             if brain is not None:
                 if not segmentation.AddSegment(brain):
-                    raise LayerSegError(f"cannot add the Brain segment to '{output.GetName()}'")
+                    raise UserError(f"cannot add the Brain segment to '{output.GetName()}'")
                 brain_id = str(segmentation.GetSegmentIdBySegment(brain))
                 display = output.GetDisplayNode()
                 if display is not None:
@@ -412,15 +412,13 @@ class Logic:
     ) -> RunningJob:
         """Writes the healthy scene volumes to NIfTI and starts ``layerseg pretrain``."""
         if not healthy and params.healthy_folder is None:
-            raise LayerSegError(
-                "Choose healthy volumes in the scene, or a folder of healthy scans."
-            )
+            raise UserError("Choose healthy volumes in the scene, or a folder of healthy scans.")
         for volume in healthy:
             check_volume(volume)
         try:
             params.validate()
         except ParameterError as e:
-            raise LayerSegError(str(e)) from e
+            raise UserError(str(e)) from e
         cli = self.cli()
         tmp = tempfile.TemporaryDirectory(prefix="layerseg-slicer-")
         try:
@@ -442,7 +440,7 @@ class Logic:
         running.tmp.cleanup()
         model: Path = running.extra["model"]
         if not model.is_file():
-            raise LayerSegError(f"{running.what} ended without writing {model}.")
+            raise UserError(f"{running.what} ended without writing {model}.")
         return model
 
     # ---- fine-tune -----------------------------------------------------------------------
@@ -452,7 +450,7 @@ class Logic:
         image and its Tumor segment (or its only segment) the label, both written on the
         volume's grid. Returns a MONAI datalist (paths relative to it)."""
         if not segmentations:
-            raise LayerSegError("Choose segmentations with a tumour segment for fine-tuning.")
+            raise UserError("Choose segmentations with a tumour segment for fine-tuning.")
         problems: list[str] = []
         cases: list[tuple[Any, Any, str]] = []
         for node in segmentations:
@@ -467,12 +465,12 @@ class Logic:
             else:
                 try:
                     check_volume(volume)
-                except LayerSegError as e:
+                except UserError as e:
                     problems.append(str(e))
                     continue
                 cases.append((node, volume, segment_id))
         if problems:
-            raise LayerSegError("Cannot fine-tune on these segmentations:\n" + "\n".join(problems))
+            raise UserError("Cannot fine-tune on these segmentations:\n" + "\n".join(problems))
         scratch = ScratchScene()
         (folder / "images").mkdir(parents=True, exist_ok=True)
         (folder / "labels").mkdir(parents=True, exist_ok=True)
@@ -497,7 +495,7 @@ class Logic:
         try:
             params.validate()
         except ParameterError as e:
-            raise LayerSegError(str(e)) from e
+            raise UserError(str(e)) from e
         cli = self.cli()
         tmp = tempfile.TemporaryDirectory(prefix="layerseg-slicer-")
         try:

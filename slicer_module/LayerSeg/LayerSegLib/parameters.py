@@ -8,15 +8,70 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
+
+class PanelChoice(Enum):
+    """A choice the panel offers in a combo box: the value is what the command line (or the
+    logic) gets, ``label()`` what the panel shows (Slicer's parameterNodeWrapper fills the
+    combo box with the labels, in this order)."""
+
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+class ProfileChoice(PanelChoice):
+    """The profile: a built-in one, or ``custom`` (a profile JSON file)."""
+
+    BRAIN_MRI = "brain-mri"
+    LIVER_CT = "liver-ct"
+    CUSTOM = "custom"
+
+
+class ModelChoice(PanelChoice):
+    """The weights: the model shipped for the profile, or a file."""
+
+    SHIPPED = "default"
+    FILE = "file"
+
+
+class DeviceChoice(PanelChoice):
+    """Where the network runs (``--device``)."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class OrganMaskChoice(PanelChoice):
+    """Where the search runs (``layerseg segment --organ-mask``): ``auto`` extracts the brain
+    for profiles that ask for it, ``segment`` uses a segment the user chose (written to a
+    file), ``none`` searches the whole scan."""
+
+    AUTO = "auto"
+    SEGMENT = "segment"
+    NONE = "none"
+
+
+_LABELS: dict[PanelChoice, str] = {
+    ProfileChoice.BRAIN_MRI: "Brain MRI",
+    ProfileChoice.LIVER_CT: "Liver CT",
+    ProfileChoice.CUSTOM: "Custom profile file",
+    ModelChoice.SHIPPED: "Shipped model for the profile",
+    ModelChoice.FILE: "Model file",
+    DeviceChoice.AUTO: "Auto",
+    DeviceChoice.CPU: "CPU",
+    DeviceChoice.CUDA: "GPU (CUDA)",
+    OrganMaskChoice.AUTO: "Automatic (brain extraction)",
+    OrganMaskChoice.SEGMENT: "From a segment",
+    OrganMaskChoice.NONE: "None (search the whole scan)",
+}
+
 #: Profiles built into the CLI; anything else must be a profile JSON file.
-BUILTIN_PROFILES = ("brain-mri", "liver-ct")
-DEVICES = ("auto", "cpu", "cuda")
-#: Where the search runs (``layerseg segment --organ-mask``): ``auto`` extracts the brain for
-#: profiles that ask for it, ``segment`` uses a segment the user chose (written to a file),
-#: ``none`` searches the whole scan.
-ORGAN_MASK_CHOICES = ("auto", "segment", "none")
+BUILTIN_PROFILES = tuple(p.value for p in ProfileChoice if p is not ProfileChoice.CUSTOM)
+DEVICES = tuple(d.value for d in DeviceChoice)
+ORGAN_MASK_CHOICES = tuple(c.value for c in OrganMaskChoice)
 
 
 @dataclass(frozen=True)

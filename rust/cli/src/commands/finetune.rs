@@ -1,15 +1,10 @@
-use anyhow::{Context, Result};
-use layerseg_core::datalist::{Datalist, LabelRule};
-use layerseg_core::Progress;
-use layerseg_torch::train::{
-    finetune, FinetuneConfig, FinetuneData, FinetuneReport, Outcome, RunOptions, FINETUNE_REPORT,
-    METRICS_FILE,
-};
-use layerseg_torch::{select_device, DeviceChoice};
+use anyhow::Result;
+use layerseg_app::finetune::FinetuneRequest;
+use layerseg_torch::train::{FinetuneConfig, FinetuneReport, Outcome, FINETUNE_REPORT};
 use std::path::{Path, PathBuf};
 
 use super::pretrain::TrainProgress;
-use crate::models;
+use crate::args::{DeviceArg, ModelArgs, TrainingArgs};
 
 /// `layerseg finetune`: train a pretrained model further on a few labelled real cases.
 ///
@@ -27,7 +22,7 @@ use crate::models;
 /// and the run stops after `--patience` validations without improvement. With `--folds N` the
 /// training cases are split into N folds, each trained in `OUT/fold-K` (`--fold K`: only that
 /// one), and `OUT/finetune.json` has the per-fold Dice. Checkpoints, `metrics.jsonl`,
-/// `curves.png`, Ctrl-C and `--resume` work as in `pretrain`.
+/// `curves.png`, Ctrl-C and `--resume` work as in `pretrain`. `--steps` defaults to 500.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A MONAI datalist JSON, or a folder of image/label pairs.
@@ -36,12 +31,8 @@ pub struct Args {
     /// The run folder (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Built-in profile name or a profile JSON; default: the model card's profile, else brain-mri.
-    #[arg(long)]
-    pub profile: Option<String>,
-    /// The weights to start from; default: the model shipped for the profile.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Cross-validation: split the training cases into this many folds.
     #[arg(long)]
     pub folds: Option<usize>,
@@ -51,12 +42,8 @@ pub struct Args {
     /// Label values that mean tumour (e.g. --label-value 2,3); default: labels must be 0/1.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub label_value: Vec<u8>,
-    /// Optimiser steps at most [default: 500].
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// Patches per step [default: the profile's batch_size].
-    #[arg(long)]
-    pub batch: Option<usize>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
     /// Learning rate [default: 1e-3].
     #[arg(long)]
     pub lr: Option<f64>,
@@ -76,63 +63,36 @@ pub struct Args {
     /// positive_fraction, seed); the options above override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where the network runs: auto (CUDA when a GPU is visible, else CPU), cpu, or cuda.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// Continue from the newest checkpoint of each run folder.
     #[arg(long)]
     pub resume: bool,
-    /// Seed of the patch positions and the augmentation.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Patch worker threads (0: one less than the cores).
-    #[arg(long, default_value_t = 0)]
-    pub workers: usize,
 }
 
-/// The settings: `--config` over the profile's defaults, then the options.
-fn settings(args: &Args, profile: &layerseg_core::Profile) -> Result<FinetuneConfig> {
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
-            let mut base = serde_json::to_value(FinetuneConfig::for_profile(profile))?;
-            merge(
-                &mut base,
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{}: not a fine-tuning config", path.display()))?,
-            );
-            serde_json::from_value(base)
-                .with_context(|| format!("{}: not a fine-tuning config", path.display()))?
+impl From<Args> for FinetuneRequest {
+    fn from(args: Args) -> FinetuneRequest {
+        FinetuneRequest {
+            datalist: args.datalist,
+            out: args.out,
+            profile: args.model.profile,
+            model: args.model.model,
+            folds: args.folds,
+            fold: args.fold,
+            label_values: args.label_value,
+            steps: args.training.steps,
+            batch: args.training.batch,
+            lr: args.lr,
+            validate_every: args.validate_every,
+            patience: args.patience,
+            checkpoint_every: args.checkpoint_every,
+            augmentation: !args.no_augmentation,
+            config: args.config,
+            device: args.device.device,
+            resume: args.resume,
+            seed: args.training.seed,
+            workers: args.training.workers,
         }
-        None => FinetuneConfig::for_profile(profile),
-    };
-    let t = &mut config.train;
-    t.steps = args.steps.unwrap_or(t.steps);
-    t.batch_size = args.batch.unwrap_or(t.batch_size);
-    t.adam.lr = args.lr.unwrap_or(t.adam.lr);
-    t.validate_every = args.validate_every.unwrap_or(t.validate_every);
-    t.early_stop_validations = args.patience.unwrap_or(t.early_stop_validations);
-    t.checkpoint_every = args.checkpoint_every.unwrap_or(t.checkpoint_every);
-    t.workers = args.workers;
-    t.profile = Some(profile.name.clone());
-    t.validate()?;
-    config.seed = args.seed.unwrap_or(config.seed);
-    if args.no_augmentation {
-        config.augmentation = layerseg_core::augment::Augmentation::none();
-    }
-    Ok(config)
-}
-
-/// JSON merge: objects key by key, anything else replaced.
-pub(crate) fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (b, o) => *b = o,
     }
 }
 
@@ -145,50 +105,9 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => FinetuneConfig::default().train.checkpoint_every,
     };
     let progress = TrainProgress::new(args.out.join("curves.png"), every);
-    let report = execute(&args, &progress)?;
-    print_report(&report, &args.out);
-    Ok(())
-}
-
-/// Everything `layerseg finetune` does but printing: also the Python API's `finetune`.
-pub fn execute(args: &Args, progress: &dyn Progress) -> Result<FinetuneReport> {
-    let (model_file, profile) =
-        models::resolve_with_profile(args.model.as_deref(), args.profile.as_deref())?;
-    let net = model_file.config(&profile);
-    net.validate()?;
-    let config = settings(args, &profile)?;
-    let device = select_device(args.device)?;
-    let datalist = Datalist::load(&args.datalist)?;
-    let labels = LabelRule {
-        values: args.label_value.clone(),
-    };
-    let extractor = if profile.inference.brain_extraction {
-        Some(models::brain_extractor(device)?)
-    } else {
-        None
-    };
-    let data = FinetuneData {
-        datalist: &datalist,
-        labels: &labels,
-        folds: args.folds,
-        fold: args.fold,
-        brain_extractor: extractor.as_ref(),
-    };
-    let run = RunOptions {
-        resume: args.resume,
-        ..RunOptions::new(&args.out, device, progress)
-    };
-    let report = finetune(&data, &profile, &net, &model_file.weights, &config, &run)?;
-    draw_curves(&report)?;
-    Ok(report)
-}
-
-/// Draws `curves.png` in each run folder of the report.
-pub fn draw_curves(report: &FinetuneReport) -> Result<()> {
-    for fold in &report.folds {
-        let metrics = fold.run_dir.join(METRICS_FILE);
-        crate::curves::write_curves(&metrics, &fold.run_dir.join("curves.png"))?;
-    }
+    let request = FinetuneRequest::from(args);
+    let report = request.run(&progress)?;
+    print_report(&report, &request.out);
     Ok(())
 }
 

@@ -1,16 +1,13 @@
 use anyhow::{bail, Result};
-use layerseg_core::{Profile, Progress};
-use layerseg_torch::checkpoint::{latest_checkpoint, Checkpoint};
-use layerseg_torch::train::{
-    list_scans, load_real_validation, pair_masks, pretrain_with_real, synthesis_record, Outcome,
-    RunOptions, SynthesisSource, TrainConfig, METRICS_FILE,
-};
-use layerseg_torch::{select_device, BasicUNetConfig, DeviceChoice};
+use layerseg_app::pretrain::PretrainRequest;
+use layerseg_core::Progress;
+use layerseg_torch::train::{Outcome, METRICS_FILE};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::args::{DeviceArg, ProfileArg, TrainingArgs};
 use crate::progress::Bar;
 
 /// `layerseg pretrain`: train the network to decompose synthetic images (healthy scans with
@@ -25,11 +22,14 @@ use crate::progress::Bar;
 /// both, one command spends one window of GPU time. The model card's `history` lists every
 /// session that built the model. Every input is checked before training starts; one
 /// unreadable scan stops the command with an error naming it.
+///
+/// `--steps` defaults to the profile's max_epochs epochs: 71 500 for the built-in profiles, the
+/// paper's schedule, which takes hours on a GPU and weeks on a CPU; stop early with Ctrl-C,
+/// which checkpoints and exports.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A built-in profile (brain-mri, liver-ct) or a profile JSON file.
-    #[arg(long, default_value = "brain-mri")]
-    pub profile: String,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     /// Healthy scans: NIfTI files, folders of them, or .txt lists (one path a line).
     #[arg(long, num_args = 1.., required = true)]
     pub healthy: Vec<PathBuf>,
@@ -43,20 +43,13 @@ pub struct Args {
     /// The run folder (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Optimiser steps in total [default: the profile's max_epochs epochs: 71 500 for the
-    /// built-in profiles, the paper's schedule, which takes hours on a GPU and weeks on a CPU;
-    /// stop early with Ctrl-C, which checkpoints and exports].
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// Samples per step [default: the profile's batch_size].
-    #[arg(long)]
-    pub batch: Option<usize>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
     /// Learning rate [default: the profile's lr].
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Where the network runs: auto (CUDA when a GPU is visible, else CPU), cpu, or cuda.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// Continue from the newest checkpoint in the run folder.
     #[arg(long)]
     pub resume: bool,
@@ -77,73 +70,54 @@ pub struct Args {
     /// Steps between checkpoints, validations and curve redraws.
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
-    /// Synthesis worker threads (0: one less than the cores).
-    #[arg(long, default_value_t = 0)]
-    pub workers: usize,
-    /// Seed of the synthetic samples (sample i is a function of the seed and i).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Network widths a,b,c,d,e,f [default: the profile's network.features].
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<i64>,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let deadline = args.max_time.map(|t| Instant::now() + t);
-    let profile = Profile::load(&args.profile)?;
-    let device = select_device(args.device)?;
-    let net = BasicUNetConfig {
-        features: match args.features[..] {
-            [a, b, c, d, e, f] => [a, b, c, d, e, f],
-            [] => profile.network.features.map(|f| f as i64),
+impl Args {
+    /// The request this command line makes; the deadline counts from now.
+    pub fn request(self) -> Result<PretrainRequest> {
+        let features = match self.features[..] {
+            [a, b, c, d, e, f] => Some([a, b, c, d, e, f]),
+            [] => None,
             _ => bail!(
                 "--features takes six widths a,b,c,d,e,f, got {:?}",
-                args.features
+                self.features
             ),
-        },
-        ..BasicUNetConfig::default()
-    };
-    net.validate()?;
-    let mut config = TrainConfig::from_profile(&profile);
-    config.steps = args.steps.unwrap_or(config.steps);
-    config.batch_size = args.batch.unwrap_or(config.batch_size);
-    config.adam.lr = args.lr.unwrap_or(config.adam.lr);
-    config.checkpoint_every = args.checkpoint_every;
-    config.validate_every = args.checkpoint_every;
-    config.workers = args.workers;
-    config.validate()?;
-    check_run_folder(&args.out, &net, args.resume)?;
-    let warm_start = match &args.init_from {
-        Some(init_from) => Some(warm_start(init_from, &profile, &net)?),
-        None => None,
-    };
-
-    let healthy = list_scans(&args.healthy)?;
-    if healthy.is_empty() {
-        bail!("no healthy scans found in {}", join(&args.healthy));
+        };
+        Ok(PretrainRequest {
+            profile: self.profile.profile,
+            healthy: self.healthy,
+            organ_masks: self.organ_masks,
+            textures: self.textures,
+            out: self.out,
+            steps: self.training.steps,
+            batch: self.training.batch,
+            lr: self.lr,
+            device: self.device.device,
+            resume: self.resume,
+            init_from: self.init_from,
+            deadline: self.max_time.map(|t| Instant::now() + t),
+            validate_on: self.validate_on,
+            checkpoint_every: self.checkpoint_every,
+            workers: self.training.workers,
+            seed: self.training.seed.unwrap_or(0),
+            features,
+        })
     }
-    let masks = pair_masks(&healthy, &args.organ_masks)?;
-    let textures = list_scans(&args.textures)?;
-    let validate_on = list_scans(&args.validate_on)?;
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let pretraining = args.request()?.prepare()?;
     eprintln!(
         "layerseg: resampling {} healthy scan(s) and {} texture scan(s) onto the network grid",
-        healthy.len(),
-        textures.len()
+        pretraining.healthy.len(),
+        pretraining.textures.len()
     );
-    let source = SynthesisSource::from_files(&profile, &healthy, &masks, &textures, args.seed)?;
-    let real = load_real_validation(&profile, &validate_on)?;
-
-    let progress = TrainProgress::new(args.out.join("curves.png"), config.checkpoint_every);
-    let options = RunOptions {
-        resume: args.resume,
-        warm_start: warm_start.as_deref(),
-        deadline,
-        data: synthesis_record(&healthy, &textures, args.seed),
-        ..RunOptions::new(&args.out, device, &progress)
-    };
-    let report = pretrain_with_real(Arc::new(source), &net, &config, &options, &real)?;
-    let metrics = args.out.join(METRICS_FILE);
-    crate::curves::write_curves(&metrics, &args.out.join("curves.png"))?;
+    let out = pretraining.request.out.clone();
+    let progress = TrainProgress::new(out.join("curves.png"), pretraining.config.checkpoint_every);
+    let report = pretraining.run(&progress)?;
     let loss = report
         .losses
         .map_or("-".to_string(), |l| format!("{:.4}", l.total));
@@ -158,43 +132,9 @@ pub fn run(args: Args) -> Result<()> {
         report.step,
         report.started_at,
         report.model.display(),
-        args.out.join("curves.png").display()
+        out.join("curves.png").display()
     );
     Ok(())
-}
-
-/// The weights `--init-from` names (`shipped`: the profile's shipped model; else a model file or
-/// a checkpoint folder), checked against the run's network and profile before any scan is read.
-pub fn warm_start(init_from: &Path, profile: &Profile, net: &BasicUNetConfig) -> Result<PathBuf> {
-    let path = if init_from.as_os_str() == "shipped" {
-        crate::models::resolve(None, &profile.name)?.weights
-    } else {
-        init_from.to_path_buf()
-    };
-    let checkpoint = Checkpoint::open(&path)?;
-    checkpoint.check_config(net)?;
-    if let Some(trained) = checkpoint.card.profile.as_deref() {
-        if trained != profile.name {
-            bail!(
-                "{}: this model was trained with profile {trained}, not {}",
-                path.display(),
-                profile.name
-            );
-        }
-    }
-    Ok(path)
-}
-
-/// The run folder's checkpoints must fit this run (before any scan is read).
-fn check_run_folder(out: &Path, net: &BasicUNetConfig, resume: bool) -> Result<()> {
-    match latest_checkpoint(out)? {
-        Some(checkpoint) if resume => Ok(checkpoint.check_config(net)?),
-        Some(checkpoint) => bail!(
-            "{}: the run folder already has checkpoints: pass --resume, or choose another --out",
-            checkpoint.dir.display()
-        ),
-        None => Ok(()),
-    }
 }
 
 /// `--max-time`: seconds, or a duration with units (13m, 1h30m).
@@ -206,11 +146,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 780, 13m, 1h30m)"))
         }
     }
-}
-
-fn join(paths: &[PathBuf]) -> String {
-    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    names.join(", ")
 }
 
 /// The progress bar, with loss lines at most every few seconds (printed plainly when stderr
@@ -253,7 +188,7 @@ impl Progress for TrainProgress {
         let at_checkpoint = step.is_some_and(|s| s % self.every == 0);
         if at_checkpoint {
             let metrics = self.curves.with_file_name(METRICS_FILE);
-            if let Err(e) = crate::curves::write_curves(&metrics, &self.curves) {
+            if let Err(e) = layerseg_app::curves::write_curves(&metrics, &self.curves) {
                 self.bar.message(&format!("layerseg: warning: {e:#}"));
             }
         }

@@ -10,8 +10,8 @@ use layerseg_torch::{select_device, DeviceChoice};
 use std::path::{Path, PathBuf};
 
 use crate::figures::{write_figure, Outline, ORGAN, RED};
-use crate::models;
 use crate::progress::Bar;
+use layerseg_app::models;
 
 /// `layerseg segment`: scans in, tumour masks out, each on its scan's own grid.
 #[derive(Debug, clap::Args)]
@@ -22,10 +22,14 @@ pub struct Args {
     /// The mask file (one input), or a folder (several inputs): NAME.nii.gz per scan.
     #[arg(long)]
     pub out: PathBuf,
-    /// Weights (.safetensors, or a PyTorch state dict); default: the model shipped for the profile.
+    // `model`, `profile` and `device` say what `args::ModelArgs` and `args::DeviceArg` say; they
+    // stay plain fields because `demo` builds these arguments field by field.
+    /// Weights (.safetensors with its card, or a PyTorch state dict); default: the model shipped
+    /// for the profile.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Built-in profile name or a profile JSON; default: the model card's profile, else brain-mri.
+    /// A built-in profile (brain-mri, liver-ct) or a profile JSON file; default: the model
+    /// card's profile, else brain-mri.
     #[arg(long)]
     pub profile: Option<String>,
     /// Where to search: `auto` (brain extraction for profiles that ask for it, as brain-mri
@@ -49,7 +53,8 @@ pub struct Args {
     /// Also write a PNG with the mask outlined on the scan (a folder for several inputs).
     #[arg(long)]
     pub overlay: Option<PathBuf>,
-    /// Where the network runs: auto (CUDA when a GPU is visible, else CPU), cpu, or cuda.
+    /// Where the network runs: auto (CUDA when a GPU is visible, else CPU), cpu, cuda, or
+    /// cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     /// Threshold on the mask probability, in [0, 1] (default: the profile's; 0.5 for the

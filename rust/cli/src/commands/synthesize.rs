@@ -4,6 +4,7 @@ use layerseg_core::synth::{Inputs, Synthesizer};
 use layerseg_core::{Image, Profile, Progress};
 use std::path::{Path, PathBuf};
 
+use crate::args::ProfileArg;
 use crate::figures::{write_figure, Outline, RED};
 use crate::output::write_text_atomic;
 use crate::progress::Bar;
@@ -16,9 +17,8 @@ use crate::progress::Bar;
 /// drawn (enough to regenerate the case). `--preview` adds `preview.png`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A built-in profile (brain-mri, liver-ct) or a profile JSON file.
-    #[arg(long, default_value = "brain-mri")]
-    pub profile: String,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     /// The healthy scan (NIfTI).
     #[arg(long)]
     pub healthy: PathBuf,
@@ -51,7 +51,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let profile = Profile::load(&args.profile)?;
+    let profile = Profile::load(&args.profile.profile)?;
     let opts = ReadOptions::default();
     let (healthy, meta) = read_image(&args.healthy, &opts)?;
     crate::warn_all(&meta);

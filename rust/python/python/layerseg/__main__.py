@@ -3,15 +3,12 @@ libtorch runtime, ``layerseg-libtorch``)."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 
 def main() -> None:
     from layerseg import run_cli
 
-    # `layerseg demo` fetches its sample with this interpreter's layerseg.samples.
-    os.environ.setdefault("LAYERSEG_PYTHON", sys.executable)
     try:
         code = run_cli(["layerseg", *sys.argv[1:]])
     except ImportError as e:

@@ -74,6 +74,9 @@ def model_dirs(packaged: str | os.PathLike[str] | None = None) -> list[Path]:
     """Folders searched for shipped models, in order; ``packaged`` registers the package's own
     ``models/`` folder (done by ``import layerseg`` when the wheel carries one)."""
 
+def sample_cache() -> Path:
+    """Where the sample scans are cached: ``$LAYERSEG_DATA``, else ``~/.cache/layerseg/samples``."""
+
 def check_segment_settings(
     threshold: float | None = None, overlap: float | None = None, min_size_mm3: float = 0.0
 ) -> None:

@@ -18,7 +18,9 @@ mod adapt;
 mod amp;
 mod finetune;
 mod labelled;
+mod metrics;
 mod plateau;
+mod pretrain;
 mod run;
 mod source;
 mod synthetic;
@@ -37,11 +39,10 @@ pub use finetune::{
     ValidationCase, FINETUNE_REPORT,
 };
 pub use labelled::{GridCase, LabelledSource};
+pub use metrics::METRICS_FILE;
 pub use plateau::{Plateau, PlateauConfig, PlateauDecision};
-pub use run::{
-    pretrain, pretrain_with_real, time_train_step, train, Objective, RunOptions, Validation,
-    BEST_FILE, METRICS_FILE, MODEL_FILE,
-};
+pub use pretrain::{pretrain, pretrain_with_real};
+pub use run::{time_train_step, train, Objective, RunOptions, Validation, BEST_FILE, MODEL_FILE};
 pub use source::{Batch, Loader, Sample, SampleSource, SourceError, VALIDATION_BASE};
 pub use synthetic::{
     list_scans, load_real_validation, pair_masks, synthesis_record, ScanInput, SynthesisSource,

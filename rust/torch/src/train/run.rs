@@ -2,28 +2,26 @@
 //! plateau schedule, checkpoints and resume, metrics, progress and cancel. What differs between
 //! them (the loss, the validation, the starting weights) is an [`Objective`].
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use layerseg_core::Progress;
-use ndarray::Array3;
 use tch::{Device, Tensor};
 
 use super::amp;
-use super::source::{Batch, Loader, Sample, SampleSource, VALIDATION_BASE};
+use super::metrics::Metrics;
+use super::pretrain::Pretraining;
+use super::source::{Batch, Loader, Sample, SampleSource};
 use super::{Adam, Outcome, TrainConfig, TrainReport, TrainState};
 use crate::checkpoint::{
     device_name, export_model, latest_checkpoint, save_checkpoint, write_atomic, Checkpoint,
     ModelCard, RunRecord,
 };
 use crate::error::{Error, Result};
-use crate::losses::{layer_losses, recomposition_l1, LossValues, Losses};
+use crate::losses::{LossValues, Losses};
 use crate::network::{load_weights, BasicUNetConfig, Model};
 
-pub const METRICS_FILE: &str = "metrics.jsonl";
 /// Adam's warm-up (updates) when training continues from weights without their moments: a rule of
 /// thumb fixed beforehand, not tuned on any result.
 pub const MOMENT_RESTART_WARMUP: u64 = 100;
@@ -145,7 +143,7 @@ impl Trainer {
         };
         match (run.resume, latest_checkpoint(run.run_dir)?, run.warm_start) {
             (true, Some(checkpoint), _) => trainer.restore(&checkpoint, net, run)?,
-            (false, None, Some(from)) | (true, None, Some(from)) => {
+            (_, None, Some(from)) => {
                 let checkpoint = Checkpoint::open(from)?;
                 run.progress.message(&format!(
                     "continuing the training of {} from step {}",
@@ -313,170 +311,6 @@ impl Trainer {
         export_model(&self.model.vs, &self.card, &run_dir.join(BEST_FILE))?;
         Ok(())
     }
-}
-
-/// Appends one JSON object per line to `RUN_DIR/metrics.jsonl`.
-struct Metrics {
-    file: File,
-    path: PathBuf,
-}
-
-impl Metrics {
-    /// Opens the metrics for appending after dropping the records of steps past `step`: those
-    /// of an interrupted session that the resumed one is about to redo.
-    fn open(run_dir: &Path, step: u64) -> Result<Metrics> {
-        let path = run_dir.join(METRICS_FILE);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let kept: String = text
-                .lines()
-                .filter(|line| {
-                    serde_json::from_str::<serde_json::Value>(line)
-                        .ok()
-                        .and_then(|record| record["step"].as_u64())
-                        .is_some_and(|s| s <= step)
-                })
-                .flat_map(|line| [line, "\n"])
-                .collect();
-            if kept.len() != text.len() {
-                write_atomic(&path, |tmp| {
-                    std::fs::write(tmp, &kept).map_err(|e| Error::io(tmp, e))
-                })?;
-            }
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        Ok(Metrics { file, path })
-    }
-
-    fn write(&mut self, record: serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{record}").map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-fn validation_samples<S: SampleSource + ?Sized>(source: &S, n: u64) -> Result<Vec<Sample>> {
-    (0..n)
-        .map(|i| {
-            let index = VALIDATION_BASE + i;
-            source
-                .sample(index)
-                .map_err(|source| Error::Source { index, source })
-        })
-        .collect()
-}
-
-/// The pretraining objective (method.md sections 5 and 6): the layer-decomposition losses,
-/// validated by the recomposition L1 on held-out synthetic samples and, when given, on
-/// unlabelled real volumes.
-struct Pretraining {
-    weights: crate::losses::LossWeights,
-    samples: Vec<Sample>,
-    real: Vec<Array3<f32>>,
-}
-
-impl Pretraining {
-    /// Mean recomposition L1 over the validation samples, batch by batch, without gradients.
-    fn validate_synthetic(&self, model: &Model, device: Device, batch_size: usize) -> Result<f64> {
-        let samples = &self.samples;
-        let mut total = 0.0;
-        for chunk in samples.chunks(batch_size) {
-            let batch = Batch::from_samples(chunk, device)?;
-            let scores = tch::no_grad(|| -> Result<Tensor> {
-                let pred = model.net.forward_t(&batch.image, false)?;
-                recomposition_l1(&pred, &batch.image)
-            })?;
-            total += scores
-                .f_sum(tch::Kind::Double)
-                .and_then(|t| t.f_double_value(&[]))
-                .map_err(Error::from)?;
-        }
-        Ok(total / samples.len() as f64)
-    }
-
-    /// Mean recomposition L1 over unlabelled real volumes, one at a time (shapes may differ).
-    fn validate_real(&self, model: &Model, device: Device) -> Result<f64> {
-        let volumes = &self.real;
-        let mut total = 0.0;
-        for volume in volumes {
-            let (d, h, w) = volume.dim();
-            let flat: Vec<f32> = volume.iter().copied().collect();
-            let score = tch::no_grad(|| -> Result<f64> {
-                let image = Tensor::f_from_slice(&flat)
-                    .and_then(|t| t.f_reshape([1, 1, d as i64, h as i64, w as i64]))
-                    .and_then(|t| t.f_to_device(device))?;
-                let pred = model.net.forward_t(&image, false)?;
-                Ok(recomposition_l1(&pred, &image)?.f_double_value(&[0])?)
-            })?;
-            total += score;
-        }
-        Ok(total / volumes.len() as f64)
-    }
-}
-
-impl Objective for Pretraining {
-    fn name(&self) -> &'static str {
-        "pretrain"
-    }
-
-    fn losses(&self, pred: &Tensor, batch: &Batch) -> Result<Losses> {
-        layer_losses(
-            pred,
-            &batch.healthy,
-            &batch.tumour,
-            &batch.mask,
-            &self.weights,
-        )
-    }
-
-    fn validate(&self, model: &Model, device: Device, batch_size: usize) -> Result<Validation> {
-        let score = self.validate_synthetic(model, device, batch_size)?;
-        let mut scores = vec![("validation", score)];
-        if !self.real.is_empty() {
-            scores.push(("validation_real", self.validate_real(model, device)?));
-        }
-        Ok(Validation {
-            scores,
-            card_validation: Some(score),
-            ..Validation::default()
-        })
-    }
-}
-
-/// Pretrains a `net`-shaped BasicUNet on `source` into `run.run_dir`: checkpoints under
-/// `checkpoints/`, per-step metrics in `metrics.jsonl`, and the final `model.safetensors` with
-/// its card `model.json`.
-pub fn pretrain<S: SampleSource + ?Sized + 'static>(
-    source: Arc<S>,
-    net: &BasicUNetConfig,
-    config: &TrainConfig,
-    run: &RunOptions,
-) -> Result<TrainReport> {
-    pretrain_with_real(source, net, config, run, &[])
-}
-
-/// [`pretrain`], also scoring unlabelled real volumes (normalised, on the network grid, each
-/// (D, H, W)) by the recomposition L1 at every validation: `validation_real` in the metrics.
-pub fn pretrain_with_real<S: SampleSource + ?Sized + 'static>(
-    source: Arc<S>,
-    net: &BasicUNetConfig,
-    config: &TrainConfig,
-    run: &RunOptions,
-    real: &[Array3<f32>],
-) -> Result<TrainReport> {
-    config.validate()?;
-    let samples = if config.validate_every > 0 {
-        validation_samples(source.as_ref(), config.validation_samples)?
-    } else {
-        Vec::new()
-    };
-    let objective = Pretraining {
-        weights: config.loss_weights,
-        samples,
-        real: real.to_vec(),
-    };
-    train(source, net, config, run, &objective)
 }
 
 /// Trains a `net`-shaped BasicUNet on `source` for `objective` into `run.run_dir`: checkpoints
@@ -708,7 +542,7 @@ pub(super) fn copy_model(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Seconds per training step (forward, losses, backward, Adam, reading the loss values, as in
-/// [`pretrain`]) on one fixed batch already on `device`, the mean over `steps` after `warmup`
+/// [`super::pretrain()`]) on one fixed batch already on `device`, the mean over `steps` after `warmup`
 /// untimed ones. For benchmarks against other implementations of the same step.
 pub fn time_train_step(
     net: &BasicUNetConfig,

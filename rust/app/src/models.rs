@@ -35,7 +35,11 @@ pub fn resolve(model: Option<&Path>, profile_name: &str) -> Result<ModelFile> {
     let weights = match model {
         Some(path) => {
             if !path.exists() {
-                bail!("{}: file not found", path.display());
+                // Typed, so Python raises FileNotFoundError with the CLI's message.
+                return Err(layerseg_torch::Error::NotFound {
+                    path: path.to_path_buf(),
+                }
+                .into());
             }
             path.to_path_buf()
         }

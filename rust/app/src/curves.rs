@@ -48,6 +48,14 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Series>> {
     Ok(series)
 }
 
+/// Draws `RUN_DIR/curves.png` from `RUN_DIR/metrics.jsonl`.
+pub fn draw_run(run_dir: &Path) -> Result<()> {
+    write_curves(
+        &run_dir.join(layerseg_torch::train::METRICS_FILE),
+        &run_dir.join("curves.png"),
+    )
+}
+
 /// Draws the curves of `metrics` (a `metrics.jsonl`) into the PNG `out`, atomically.
 pub fn write_curves(metrics: &Path, out: &Path) -> Result<()> {
     let series = read_metrics(metrics)?;
@@ -102,7 +110,29 @@ pub fn write_curves(metrics: &Path, out: &Path) -> Result<()> {
         );
         canvas.text(lx + 26, ly, name, black);
     }
-    crate::output::write_atomic(out, |file| canvas.encode(file, out))
+    let png = canvas.encode(out)?;
+    // Through the checkpoints' atomic writer; temporary files are private (0600), a figure is
+    // an ordinary file.
+    layerseg_torch::checkpoint::write_atomic(out, |tmp| {
+        std::fs::write(tmp, &png)
+            .and_then(|()| readable(tmp))
+            .map_err(|source| layerseg_torch::Error::Io {
+                path: out.to_path_buf(),
+                source,
+            })
+    })?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn readable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+}
+
+#[cfg(not(unix))]
+fn readable(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn format_tick(v: f64) -> String {
@@ -159,9 +189,9 @@ impl Canvas {
         }
     }
 
-    fn encode(&self, file: &std::fs::File, path: &Path) -> Result<()> {
-        let mut encoder =
-            png::Encoder::new(std::io::BufWriter::new(file), WIDTH as u32, HEIGHT as u32);
+    fn encode(&self, path: &Path) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let mut encoder = png::Encoder::new(&mut bytes, WIDTH as u32, HEIGHT as u32);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder
@@ -169,7 +199,11 @@ impl Canvas {
             .with_context(|| format!("{}: cannot write the PNG", path.display()))?;
         writer
             .write_image_data(&self.rgb)
-            .with_context(|| format!("{}: cannot write the PNG", path.display()))
+            .with_context(|| format!("{}: cannot write the PNG", path.display()))?;
+        writer
+            .finish()
+            .with_context(|| format!("{}: cannot write the PNG", path.display()))?;
+        Ok(bytes)
     }
 }
 
