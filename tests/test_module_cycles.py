@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CRATES = ["core", "torch", "cli", "python-common", "python", "python-libtorch"]
+CRATES = ["core", "torch", "app", "cli", "python-common", "python", "python-libtorch"]
 
 Module = tuple[str, ...]
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
