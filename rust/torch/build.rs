@@ -1,16 +1,5 @@
-//! Make this crate's test binaries find libtorch and keep its CUDA backend:
-//! - an rpath to the torch/lib folder it was built against, so no LD_LIBRARY_PATH is needed;
-//! - `--no-as-needed` before libtorch_cuda, or the linker drops it (nothing references it
-//!   directly) and CUDA silently reports unavailable (tch-rs#980, #907).
+//! This crate's test binaries find libtorch and keep its CUDA backend (`layerseg-build-libtorch`).
 
 fn main() {
-    let lib =
-        std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports the libtorch lib dir");
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-    }
-    println!("cargo:rustc-link-arg=-ltorch");
-    println!("cargo:rerun-if-changed=build.rs");
+    layerseg_build_libtorch::link_binaries();
 }

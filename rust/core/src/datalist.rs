@@ -413,8 +413,9 @@ pub fn read_cases(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::affine::IDENTITY;
     use crate::io::write_labels;
-    use crate::volume::{Volume, IDENTITY};
+    use crate::volume::Volume;
     use ndarray::Array3;
 
     fn write(dir: &Path, name: &str, values: &[u8], shape: (usize, usize, usize)) -> PathBuf {

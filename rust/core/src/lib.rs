@@ -2,6 +2,8 @@
 //!
 //! This crate never links libtorch, so it builds and tests in seconds.
 
+pub mod affine;
+pub mod atomic;
 pub mod augment;
 pub mod brain;
 pub mod datalist;
@@ -23,11 +25,12 @@ pub mod sliding_window;
 pub mod synth;
 pub mod volume;
 
+pub use affine::{Affine, Orientation};
 pub use error::{Error, Result};
 pub use io::{
     read_image, read_labels, write_image, write_labels, NiftiMeta, ReadOptions, ReadWarning,
 };
-pub use orientation::{Orientation, Reorientation};
+pub use orientation::Reorientation;
 pub use profile::Profile;
 pub use progress::{CancelFlag, NoProgress, Progress};
-pub use volume::{Affine, Image, LabelMap, Volume};
+pub use volume::{Image, LabelMap, Volume};

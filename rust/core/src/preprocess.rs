@@ -4,11 +4,12 @@
 
 use ndarray::{s, Array3, ArrayView3, Zip};
 
+use crate::affine::{matmul, Affine};
 use crate::error::{Error, Result};
 use crate::orientation::Reorientation;
 use crate::profile::{Normalisation, Profile, Resample, Roi};
 use crate::resample::{resize_linear, resize_nearest};
-use crate::volume::{matmul, Affine, Image, LabelMap, Volume};
+use crate::volume::{Image, LabelMap, Volume};
 
 /// The network's view of one scan.
 #[derive(Debug)]
@@ -240,7 +241,7 @@ pub fn normalise(mut data: Array3<f32>, rule: &Normalisation) -> Array3<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::IDENTITY;
+    use crate::affine::IDENTITY;
 
     fn lps_scan() -> Image {
         let affine = [

@@ -3,11 +3,8 @@
 use ndarray::Array3;
 use std::fmt;
 
+use crate::affine::{affines_close, spacing, Affine, Orientation};
 use crate::error::{Error, Result};
-use crate::orientation::Orientation;
-
-/// Voxel index (i, j, k, 1) to RAS world coordinates (x, y, z, 1), row-major.
-pub type Affine = [[f64; 4]; 4];
 
 /// A 3D volume indexed `[i, j, k]` in the file's own voxel order.
 #[derive(Clone, PartialEq)]
@@ -20,13 +17,6 @@ pub struct Volume<T> {
 pub type Image = Volume<f32>;
 /// A label map (0 = background): resampled with nearest neighbour, stored as uint8.
 pub type LabelMap = Volume<u8>;
-
-pub const IDENTITY: Affine = [
-    [1.0, 0.0, 0.0, 0.0],
-    [0.0, 1.0, 0.0, 0.0],
-    [0.0, 0.0, 1.0, 0.0],
-    [0.0, 0.0, 0.0, 1.0],
-];
 
 impl<T> Volume<T> {
     pub fn new(data: Array3<T>, affine: Affine) -> Self {
@@ -136,54 +126,15 @@ impl<T> fmt::Debug for Volume<T> {
     }
 }
 
-pub fn spacing(affine: &Affine) -> [f64; 3] {
-    let col = |c: usize| (0..3).map(|r| affine[r][c].powi(2)).sum::<f64>().sqrt();
-    [col(0), col(1), col(2)]
-}
-
 /// What to do about a mask on another grid than the volume it belongs to.
 pub const RESAMPLE_HINT: &str = "Resample it onto that grid first (3D Slicer: Resample Image \
     (BRAINS) with that volume as the reference and nearest-neighbour interpolation; Python: \
     nibabel.processing.resample_from_to(mask, reference, order=0))";
 
-pub fn affines_close(a: &Affine, b: &Affine, tol: f64) -> bool {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .all(|(x, y)| (x - y).abs() <= tol)
-}
-
-pub fn matmul(a: &Affine, b: &Affine) -> Affine {
-    let mut out = [[0.0; 4]; 4];
-    for (r, row) in out.iter_mut().enumerate() {
-        for (c, v) in row.iter_mut().enumerate() {
-            *v = (0..4).map(|k| a[r][k] * b[k][c]).sum();
-        }
-    }
-    out
-}
-
-/// Determinant of the 3x3 rotation-zoom part; zero means the affine is degenerate.
-pub fn determinant3(a: &Affine) -> f64 {
-    a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
-        - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
-        + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spacing_is_column_norm() {
-        let mut a = IDENTITY;
-        a[0][0] = -0.5;
-        a[1][2] = 2.0;
-        a[2][2] = 0.0;
-        a[2][1] = 3.0;
-        a[1][1] = 0.0;
-        assert_eq!(spacing(&a), [0.5, 3.0, 2.0]);
-    }
+    use crate::affine::IDENTITY;
 
     #[test]
     fn debug_shows_geometry() {

@@ -399,8 +399,8 @@ fn t1c_rim_and_core_mode() {
     };
     assert_eq!(core.ratio, 0.5);
     let centre = p.tumours[0].centre_mm;
-    let inv = layerseg_core::synth::grid::inverse(&s.colin.affine).unwrap();
-    let c = layerseg_core::synth::grid::apply(&inv, centre).map(|v| v.round() as usize);
+    let inv = layerseg_core::affine::inverse(&s.colin.affine).unwrap();
+    let c = layerseg_core::affine::apply(&inv, centre).map(|v| v.round() as usize);
     let near = out.image.data.slice(s![
         c[0] - 1..c[0] + 2,
         c[1] - 1..c[1] + 2,

@@ -7,7 +7,11 @@ use pyo3::PyErr;
 
 pyo3::import_exception!(layerseg._errors, LayerSegError);
 
-pub trait IntoPyErr {
+/// How an error becomes a Python exception. `Via` names the crate that gives the mapping: it is
+/// `()` for the ones here, and an extension maps other crates' errors (libtorch's) with a type of
+/// its own, as the orphan rule asks (`impl IntoPyErr<Libtorch> for layerseg_torch::Error`).
+/// Callers never name it: each error type has one mapping, so it is inferred.
+pub trait IntoPyErr<Via = ()> {
     fn into_py_err(self) -> PyErr;
 }
 

@@ -9,10 +9,12 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::errors::IntoPyErr;
 
-pub fn without_gil<T, E, F>(py: Python<'_>, work: F) -> PyResult<T>
+/// Runs `work` without the GIL (see [`run_detached`]) and maps its error to a Python exception
+/// ([`IntoPyErr`]): the one gate both extensions call for every long piece of Rust work.
+pub fn without_gil<T, E, F, Via>(py: Python<'_>, work: F) -> PyResult<T>
 where
     T: Send,
-    E: IntoPyErr + Send,
+    E: IntoPyErr<Via> + Send,
     F: Send + FnOnce() -> Result<T, E>,
 {
     run_detached(py, work).map_err(IntoPyErr::into_py_err)

@@ -1,26 +1,19 @@
-//! libtorch and command errors as Python exceptions (core errors: `layerseg_python_common`).
+//! libtorch and command errors as Python exceptions (core errors: `layerseg_python_common`, whose
+//! gate, `without_gil`, both extensions call).
 
 use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt};
 use pyo3::prelude::*;
 
-use layerseg_python_common::errors::{IntoPyErr as CoreIntoPyErr, LayerSegError};
-use layerseg_python_common::gate::run_detached;
+use layerseg_python_common::errors::{IntoPyErr, LayerSegError};
 
-pub trait IntoPyErr {
-    fn into_py_err(self) -> PyErr;
-}
+/// The mappings this extension gives (see [`IntoPyErr`]'s `Via`).
+pub enum Libtorch {}
 
-impl IntoPyErr for layerseg_core::Error {
-    fn into_py_err(self) -> PyErr {
-        CoreIntoPyErr::into_py_err(self)
-    }
-}
-
-impl IntoPyErr for layerseg_torch::Error {
+impl IntoPyErr<Libtorch> for layerseg_torch::Error {
     fn into_py_err(self) -> PyErr {
         use layerseg_torch::Error;
         match self {
-            Error::Core(core) => CoreIntoPyErr::into_py_err(core),
+            Error::Core(core) => core.into_py_err(),
             Error::NotFound { .. } => PyFileNotFoundError::new_err(self.to_string()),
             Error::Cancelled => PyKeyboardInterrupt::new_err("cancelled"),
             other => LayerSegError::new_err(other.to_string()),
@@ -30,7 +23,7 @@ impl IntoPyErr for layerseg_torch::Error {
 
 /// Errors of the application layer (`layerseg_app`, both faces' requests): the message is
 /// the whole chain; missing files and cancellation keep their own exception classes.
-impl IntoPyErr for anyhow::Error {
+impl IntoPyErr<Libtorch> for anyhow::Error {
     fn into_py_err(self) -> PyErr {
         let text = format!("{self:#}");
         let root = self.root_cause();
@@ -48,14 +41,4 @@ impl IntoPyErr for anyhow::Error {
             _ => LayerSegError::new_err(text),
         }
     }
-}
-
-/// [`layerseg_python_common::gate::run_detached`] with this crate's error mapping.
-pub fn without_gil<T, E, F>(py: Python<'_>, work: F) -> PyResult<T>
-where
-    T: Send,
-    E: IntoPyErr + Send,
-    F: Send + FnOnce() -> Result<T, E>,
-{
-    run_detached(py, work).map_err(IntoPyErr::into_py_err)
 }

@@ -16,7 +16,8 @@ use layerseg_python_common::affine::{affine_from_py, scan_and_organ};
 use layerseg_python_common::errors::LayerSegError;
 use layerseg_python_common::progress::PyProgress;
 
-use crate::errors::{without_gil, IntoPyErr};
+use layerseg_python_common::errors::IntoPyErr;
+use layerseg_python_common::gate::without_gil;
 
 fn anyhow_to_py(e: anyhow::Error) -> PyErr {
     LayerSegError::new_err(format!("{e:#}"))

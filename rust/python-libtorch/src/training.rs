@@ -17,8 +17,9 @@ use layerseg_torch::BasicUNetConfig;
 use layerseg_python_common::errors::LayerSegError;
 use layerseg_python_common::progress::PyProgress;
 
+use layerseg_python_common::gate::without_gil;
+
 use crate::device_choice;
-use crate::errors::without_gil;
 
 /// A path, or a sequence of paths (files, folders, .txt lists); None is empty.
 fn paths(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<PathBuf>> {

@@ -5,9 +5,9 @@ use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArray2, PyReadonlyArray3, PyReado
 use pyo3::prelude::*;
 use std::path::PathBuf;
 
+use layerseg_core::affine::IDENTITY;
 use layerseg_core::preprocess::normalise;
 use layerseg_core::profile::Normalisation;
-use layerseg_core::volume::IDENTITY;
 use layerseg_core::Volume;
 use layerseg_python_common::affine::affine_from_py;
 use layerseg_python_common::errors::{IntoPyErr, LayerSegError};

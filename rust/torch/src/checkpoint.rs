@@ -1,4 +1,4 @@
-//! Checkpoints of a training run, and atomic file writes.
+//! Checkpoints of a training run, and exported models.
 //!
 //! A checkpoint is a folder `RUN_DIR/checkpoints/step-NNNNNNNNN/` holding
 //! - `weights.safetensors`: the network under MONAI's state-dict names (loads into MONAI as is);
@@ -8,7 +8,9 @@
 //! The folder is assembled under a hidden temporary name in the same parent and renamed into
 //! place in one step, so a crash or SIGKILL at any moment leaves either the complete checkpoint or
 //! none, and never touches the earlier ones. [`latest_checkpoint`] ignores the temporary
-//! leftovers and [`save_checkpoint`] removes them.
+//! leftovers and [`save_checkpoint`] removes them. Single files (exported weights and cards) go
+//! through the one atomic writer, [`layerseg_core::atomic`], as [`write_atomic`] does for the
+//! trainers' other outputs.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use layerseg_core::atomic::{self, sync_dir};
 pub use layerseg_core::model_card::CARD_FORMAT;
 use layerseg_core::model_card::{check_model_card, MASK_FITTING_RUNS};
 
@@ -150,36 +153,12 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
-/// Writes `path` through `write(temporary_path)`: the temporary file lives in the same folder and
-/// is renamed over `path` only once `write` succeeded and the data reached the disk. On failure
-/// nothing is left behind and an existing `path` is untouched.
+/// [`layerseg_core::atomic::write_atomic`] for writers that take a path (libtorch's savers):
+/// `write` fills a temporary file beside `path`, which replaces `path` only once `write`
+/// succeeded and the data reached the disk. On failure nothing is left behind and an existing
+/// `path` is untouched.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = parent_of(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let temp = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}", name.unwrap_or_default()))
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
-    write(temp.path())?;
-    let file = std::fs::File::open(temp.path()).map_err(|e| Error::io(temp.path(), e))?;
-    file.sync_all().map_err(|e| Error::io(temp.path(), e))?;
-    temp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    sync_dir(&dir);
-    Ok(())
-}
-
-fn parent_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Makes a rename durable; failure only weakens crash safety, so it is not an error.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    atomic::write_atomic(path, |out| write(out.path()))
 }
 
 /// Weights plus card as a standalone model, e.g. `RUN_DIR/model.safetensors` and
@@ -319,6 +298,7 @@ pub fn save_checkpoint(
                 .map_err(|e| Error::io(staging.path().join(name), e))?;
         }
     }
+    sync_dir(staging.path());
     // A checkpoint of the same step (saved again after a resume) is moved aside, not deleted,
     // until the new one is in place.
     let replaced = root.join(format!("{TEMP_PREFIX}replaced-{:09}", card.step));

@@ -56,7 +56,7 @@ pub enum Error {
     Source {
         index: u64,
         #[source]
-        source: crate::train::SourceError,
+        source: SourceError,
     },
 
     #[error("training diverged at step {step}: the loss is {value}")]
@@ -67,6 +67,10 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error type a sample source (`train::SampleSource`) reports; the trainer adds the sample
+/// index ([`Error::Source`]). Defined here, below the trainer, so errors depend on nothing above.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
 impl From<tch::TchError> for Error {
     fn from(source: tch::TchError) -> Self {

@@ -9,8 +9,8 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::{nifti_error, AffineSource, NiftiMeta, ReadOptions, ReadWarning, HEADER_SIZE};
+use crate::affine::{determinant3, Affine};
 use crate::error::{Error, Result};
-use crate::volume::{determinant3, Affine};
 
 /// Validate the header and read exactly the bytes of the first 3D volume.
 pub(super) fn read_raw(

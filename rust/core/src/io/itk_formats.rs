@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::affine::{spacing, Affine};
 use crate::error::{Error, Result};
-use crate::volume::{spacing, Affine};
 
 /// The voxel types both formats share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,16 +3,18 @@
 //!
 //! Reading validates the header before anything is allocated, so a header that claims absurd
 //! dimensions or a truncated file ends in a clear error, never a panic or a huge allocation.
-//! Writing goes to a temporary file beside the target and is renamed into place, so a failure
-//! leaves no partial file.
+//! Writing goes through [`crate::atomic`]: a temporary file beside the target, synced and renamed
+//! into place, so a failure leaves no partial file.
 
 use nalgebra::Matrix4;
 use ndarray::{Array3, ShapeBuilder};
 use nifti::{DataElement, InMemNiftiVolume, IntoNdArray, NiftiHeader, XForm};
 use std::path::{Path, PathBuf};
 
+use crate::affine::{affines_close, determinant3, spacing, Affine};
+use crate::atomic::{check_replaceable, write_atomic, AtomicFile};
 use crate::error::{Error, Result};
-use crate::volume::{affines_close, determinant3, spacing, Affine, Image, LabelMap, Volume};
+use crate::volume::{Image, LabelMap, Volume};
 use std::io::{Read, Write};
 
 mod header;
@@ -318,31 +320,14 @@ where
         });
     }
     let header = output_header(vol, reference);
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid {
-            path: path.to_path_buf(),
-            reason: "output path has no file name".into(),
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     // Same extension as the target, so the writer compresses exactly when the target asks for it.
-    // No other dots in the name: the writer rebuilds the path from its stem and extension.
-    let suffix = if name.ends_with(".gz") {
+    let suffix = if path.to_string_lossy().ends_with(".gz") {
         ".nii.gz"
     } else {
         ".nii"
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}-", name.replace('.', "-")))
-        .suffix(suffix)
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
-    nifti::writer::WriterOptions::new(tmp.path())
+    let out = AtomicFile::with_suffix(path, suffix)?;
+    nifti::writer::WriterOptions::new(out.path())
         .reference_header(&header)
         .write_nifti(&vol.data)
         .map_err(|e| match e {
@@ -352,7 +337,7 @@ where
                 reason: other.to_string(),
             },
         })?;
-    persist_output(tmp, path)
+    out.commit()
 }
 
 /// NRRD or MetaImage: the whole file is built in memory, then written beside the target and
@@ -377,43 +362,9 @@ fn write_itk_format<T: bytemuck::Pod>(
         itk_formats::metaimage_bytes(&encoded, &vol.affine)
     }
     .map_err(|e| Error::io(path, e))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".layerseg-")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
-    tmp.write_all(&bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| Error::io(path, e))?;
-    persist_output(tmp, path)
-}
-
-fn persist_output(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    // Temporary files are private (0600); the output is an ordinary file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io(path, e))?;
-    }
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
-}
-
-/// An output may replace a regular file or nothing. Renaming a new file over a device such as
-/// `/dev/full` or `/dev/null`, a pipe or a folder would destroy it, so those are refused.
-pub fn check_replaceable(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() => Err(Error::Invalid {
-            path: path.to_path_buf(),
-            reason: "exists and is not a regular file; refusing to replace it with the output"
-                .into(),
-        }),
-        _ => Ok(()),
-    }
+    write_atomic(path, |out| {
+        out.file().write_all(&bytes).map_err(|e| Error::io(path, e))
+    })
 }
 
 /// The header for an output on `vol`'s grid. When the grid is the reference's, every geometry

@@ -5,9 +5,10 @@ use std::sync::OnceLock;
 use ndarray::{s, Array3, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
-use super::grid::{inverse, world_box, Region};
+use super::grid::{world_box, Region};
+use crate::affine::{check_affine, Affine};
 use crate::error::{Error, Result};
-use crate::volume::{Affine, Image, LabelMap};
+use crate::volume::{Image, LabelMap};
 
 /// What a case is made from: the healthy scan, optionally an organ mask on its grid, and
 /// texture scans (any grid) for profiles whose texture is another scan.
@@ -257,14 +258,6 @@ pub fn nonzero_box(data: &Array3<f32>) -> (Option<Region>, bool) {
         (lo[0] != usize::MAX).then_some(Region { lo, hi }),
         nonfinite,
     )
-}
-
-/// An invertible affine with finite entries, or an error naming `what`.
-pub fn check_affine(what: &str, a: &Affine) -> Result<Affine> {
-    if a.iter().flatten().any(|v| !v.is_finite()) {
-        return Err(invalid(what, "the affine has non-finite entries"));
-    }
-    inverse(a).ok_or_else(|| invalid(what, "the affine is not invertible"))
 }
 
 impl<'a> Context<'a> {

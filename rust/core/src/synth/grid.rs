@@ -1,8 +1,6 @@
-//! Boxes of voxels and small affine helpers shared by the synthesis steps.
+//! Boxes of voxels shared by the synthesis steps (affine math: [`crate::affine`]).
 
-use nalgebra::Matrix4;
-
-use crate::volume::Affine;
+use crate::affine::{bounding_box, Affine};
 
 /// A box of voxels `[lo, hi)` on a grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,67 +55,11 @@ impl Region {
     }
 }
 
-/// `affine * (p, 1)`.
-pub fn apply(a: &Affine, p: [f64; 3]) -> [f64; 3] {
-    [0, 1, 2].map(|r| a[r][0] * p[0] + a[r][1] * p[1] + a[r][2] * p[2] + a[r][3])
-}
-
-pub fn inverse(a: &Affine) -> Option<Affine> {
-    let m = Matrix4::from_fn(|r, c| a[r][c]);
-    let inv = m.try_inverse()?;
-    let mut out = [[0.0; 4]; 4];
-    for (r, row) in out.iter_mut().enumerate() {
-        for (c, v) in row.iter_mut().enumerate() {
-            *v = inv[(r, c)];
-        }
-    }
-    Some(out)
-}
-
 /// The world (RAS) axis-aligned box around the centres of the voxels `[lo, hi)`.
 pub fn world_box(a: &Affine, region: &Region) -> ([f64; 3], [f64; 3]) {
-    let mut lo = [f64::INFINITY; 3];
-    let mut hi = [f64::NEG_INFINITY; 3];
-    for corner in 0..8 {
-        let p = [0, 1, 2].map(|ax| {
-            if corner >> ax & 1 == 0 {
-                region.lo[ax] as f64
-            } else {
-                region.hi[ax].saturating_sub(1) as f64
-            }
-        });
-        let w = apply(a, p);
-        for ax in 0..3 {
-            lo[ax] = lo[ax].min(w[ax]);
-            hi[ax] = hi[ax].max(w[ax]);
-        }
-    }
-    (lo, hi)
-}
-
-/// The voxel box (signed, not clipped) that covers the world box `[lo, hi]`.
-pub fn voxel_box(inv: &Affine, lo: [f64; 3], hi: [f64; 3]) -> ([i64; 3], [i64; 3]) {
-    let mut vlo = [f64::INFINITY; 3];
-    let mut vhi = [f64::NEG_INFINITY; 3];
-    for corner in 0..8 {
-        let w = [0, 1, 2].map(|ax| {
-            if corner >> ax & 1 == 0 {
-                lo[ax]
-            } else {
-                hi[ax]
-            }
-        });
-        let p = apply(inv, w);
-        for ax in 0..3 {
-            vlo[ax] = vlo[ax].min(p[ax]);
-            vhi[ax] = vhi[ax].max(p[ax]);
-        }
-    }
-    let clamp = |v: f64| v.clamp(-1e9, 1e9) as i64;
-    (
-        vlo.map(|v| clamp(v.floor())),
-        vhi.map(|v| clamp(v.ceil()) + 1),
-    )
+    let lo = region.lo.map(|v| v as f64);
+    let hi = region.hi.map(|v| v.saturating_sub(1) as f64);
+    bounding_box(a, lo, hi)
 }
 
 /// Index in `[0, n)` of position `i` under scipy's "reflect" mode (d c b a | a b c d | d c b a).

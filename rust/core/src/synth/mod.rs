@@ -19,6 +19,7 @@ pub mod acquisition;
 pub mod blend;
 pub mod blur;
 pub mod context;
+pub mod draw;
 pub mod elastic;
 pub mod grid;
 pub mod noise;
@@ -34,9 +35,9 @@ pub use blend::Synthesized;
 pub use context::Inputs;
 pub use params::SynthParams;
 
+use crate::affine::affines_close;
 use crate::error::{Error, Result};
 use crate::profile::Profile;
-use crate::volume::affines_close;
 use context::Context;
 use grid::Region;
 use params::TextureParams;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::volume::Affine;
+use crate::affine::Affine;
 
 /// Bumped when the meaning of a field changes.
 pub const FORMAT: u32 = 1;

@@ -4,8 +4,8 @@
 use rand::Rng;
 
 use super::context::Context;
-use super::grid::apply;
-use super::sample::uniform;
+use super::draw::uniform;
+use crate::affine::apply;
 use crate::error::{Error, Result};
 use crate::profile::{Placement, Range};
 

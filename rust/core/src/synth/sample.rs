@@ -4,46 +4,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::context::Context;
+use super::draw::{normal, uniform, uniform_u32, weighted};
 use super::params::*;
 use super::placement::Placer;
 use crate::error::Result;
-use crate::profile::{Aspect, Intensity, Profile, Range, Shape, Size, Texture};
-
-pub fn uniform<R: Rng>(rng: &mut R, r: &Range) -> f64 {
-    if r.min < r.max {
-        rng.random_range(r.min..=r.max)
-    } else {
-        r.min
-    }
-}
-
-fn uniform_u32<R: Rng>(rng: &mut R, r: &Range<u32>) -> u32 {
-    if r.min < r.max {
-        rng.random_range(r.min..=r.max)
-    } else {
-        r.min
-    }
-}
-
-/// An index drawn with the given (non-negative, not all zero) weights.
-fn weighted<R: Rng>(rng: &mut R, weights: &[f64]) -> usize {
-    let total: f64 = weights.iter().sum();
-    let mut u = rng.random::<f64>() * total;
-    for (i, w) in weights.iter().enumerate() {
-        if u < *w {
-            return i;
-        }
-        u -= w;
-    }
-    weights.iter().rposition(|w| *w > 0.0).unwrap_or(0)
-}
-
-/// A standard normal draw (Box-Muller).
-fn normal<R: Rng>(rng: &mut R) -> f64 {
-    let u1: f64 = 1.0 - rng.random::<f64>();
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
+use crate::profile::{Aspect, Intensity, Profile, Shape, Size, Texture};
 
 pub fn sample_with(profile: &Profile, ctx: &Context<'_>, seed: u64) -> Result<SynthParams> {
     let syn = &profile.synthesis;

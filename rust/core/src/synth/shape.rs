@@ -10,9 +10,10 @@ use rayon::prelude::*;
 
 use super::context::Context;
 use super::elastic::ControlGrid;
-use super::grid::{voxel_box, Region};
+use super::grid::Region;
 use super::noise::DirectionTable;
 use super::params::{ShapeParams, TumourParams};
+use crate::affine::voxel_box;
 use crate::error::{Error, Result};
 
 enum Kind {

@@ -5,10 +5,11 @@ use ndarray::{s, Array3, ArrayView3, Axis, Zip};
 use rayon::prelude::*;
 
 use super::blur;
-use super::context::{check_affine, Context};
+use super::context::Context;
 use super::elastic::ControlGrid;
 use super::grid::{world_box, Region};
 use super::noise::uniform;
+use crate::affine::check_affine;
 use crate::error::{Error, Result};
 
 fn bad(reason: impl Into<String>) -> Error {

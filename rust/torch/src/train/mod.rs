@@ -1,13 +1,18 @@
-//! Training, all three kinds on one loop (`run`): pretraining on synthetic tumours (the network
-//! learns to decompose an image into healthy layer, tumour layer and mask; method.md sections 5
-//! and 6; `synthetic`), fine-tuning on a few labelled cases (`finetune`, `labelled`) and
-//! self-training on unlabelled scans with pseudo-labels (`adapt`).
+//! Training: the one loop (`run`) and what it trains on, for all three kinds of training:
+//! - pretraining on synthetic tumours (`pretrain`, `synthetic`): the network learns to decompose
+//!   an image into healthy layer, tumour layer and mask (method.md sections 5 and 6);
+//! - fine-tuning on a few labelled cases (`finetune`, `labelled`);
+//! - self-training on unlabelled scans with pseudo-labels (`adapt`).
 //!
-//! The loop is generic over a [`SampleSource`]; background workers fill a bounded queue so the
-//! network does not wait on data. Adam with a ReduceLROnPlateau schedule; a checkpoint every
-//! `checkpoint_every` steps, at the end, and on cancel (Ctrl-C through
-//! [`layerseg_core::Progress::cancelled`]); `resume` continues from the newest checkpoint with the
-//! weights, Adam moments, learning rate and scheduler state it saved.
+//! The loop is generic over a [`SampleSource`] (`source`); background workers fill a bounded
+//! queue so the network does not wait on data. Adam (`adam`) with a ReduceLROnPlateau schedule
+//! (`plateau`) and, on CUDA, mixed precision (`amp`); a checkpoint every `checkpoint_every`
+//! steps, at the end, and on cancel (Ctrl-C through [`layerseg_core::Progress::cancelled`]);
+//! `resume` continues from the newest checkpoint with the weights, Adam moments, learning rate
+//! and scheduler state it saved; `metrics` keeps the run's `metrics.jsonl` in step with its
+//! checkpoints. This file holds what every kind shares: the loop's settings
+//! ([`TrainConfig`]), its state saved in checkpoints ([`TrainState`]) and how it ended
+//! ([`Outcome`], [`TrainReport`]).
 
 mod adam;
 mod adapt;
@@ -37,8 +42,8 @@ pub use finetune::{
 pub use labelled::{GridCase, LabelledSource};
 pub use metrics::METRICS_FILE;
 pub use plateau::{Plateau, PlateauConfig, PlateauDecision};
-pub use pretrain::{pretrain, pretrain_with_real};
-pub use run::{time_train_step, train, Objective, RunOptions, Validation, BEST_FILE, MODEL_FILE};
+pub use pretrain::{pretrain, pretrain_with_real, time_train_step};
+pub use run::{train, Objective, RunOptions, Validation, BEST_FILE, MODEL_FILE};
 pub use source::{Batch, Loader, Sample, SampleSource, SourceError, VALIDATION_BASE};
 pub use synthetic::{
     list_scans, load_real_validation, pair_masks, synthesis_record, ScanInput, SynthesisSource,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ndarray::Array3;
 use tch::{Device, Tensor};
 
-use super::run::{train, Objective, RunOptions, Validation};
+use super::run::{time_steps, train, Objective, RunOptions, Validation};
 use super::source::{Batch, Sample, SampleSource, VALIDATION_BASE};
 use super::{TrainConfig, TrainReport};
 use crate::error::{Error, Result};
@@ -137,4 +137,23 @@ impl Objective for Pretraining {
             ..Validation::default()
         })
     }
+}
+
+/// Seconds per pretraining step (forward, losses, backward, Adam, reading the loss values, as in
+/// [`pretrain()`]) on one fixed batch already on `device`, the mean over `steps` after `warmup`
+/// untimed ones. For benchmarks against other implementations of the same step.
+pub fn time_train_step(
+    net: &BasicUNetConfig,
+    config: &TrainConfig,
+    device: Device,
+    samples: &[Sample],
+    warmup: u64,
+    steps: u64,
+) -> Result<f64> {
+    let objective = Pretraining {
+        weights: config.loss_weights,
+        samples: Vec::new(),
+        real: Vec::new(),
+    };
+    time_steps(&objective, net, config, device, samples, warmup, steps)
 }

@@ -11,7 +11,6 @@ use tch::{Device, Tensor};
 
 use super::amp;
 use super::metrics::Metrics;
-use super::pretrain::Pretraining;
 use super::source::{Batch, Loader, Sample, SampleSource};
 use super::{Adam, Outcome, TrainConfig, TrainReport, TrainState};
 use crate::checkpoint::{
@@ -541,10 +540,11 @@ pub(super) fn copy_model(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Seconds per training step (forward, losses, backward, Adam, reading the loss values, as in
-/// [`super::pretrain()`]) on one fixed batch already on `device`, the mean over `steps` after `warmup`
-/// untimed ones. For benchmarks against other implementations of the same step.
-pub fn time_train_step(
+/// Seconds per training step of `objective` (forward, losses, backward, Adam, reading the loss
+/// values, as in [`train`]) on one fixed batch already on `device`, the mean over `steps` after
+/// `warmup` untimed ones.
+pub(super) fn time_steps(
+    objective: &dyn Objective,
     net: &BasicUNetConfig,
     config: &TrainConfig,
     device: Device,
@@ -568,18 +568,13 @@ pub fn time_train_step(
             tch::Cuda::synchronize(i as i64);
         }
     };
-    let objective = Pretraining {
-        weights: config.loss_weights,
-        samples: Vec::new(),
-        real: Vec::new(),
-    };
     for step in 0..warmup {
-        trainer.train_step(&objective, &batch, step)?;
+        trainer.train_step(objective, &batch, step)?;
     }
     sync();
     let clock = Instant::now();
     for step in 0..steps {
-        trainer.train_step(&objective, &batch, warmup + step)?;
+        trainer.train_step(objective, &batch, warmup + step)?;
     }
     sync();
     Ok(clock.elapsed().as_secs_f64() / steps.max(1) as f64)

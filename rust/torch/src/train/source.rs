@@ -14,13 +14,11 @@ use std::thread::JoinHandle;
 use ndarray::Array3;
 use tch::{Device, Kind, Tensor};
 
+pub use crate::error::SourceError;
 use crate::error::{Error, Result, TorchContext};
 
 /// Training samples use indices below this; validation samples this and up.
 pub const VALIDATION_BASE: u64 = 1 << 62;
-
-/// The error type a source reports; the trainer adds the sample index.
-pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One synthetic training case: the blended image and its three targets, all (D, H, W) and of
 /// one shape. `mask` is 1 inside the tumour and 0 elsewhere.
