@@ -35,10 +35,10 @@ def main(runtime_mask: Path) -> None:
     print("python", sys.version.split()[0], "torch", torch.__version__, "monai", monai.__version__)
     data, affine = layerseg.read_image(SCAN / "image.nii.gz")
     print("synthesize: mask voxels", int(layerseg.synthesize(data, affine, seed=1)["mask"].sum()))
-    out = lsm.RandTumorSynthesisd("image", mask_key="mask").set_random_state(0)(
+    out = lsm.RandTumourSynthesisd("image", mask_key="mask").set_random_state(0)(
         {"image": torch.from_numpy(data[None])}
     )
-    print("RandTumorSynthesisd: mask voxels", int(np.asarray(out["mask"]).sum()))
+    print("RandTumourSynthesisd: mask voxels", int(np.asarray(out["mask"]).sum()))
     print(
         "evaluate, label against itself:",
         layerseg.evaluate(SCAN / "label.nii.gz", SCAN / "label.nii.gz")["dice"],

@@ -38,7 +38,7 @@ from layerseg.monai import (
     LayerDecompositionLoss,
     LayerResiduald,
     LayerRuled,
-    RandTumorSynthesisd,
+    RandTumourSynthesisd,
     ZScoreNonzero,
     basic_unet,
     basic_unet_shape,
@@ -255,7 +255,7 @@ def test_grid_steps_are_written_once_and_shared() -> None:
     evaluate = parsed_chain(["inference.json", "evaluate.json"], "preprocessing")
     assert evaluate[0] == ("LoadImaged", ("image", "label")) and evaluate[3:7] == grid
     train = parsed_chain(["train.json"], "train#preprocessing")
-    assert train[2:6] == grid and train[6][0] == "RandTumorSynthesisd"
+    assert train[2:6] == grid and train[6][0] == "RandTumourSynthesisd"
     finetune = parsed_chain(["finetune.json"], "preprocessing")
     masks = ("label", "brain")
     assert finetune[3][0] == "BrainExtractiond", "fine-tuning crops to the brain, as segment"
@@ -847,7 +847,7 @@ def test_loss_on_a_real_synthetic_batch_matches_the_formula(sample_dirs: dict[st
             Orientationd(["image", "brain"], axcodes="RAS", labels=RAS_LABELS),
             CropForegroundd(["image", "brain"], source_key="brain"),
             Resized(["image", "brain"], (32, 32, 32), mode=("trilinear", "nearest")),
-            RandTumorSynthesisd("image", organ_key="brain", mask_key="mask").set_random_state(3),
+            RandTumourSynthesisd("image", organ_key="brain", mask_key="mask").set_random_state(3),
         ]
     )  # fmt: skip
     d = prepare({"image": str(colin / "image.nii.gz"), "brain": str(colin / "brain.nii.gz")})

@@ -72,7 +72,7 @@ from LayerSegLib.scene import (  # noqa: E402
     BRAIN_COLOR,
     BRAIN_NAME,
     SEARCHED_REGION_TAG,
-    TUMOR_NAME,
+    TUMOUR_NAME,
     UserError,
     check_volume,
 )
@@ -179,7 +179,7 @@ def cli_mask(
 # ---- end to end ----------------------------------------------------------------------------
 
 
-def test_tumor_segment_equals_the_cli_mask(
+def test_tumour_segment_equals_the_cli_mask(
     scene: Any,
     cli: list[str],
     tumour_scan: Path,
@@ -204,7 +204,7 @@ def test_tumor_segment_equals_the_cli_mask(
 
     seg = result.segmentation
     segment = seg.GetSegmentation().GetSegment(result.segment_id)
-    assert segment.GetName() == TUMOR_NAME
+    assert segment.GetName() == TUMOUR_NAME
     terminology = vtk.reference("")
     assert segment.GetTag(segment.GetTerminologyEntryTagName(), terminology)
     assert "SCT^108369006^Neoplasm" in terminology.get()
@@ -315,7 +315,7 @@ def test_organ_mask_from_a_segment(
     assert expected.any() and (expected & ~inside).sum() < 0.25 * expected.sum()
 
 
-def test_existing_output_node_gets_its_tumor_segment_replaced(
+def test_existing_output_node_gets_its_tumour_segment_replaced(
     scene: Any, cli: list[str], tumour_scan: Path, cli_mask: tuple[np.ndarray, np.ndarray]
 ) -> None:
     volume = load_volume(scene, tumour_scan)
@@ -788,7 +788,7 @@ def test_pretrain_from_scene_volumes(
     assert Progress("pretrain", 1, 1) in progress, progress
 
 
-def tumour_case(scene: Any, folder: Path, segment_name: str = TUMOR_NAME) -> tuple[Any, Any]:
+def tumour_case(scene: Any, folder: Path, segment_name: str = TUMOUR_NAME) -> tuple[Any, Any]:
     volume = load_volume(scene, folder / "image.nii.gz")
     label = load_volume(scene, folder / "label.nii.gz", labelmap=True)
     seg = slicer.vtkMRMLSegmentationNode()

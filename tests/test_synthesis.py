@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
 from layerseg._layerseg import LayerSegError, profile_json, synthesize
-from layerseg.monai import RandTumorSynthesis, RandTumorSynthesisd
+from layerseg.monai import RandTumourSynthesis, RandTumourSynthesisd
 
 
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +107,7 @@ def _pipeline(
         [
             LoadImaged(keys, image_only=True),
             EnsureChannelFirstd(keys),
-            RandTumorSynthesisd(
+            RandTumourSynthesisd(
                 "image",
                 profile=profile,
                 organ_key="brain",
@@ -188,7 +188,7 @@ def test_array_transform_on_numpy() -> None:
     rng = np.random.default_rng(0)
     img = np.zeros((1, 40, 40, 40), np.float32)
     img[:, 5:35, 5:35, 5:35] = 100 + rng.normal(0, 5, (1, 30, 30, 30)).astype(np.float32)
-    t = RandTumorSynthesis(profile="brain-mri", acquisition=False)
+    t = RandTumourSynthesis(profile="brain-mri", acquisition=False)
     t.set_random_state(3)
     image, healthy, _tumour, mask = t(img, affine=np.eye(4))
     assert isinstance(image, np.ndarray) and image.shape == img.shape

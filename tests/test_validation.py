@@ -24,8 +24,8 @@ from layerseg.monai import (
     BrainExtractiond,
     KeepInRegiond,
     LayerRule,
-    RandTumorSynthesis,
-    RandTumorSynthesisd,
+    RandTumourSynthesis,
+    RandTumourSynthesisd,
     TumourMask,
     TumourMaskd,
 )
@@ -193,14 +193,14 @@ def test_a_brain_mask_shifted_30_mm_is_refused_alike_by_cli_python_and_monai(
     assert _after(str(python.value), GRID) == expected
 
     image, good, bad = _load(scan, brain, shifted)
-    synth = RandTumorSynthesisd("image", profile=PROFILE, organ_key="brain", prob=1.0)
+    synth = RandTumourSynthesisd("image", profile=PROFILE, organ_key="brain", prob=1.0)
     with pytest.raises(layerseg.LayerSegError) as monai:
         synth({"image": image, "brain": bad})
     assert _after(str(monai.value), GRID) == expected
     assert str(monai.value).startswith(f"organ_mask ({shifted}): ")
     # Refused whatever the draw: prob 0 blends nothing but checks the same.
     with pytest.raises(layerseg.LayerSegError, match="origin shifted by"):
-        RandTumorSynthesis(profile=PROFILE, prob=0.0)(image, organ_mask=bad)
+        RandTumourSynthesis(profile=PROFILE, prob=0.0)(image, organ_mask=bad)
 
     # The search region and the layer rule, on the scan's grid after Invertd.
     pred = image.clone()
@@ -217,7 +217,7 @@ def test_a_brain_mask_shifted_30_mm_is_refused_alike_by_cli_python_and_monai(
     # On the same grid, or without an affine (taken to be on the image's), all goes through.
     out = synth({"image": image, "brain": good})
     assert out["tumour_mask"].shape == image.shape
-    RandTumorSynthesis(profile=PROFILE, prob=0.0)(image, organ_mask=np.asarray(bad))
+    RandTumourSynthesis(profile=PROFILE, prob=0.0)(image, organ_mask=np.asarray(bad))
     KeepInRegiond("pred", region_key="brain", exact_key=None)({"pred": pred, "brain": good})
 
 
@@ -235,7 +235,7 @@ def test_another_voxel_size_and_shape_are_named_alike_by_python_and_monai(
         with pytest.raises(layerseg.LayerSegError) as python:
             layerseg.segment(scan, model=MODEL, profile=PROFILE, organ_mask=path)
         with pytest.raises(layerseg.LayerSegError) as monai:
-            RandTumorSynthesis(profile=PROFILE)(image, organ_mask=mask)
+            RandTumourSynthesis(profile=PROFILE)(image, organ_mask=mask)
         expected = _after(str(python.value), GRID)
         assert expected.startswith(GRID + field), expected
         assert _after(str(monai.value), GRID) == expected

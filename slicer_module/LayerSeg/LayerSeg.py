@@ -51,7 +51,7 @@ from LayerSegLib.parameters import (
 )
 from LayerSegLib.process import CliNotFoundError, Progress
 from LayerSegLib.runtime import LAYERSEG_REQUIREMENT, InstallJob, RuntimeSetupError
-from LayerSegLib.scene import BRAIN_NAME, TUMOR_NAME, UserError, check_volume
+from LayerSegLib.scene import BRAIN_NAME, TUMOUR_NAME, UserError, check_volume
 
 try:
     from slicer.i18n import tr as _
@@ -485,7 +485,7 @@ class LayerSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.outputSegmentationSelector.setCurrentNode(result.segmentation)
                 self.appendLog(
                     _("Done: {voxels} tumour voxels in segment {name} of {node}.").format(
-                        voxels=result.voxels, name=TUMOR_NAME, node=result.segmentation.GetName()
+                        voxels=result.voxels, name=TUMOUR_NAME, node=result.segmentation.GetName()
                     )
                 )
                 self.reportSearchedRegion(result)
@@ -694,7 +694,7 @@ class LayerSegTest(ScriptedLoadableModuleTest):
                 self.skipTest(str(e))
             raise
         segment = result.segmentation.GetSegmentation().GetSegment(result.segment_id)
-        self.assertEqual(segment.GetName(), TUMOR_NAME)
+        self.assertEqual(segment.GetName(), TUMOUR_NAME)
         # brain-mri extracts the brain (Automatic, the default) and shows it beside the tumour.
         self.assertIsNotNone(result.brain_segment_id, result.warnings)
         brain = result.segmentation.GetSegmentation().GetSegment(result.brain_segment_id)

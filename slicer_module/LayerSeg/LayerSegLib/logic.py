@@ -29,7 +29,7 @@ from .parameters import (
 )
 from .process import Job, Progress, find_cli
 from .scene import (
-    TUMOR_NAME,
+    TUMOUR_NAME,
     ScratchScene,
     UserError,
     brain_segment,
@@ -39,7 +39,7 @@ from .scene import (
     find_segment_id,
     place_like,
     searched_region_ids,
-    tumor_segment,
+    tumour_segment,
 )
 
 LineCallback = Callable[[str], None]
@@ -298,7 +298,7 @@ class Logic:
                 check_same_grid(brain_mask, volume, brain_path)
                 brain = brain_segment(brain_mask, volume)
             voxels = count_nonzero(mask.GetImageData())
-            segment = tumor_segment(mask, volume)
+            segment = tumour_segment(mask, volume)
             result = self._add_results(
                 volume,
                 segment,
@@ -337,7 +337,7 @@ class Logic:
                 added.append(output)
                 output.CreateDefaultDisplayNodes()
             segmentation = output.GetSegmentation()
-            old = find_segment_id(output, TUMOR_NAME)
+            old = find_segment_id(output, TUMOUR_NAME)
             if old is not None:
                 segmentation.RemoveSegment(old)
             if not segmentation.AddSegment(segment):
@@ -455,13 +455,13 @@ class Logic:
         cases: list[tuple[Any, Any, str]] = []
         for node in segmentations:
             volume = node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole())
-            segment_id = find_segment_id(node, TUMOR_NAME)
+            segment_id = find_segment_id(node, TUMOUR_NAME)
             if segment_id is None and node.GetSegmentation().GetNumberOfSegments() == 1:
                 segment_id = str(node.GetSegmentation().GetNthSegmentID(0))
             if volume is None:
                 problems.append(f"'{node.GetName()}' has no reference volume")
             elif segment_id is None:
-                problems.append(f"'{node.GetName()}' has no segment named {TUMOR_NAME}")
+                problems.append(f"'{node.GetName()}' has no segment named {TUMOUR_NAME}")
             else:
                 try:
                     check_volume(volume)

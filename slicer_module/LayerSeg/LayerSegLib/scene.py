@@ -16,9 +16,9 @@ import vtk
 
 #: Name, colour and DICOM terminology (SNOMED CT "Neoplasm" under "Morphologically Altered
 #: Structure") of the segment LayerSeg makes.
-TUMOR_NAME = "Tumor"
-TUMOR_COLOR = (0.85, 0.25, 0.2)
-TUMOR_TERMINOLOGY_FIELDS = (
+TUMOUR_NAME = "Tumor"
+TUMOUR_COLOR = (0.85, 0.25, 0.2)
+TUMOUR_TERMINOLOGY_FIELDS = (
     "Segmentation category and type - DICOM master list",
     "49755003", "SCT", "Morphologically Altered Structure",
     "108369006", "SCT", "Neoplasm",
@@ -65,8 +65,8 @@ def _terminology(fields: tuple[str, ...]) -> str:
     return str(slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(*fields))
 
 
-def tumor_terminology() -> str:
-    return _terminology(TUMOR_TERMINOLOGY_FIELDS)
+def tumour_terminology() -> str:
+    return _terminology(TUMOUR_TERMINOLOGY_FIELDS)
 
 
 def _matrix(node: Any) -> vtk.vtkMatrix4x4:
@@ -238,10 +238,10 @@ def _labelmap_segment(
     return segment
 
 
-def tumor_segment(mask: Any, volume: Any) -> Any:
+def tumour_segment(mask: Any, volume: Any) -> Any:
     """A "Tumor" segment holding ``mask`` (a label map node read from the CLI's output) on
     exactly the voxel grid of ``volume``."""
-    return _labelmap_segment(mask, volume, TUMOR_NAME, TUMOR_COLOR, TUMOR_TERMINOLOGY_FIELDS)
+    return _labelmap_segment(mask, volume, TUMOUR_NAME, TUMOUR_COLOR, TUMOUR_TERMINOLOGY_FIELDS)
 
 
 def brain_segment(mask: Any, volume: Any) -> Any:

@@ -1,12 +1,12 @@
 """MONAI transforms around LayerSeg's tumour synthesis (the Rust core does the work).
 
-``RandTumorSynthesisd`` drops into any MONAI pipeline after ``LoadImaged`` and
+``RandTumourSynthesisd`` drops into any MONAI pipeline after ``LoadImaged`` and
 ``EnsureChannelFirstd``::
 
     Compose([
         LoadImaged(["image", "brain"]),
         EnsureChannelFirstd(["image", "brain"]),
-        RandTumorSynthesisd("image", profile="brain-mri", organ_key="brain", prob=1.0),
+        RandTumourSynthesisd("image", profile="brain-mri", organ_key="brain", prob=1.0),
     ])
 
 Every array is channel-first, shape ``(C, H, W, D)``; each channel gets the same tumour. The
@@ -58,7 +58,7 @@ from layerseg.monai.postprocessing import (
     remove_small_lesions,
 )
 from layerseg.monai.segmentation import extract_brain, segment
-from layerseg.monai.synthesis import RandTumorSynthesis, RandTumorSynthesisd, SynthesisResult
+from layerseg.monai.synthesis import RandTumourSynthesis, RandTumourSynthesisd, SynthesisResult
 from layerseg.monai.weights import (
     basic_unet,
     basic_unet_shape,
@@ -79,8 +79,8 @@ __all__ = [
     "LayerResiduald",
     "LayerRule",
     "LayerRuled",
-    "RandTumorSynthesis",
-    "RandTumorSynthesisd",
+    "RandTumourSynthesis",
+    "RandTumourSynthesisd",
     "SynthesisResult",
     "TumourMask",
     "TumourMaskd",

@@ -1,4 +1,4 @@
-"""``RandTumorSynthesis(d)``: LayerSeg's tumour synthesis (Rust) as MONAI transforms."""
+"""``RandTumourSynthesis(d)``: LayerSeg's tumour synthesis (Rust) as MONAI transforms."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ _SEED_HIGH = 2**63 - 1
 SynthesisResult = tuple[Any, Any, Any, Any]
 
 
-class RandTumorSynthesis(RandomizableTransform):
+class RandTumourSynthesis(RandomizableTransform):
     """Blend a synthetic tumour into a channel-first image ``(C, H, W, D)``.
 
     Returns ``(image, healthy, tumour, mask)``: the blended image, the healthy layer, the tumour
@@ -143,8 +143,8 @@ class RandTumorSynthesis(RandomizableTransform):
         )
 
 
-class RandTumorSynthesisd(RandomizableTransform, MapTransform):
-    """Dictionary version of :class:`RandTumorSynthesis`.
+class RandTumourSynthesisd(RandomizableTransform, MapTransform):
+    """Dictionary version of :class:`RandTumourSynthesis`.
 
     For each key in ``keys`` (channel-first images), ``data[key]`` becomes the blended image and
     ``{key}_{healthy_postfix}`` / ``{key}_{tumour_postfix}`` hold the layers; the mask of the
@@ -152,10 +152,10 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
     grid (one whose affine says otherwise is refused, as ``layerseg segment`` refuses it);
     ``texture_key`` a scan to take the texture from. All keys share one tumour per call.
     With ``params_key`` the drawn parameters (a dict) are stored too. ``acquisition`` as in
-    :class:`RandTumorSynthesis`.
+    :class:`RandTumourSynthesis`.
     """
 
-    backend: list[TransformBackends] = RandTumorSynthesis.backend
+    backend: list[TransformBackends] = RandTumourSynthesis.backend
 
     def __init__(
         self,
@@ -173,7 +173,7 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.synth = RandTumorSynthesis(profile=profile, prob=1.0, acquisition=acquisition)
+        self.synth = RandTumourSynthesis(profile=profile, prob=1.0, acquisition=acquisition)
         self.organ_key = organ_key
         self.texture_key = texture_key
         self.mask_key = mask_key
@@ -183,7 +183,7 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
 
     def set_random_state(
         self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandTumorSynthesisd:
+    ) -> RandTumourSynthesisd:
         super().set_random_state(seed, state)
         self.synth.set_random_state(seed, state)
         return self
