@@ -21,11 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import monailabel_loop as loop  # noqa: E402
 
-# Four steps keep the test within minutes on two CPU cores. They are too few to raise the
-# held-out Dice: measured 0.576 -> 0.545 (the training half's own Dice 0.7034 -> 0.7035), and
-# with six steps at lr 3e-3 the training half fell (0.70 -> 0.46) so the starting weights stayed
-# best. The README's MONAI Label table has the 40-step loop. Here the trained model must serve.
-TRAIN = {"steps": 4, "validate_every": 4, "lr": 1e-3, "batch": 1, "device": "cpu"}
+# Twenty steps at batch 1 raise the held-out Dice well clear of noise: measured 0.576 -> 0.858
+# with `layerseg finetune` alone (the training half's own Dice 0.703, 0.740, 0.840 at steps 0,
+# 10, 20), in about 5 minutes on two CPU cores. Four steps did not (0.576 -> 0.545), and before
+# fine-tuned models were segmented with their own mask the profile's layer rule erased what
+# fine-tuning learned (README, "The layer rule").
+TRAIN = {"steps": 20, "validate_every": 10, "lr": 1e-3, "batch": 1, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +86,15 @@ def test_infer_label_train_infer_next_sample_stop(running: Any, studies: Any) ->
     objects = client.datastore()["objects"]
     assert not objects["lits117"]["labels"], "the refused label was stored"
 
-    stats = loop.train(client, "liver-ct", TRAIN, timeout_s=900)
+    stats = loop.train(client, "liver-ct", TRAIN, timeout_s=1800)
     assert stats["cases"] == 1 and stats["steps"] == TRAIN["steps"], stats
     assert Path(stats["model"]).exists()
 
     tuned, params = loop.infer_dice(client, "liver-ct", found)
     assert params["model"] == stats["model"]
     print(f"held-out Dice: zero-shot {zero_shot:.4f}, after one label {tuned:.4f}")
-    if stats["best_step"] == 0:
-        assert tuned == pytest.approx(zero_shot, abs=1e-9), "the starting weights changed"
-    else:
-        assert tuned != zero_shot, "the fine-tuned model did not serve the next infer"
+    assert stats["best_step"] > 0, "fine-tuning never beat the starting weights"
+    assert tuned > zero_shot + 0.05, f"one label did not raise the held-out Dice: {tuned:.3f}"
 
     nxt = client.next_sample("layerseg", {})
     ranking = nxt["ranking"]

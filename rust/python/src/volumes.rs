@@ -66,7 +66,22 @@ fn write_labels(
     without_gil(py, || io::write_labels(&path, &vol, meta.as_ref()))
 }
 
+/// Write `data` to `path` through the core's one atomic writer (temp file, fsync, rename, folder
+/// sync): a failure leaves no file and an existing one untouched.
+#[pyfunction]
+fn write_bytes_atomic(py: Python<'_>, path: PathBuf, data: Vec<u8>) -> PyResult<()> {
+    without_gil(py, || {
+        layerseg_core::atomic::write_atomic(&path, |file| {
+            use std::io::Write;
+            file.file()
+                .write_all(&data)
+                .map_err(|e| layerseg_core::Error::io(&path, e))
+        })
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(write_bytes_atomic, m)?)?;
     m.add_function(wrap_pyfunction!(read_image, m)?)?;
     m.add_function(wrap_pyfunction!(read_labels, m)?)?;
     m.add_function(wrap_pyfunction!(write_image, m)?)?;

@@ -125,5 +125,8 @@ def brain_scan(image: npt.NDArray[np.float32], affine: Affine) -> BrainScan:
 def read_model_card(path: str | os.PathLike[str]) -> str:
     """A LayerSeg model card, checked, as JSON text."""
 
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` through the core's atomic writer: all of it, or nothing."""
+
 def mask_fitted_to_labels(card: str) -> bool:
     """Whether a checked card (JSON text) records a fine-tuning or adaptation run."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -146,14 +146,7 @@ def export_bundle_model(weights: PathLike, card: PathLike, out: PathLike) -> Pat
     load_weights(net, weights)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{out.name}", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(net.state_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    _layerseg.write_bytes_atomic(out, buffer.getvalue())
     return out
