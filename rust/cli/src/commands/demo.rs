@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use super::{evaluate, segment};
 use crate::figures::{write_figure, Outline, GREEN, ORGAN, RED};
 
-/// `layerseg demo`: take a real tumour scan from the sample cache, segment it zero-shot with the shipped model, draw
-/// the result and score it against the scan's own ground truth.
+/// `layerseg demo`: take a real tumour scan from the sample cache, segment it zero-shot with the
+/// shipped model, draw the result and score it against the scan's own ground truth.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Which real tumour case to run.
