@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+import layerseg
 from layerseg import samples
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,4 +26,18 @@ def layerseg_bin() -> Path:
     path = Path(os.environ.get("LAYERSEG_BIN", REPO / "target" / "release" / "layerseg"))
     if not path.exists():
         pytest.fail(f"{path} is missing: run `make build` first")
+    return path
+
+
+@pytest.fixture()
+def tiny_profile(tmp_path: Path) -> Path:
+    """brain-mri squashed onto a 32^3 grid, with a tiny network: for training tests that must
+    take seconds. A test module that needs more changes overrides this fixture, asking for it."""
+    profile = json.loads(layerseg.profile_json("brain-mri"))
+    profile["name"] = "tiny-brain"
+    profile["resample"]["target_size"] = [32, 32, 32]
+    profile["inference"]["patch_size"] = [32, 32, 32]
+    profile["network"]["features"] = [4, 4, 8, 8, 16, 4]
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(profile))
     return path

@@ -14,21 +14,6 @@ import pytest
 
 import layerseg
 
-TINY = [4, 4, 8, 8, 16, 4]
-
-
-@pytest.fixture()
-def tiny_profile(tmp_path: Path) -> Path:
-    """brain-mri squashed onto a 32^3 grid, with a tiny network."""
-    profile = json.loads(layerseg.profile_json("brain-mri"))
-    profile["name"] = "tiny-brain"
-    profile["resample"]["target_size"] = [32, 32, 32]
-    profile["inference"]["patch_size"] = [32, 32, 32]
-    profile["network"]["features"] = TINY
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(profile))
-    return path
-
 
 def _cli_error(layerseg_bin: Path, *args: str | Path) -> str:
     """The one error line of a failing `layerseg` command, without its prefix."""

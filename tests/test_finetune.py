@@ -16,19 +16,13 @@ GOLDEN = Path(__file__).parent / "golden" / "basicunet_weights.safetensors"
 
 
 @pytest.fixture()
-def tiny_profile(tmp_path: Path) -> Path:
-    """brain-mri on a 32^3 grid with the tiny network; adaptation thresholds loose enough for
-    an untrained model."""
-    profile = json.loads(layerseg.profile_json("brain-mri"))
-    profile["name"] = "tiny-brain"
-    profile["resample"]["target_size"] = [32, 32, 32]
-    profile["inference"]["patch_size"] = [32, 32, 32]
-    profile["network"]["features"] = [4, 4, 8, 8, 16, 4]
+def tiny_profile(tiny_profile: Path) -> Path:
+    """The shared tiny profile, with adaptation thresholds loose enough for an untrained model."""
+    profile = json.loads(tiny_profile.read_text())
     profile["adaptation"]["max_recomposition_l1"] = 10.0
     profile["adaptation"]["min_label_voxels"] = 1
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(profile))
-    return path
+    tiny_profile.write_text(json.dumps(profile))
+    return tiny_profile
 
 
 def test_finetune_reports_progress_and_the_best_dice(

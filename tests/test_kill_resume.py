@@ -25,24 +25,18 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-import layerseg
-
 KILLS = 20
 STEPS = 400  # more than the kills will let it reach; the last run is not killed
 FINAL_STEPS_AFTER = 3
 
 
 @pytest.fixture()
-def tiny_profile(tmp_path: Path) -> Path:
-    profile = json.loads(layerseg.profile_json("brain-mri"))
-    profile["name"] = "tiny-brain"
-    profile["resample"]["target_size"] = [32, 32, 32]
-    profile["inference"]["patch_size"] = [32, 32, 32]
-    profile["network"]["features"] = [4, 4, 8, 8, 16, 4]
+def tiny_profile(tiny_profile: Path) -> Path:
+    """The shared tiny profile, one patch per step."""
+    profile = json.loads(tiny_profile.read_text())
     profile["training"]["batch_size"] = 1
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(profile))
-    return path
+    tiny_profile.write_text(json.dumps(profile))
+    return tiny_profile
 
 
 def _checkpoints(run: Path) -> dict[int, Path]:

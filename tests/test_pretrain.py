@@ -14,19 +14,6 @@ import layerseg
 TINY = ["--features", "4,4,8,8,16,4"]
 
 
-@pytest.fixture()
-def tiny_profile(tmp_path: Path) -> Path:
-    """brain-mri squashed onto a 32^3 grid, with a tiny network."""
-    profile = json.loads(layerseg.profile_json("brain-mri"))
-    profile["name"] = "tiny-brain"
-    profile["resample"]["target_size"] = [32, 32, 32]
-    profile["inference"]["patch_size"] = [32, 32, 32]
-    profile["network"]["features"] = [4, 4, 8, 8, 16, 4]
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(profile))
-    return path
-
-
 def _steps(run: Path) -> list[int]:
     lines = (run / "metrics.jsonl").read_text().splitlines()
     return [r["step"] for r in map(json.loads, lines) if "loss" in r]
