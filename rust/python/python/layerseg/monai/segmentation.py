@@ -23,7 +23,7 @@ from monai.inferers.utils import sliding_window_inference
 from layerseg import _layerseg
 from layerseg._errors import LayerSegError
 from layerseg.api import _as_volume, _scan
-from layerseg.monai.weights import basic_unet, load_weights, read_model_card
+from layerseg.monai.weights import basic_unet, load_weights
 
 PathLike = str | os.PathLike[str]
 
@@ -143,10 +143,11 @@ def extract_brain(
     }
 
 
-def _network(weights: Path, profile: dict[str, Any]) -> torch.nn.Module:
-    card = weights.with_suffix(".json")
-    if card.is_file():
-        config = read_model_card(card)["config"]
+def _network(
+    weights: Path, card: dict[str, Any] | None, profile: dict[str, Any]
+) -> torch.nn.Module:
+    if card is not None:
+        config = card["config"]
         features, channels = config["features"], (config["in_channels"], config["out_channels"])
     else:
         features = profile["network"]["features"]
@@ -235,13 +236,17 @@ def segment(
     else:
         organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
     path = Path(weights) if weights is not None else _shipped_weights(profile)
-    card = path.with_suffix(".json")
-    if card.is_file() and _layerseg.mask_fitted_to_labels(json.dumps(read_model_card(card))):
-        raw_mask = True  # a fine-tuned model's own mask, as layerseg.segment gives it
+    card_path = path.with_suffix(".json")
+    # The card checked once by the Rust core, as JSON text: read for the network's shape, and
+    # for whether fine-tuning fitted its mask (then its own mask, as layerseg.segment gives it).
+    card_text = _layerseg.read_model_card(card_path) if card_path.is_file() else None
+    card = json.loads(card_text) if card_text is not None else None
+    if card_text is not None and _layerseg.mask_fitted_to_labels(card_text):
+        raw_mask = True
     prepared = _layerseg.prepare(
         data, aff, profile, organ, organ_affine, threshold, overlap, min_size_mm3, raw_mask
     )
-    net = _network(path, settings).to(dev).eval()
+    net = _network(path, card, settings).to(dev).eval()
     with torch.no_grad():
         x = torch.from_numpy(prepared.input)[None, None].to(dev)
         outputs = sliding_window_inference(
