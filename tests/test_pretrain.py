@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import layerseg
+import layerseg.monai
 
 TINY = ["--features", "4,4,8,8,16,4"]
 
@@ -267,3 +268,74 @@ def test_python_continues_a_model_until_its_time_limit(
     assert [(r["from_step"], r["to_step"]) for r in card["history"]] == [(0, 2), (2, 3), (3, 3)]
     with pytest.raises(layerseg.LayerSegError, match="max_time must be a positive"):
         layerseg.pretrain(colin / "image.nii.gz", tmp_path / "d", max_time=0, **common)
+
+
+def test_a_model_runs_only_on_the_grid_it_was_trained_on(
+    layerseg_bin: Path, sample_dirs: dict[str, Path], tiny_profile: Path, tmp_path: Path
+) -> None:
+    """The card records how the profile made the network's input (normalisation, region, grid,
+    window). A profile that keeps the name but resamples otherwise is refused, naming the
+    section, by segment (CLI, Python, MONAI path) and by a warm start; nothing is written."""
+    scan = sample_dirs["mrhead"] / "image.nii.gz"
+    run = tmp_path / "run"
+    trained = _cli(
+        layerseg_bin,
+        "--profile",
+        tiny_profile,
+        "--healthy",
+        scan,
+        "--out",
+        run,
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        *TINY,
+    )
+    assert trained.returncode == 0, trained.stderr
+    model = run / "model.safetensors"
+    profile = json.loads(tiny_profile.read_text())
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["input"] == {
+        "normalisation": profile["normalisation"],
+        "roi": profile["roi"],
+        "resample": profile["resample"],
+        "patch_size": profile["inference"]["patch_size"],
+    }
+
+    profile["resample"] = {"target_size": None, "target_spacing_mm": [6.0, 6.0, 6.0]}
+    other = tmp_path / "same-name-other-grid.json"
+    other.write_text(json.dumps(profile))
+    words = ["model.safetensors", "cannot run under profile tiny-brain", "resample was"]
+    out = tmp_path / "mask.nii.gz"
+    segment = [str(layerseg_bin), "segment", str(scan), "--out", str(out), "--model", str(model)]
+    proc = subprocess.run([*segment, "--profile", str(other)], capture_output=True, text=True)
+    _one_line_error(proc, *words)
+    assert not out.exists()
+    warm = _cli(
+        layerseg_bin,
+        "--profile",
+        other,
+        "--healthy",
+        scan,
+        "--out",
+        tmp_path / "warm",
+        "--init-from",
+        model,
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        *TINY,
+    )
+    _one_line_error(warm, *words)
+    refused = "resample was .* in training"
+    with pytest.raises(layerseg.LayerSegError, match=refused):
+        layerseg.segment(scan, model=model, profile=str(other), device="cpu")
+    with pytest.raises(layerseg.LayerSegError, match=refused):
+        layerseg.monai.segment(scan, weights=model, profile=str(other), device="cpu")
+
+    same = subprocess.run(
+        [*segment, "--profile", str(tiny_profile)], capture_output=True, text=True
+    )
+    assert same.returncode == 0, same.stderr

@@ -67,7 +67,7 @@ impl FinetuneRequest {
         t.early_stop_validations = self.patience.unwrap_or(t.early_stop_validations);
         t.checkpoint_every = self.checkpoint_every.unwrap_or(t.checkpoint_every);
         t.workers = self.workers;
-        t.profile = Some(profile.name.clone());
+        t.record_profile(profile);
         t.validate()?;
         config.seed = self.seed.unwrap_or(config.seed);
         if !self.augmentation {

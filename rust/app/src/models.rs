@@ -24,6 +24,15 @@ impl ModelFile {
             .is_some_and(ModelCard::mask_fitted_to_labels)
     }
 
+    /// The model must see its input made as in training: same normalisation, region, grid and
+    /// window ([`layerseg_core::profile::NetworkInput`]), whatever the profile's name says.
+    pub fn check_input(&self, profile: &Profile) -> Result<()> {
+        if let Some(trained) = self.card.as_ref().and_then(|c| c.input.as_ref()) {
+            profile.check_trained_input(&self.weights, trained)?;
+        }
+        Ok(())
+    }
+
     /// The network shape: the card's, else the profile's.
     pub fn config(&self, profile: &Profile) -> BasicUNetConfig {
         match &self.card {
@@ -95,6 +104,7 @@ pub fn resolve_with_profile(
     }
     let name = profile.map(str::to_string).or(card_profile);
     let profile = Profile::load(name.as_deref().unwrap_or("brain-mri"))?;
+    model_file.check_input(&profile)?;
     Ok((model_file, profile))
 }
 

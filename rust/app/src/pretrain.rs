@@ -163,6 +163,9 @@ pub fn warm_start(init_from: &Path, profile: &Profile, net: &BasicUNetConfig) ->
             );
         }
     }
+    if let Some(trained) = &checkpoint.card.input {
+        profile.check_trained_input(&path, trained)?;
+    }
     Ok(path)
 }
 

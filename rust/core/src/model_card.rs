@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::profile::NetworkInput;
 
 /// Bumped when the card's meaning changes incompatibly.
 pub const CARD_FORMAT: u32 = 1;
@@ -77,7 +78,19 @@ pub fn check_model_card(path: &Path, text: &str) -> Result<Value> {
              got {config}"
         )));
     }
+    trained_input(&card).map_err(refuse)?;
     Ok(card)
+}
+
+/// How the model's input was made in training (`input`), when the card records it: cards
+/// written before it was recorded do not.
+pub fn trained_input(card: &Value) -> std::result::Result<Option<NetworkInput>, String> {
+    match card.get("input") {
+        None | Some(Value::Null) => Ok(None),
+        Some(input) => serde_json::from_value(input.clone())
+            .map(Some)
+            .map_err(|e| format!("model card `input`: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +99,25 @@ mod tests {
 
     fn check(text: &str) -> std::result::Result<Value, String> {
         check_model_card(Path::new("m.json"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_trained_input_is_read_and_checked() {
+        let card = |input: &str| {
+            format!(
+                r#"{{"format": 1, "network": "BasicUNet", "config": {{"in_channels": 1,
+                "out_channels": 3, "features": [8, 8, 16, 32, 64, 8]}}{input}}}"#
+            )
+        };
+        assert_eq!(trained_input(&check(&card("")).unwrap()), Ok(None));
+        let brain = crate::Profile::builtin("brain-mri")
+            .unwrap()
+            .network_input();
+        let recorded = format!(r#", "input": {}"#, serde_json::to_string(&brain).unwrap());
+        let read = trained_input(&check(&card(&recorded)).unwrap());
+        assert_eq!(read, Ok(Some(brain)));
+        let err = check(&card(r#", "input": {"roi": 3}"#)).unwrap_err();
+        assert!(err.starts_with("m.json: model card `input`:"), "{err}");
     }
 
     #[test]

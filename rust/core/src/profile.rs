@@ -99,6 +99,19 @@ pub struct Resample {
     pub target_spacing_mm: Option<[f64; 3]>,
 }
 
+/// How a scan becomes the network's input: the profile sections a model's weights are bound to.
+/// Pretraining records it in the model card, and a model runs only under a profile whose input
+/// is the same, so training and inference use one grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInput {
+    pub normalisation: Normalisation,
+    pub roi: Roi,
+    pub resample: Resample,
+    /// The training patch and the sliding window (`inference.patch_size`).
+    pub patch_size: [usize; 3],
+}
+
 /// MONAI `BasicUNet(spatial_dims=3, in_channels, out_channels, features)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +247,58 @@ impl Profile {
         Ok(profile)
     }
 
+    /// What its models' weights are bound to ([`NetworkInput`]).
+    pub fn network_input(&self) -> NetworkInput {
+        NetworkInput {
+            normalisation: self.normalisation.clone(),
+            roi: self.roi.clone(),
+            resample: self.resample.clone(),
+            patch_size: self.inference.patch_size,
+        }
+    }
+
+    /// Refuses to run the model at `weights`, trained on `trained`, under this profile unless
+    /// the profile makes the network's input the same way; the error names every section of
+    /// [`NetworkInput`] that differs, with both values.
+    pub fn check_trained_input(&self, weights: &Path, trained: &NetworkInput) -> Result<()> {
+        match self.input_mismatch(trained) {
+            None => Ok(()),
+            Some(why) => Err(Error::InvalidInput {
+                what: weights.display().to_string(),
+                reason: format!(
+                    "this model cannot run under profile {}: {why}; use the profile it was trained with",
+                    self.name
+                ),
+            }),
+        }
+    }
+
+    fn input_mismatch(&self, trained: &NetworkInput) -> Option<String> {
+        fn text<T: Serialize>(value: &T) -> String {
+            serde_json::to_string(value).expect("profile sections always serialise")
+        }
+        let now = self.network_input();
+        let differences: Vec<String> = [
+            (
+                "normalisation",
+                text(&trained.normalisation),
+                text(&now.normalisation),
+            ),
+            ("roi", text(&trained.roi), text(&now.roi)),
+            ("resample", text(&trained.resample), text(&now.resample)),
+            (
+                "inference.patch_size",
+                text(&trained.patch_size),
+                text(&now.patch_size),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(key, a, b)| format!("{key} was {a} in training, is {b} in profile {}", self.name))
+        .collect();
+        (!differences.is_empty()).then(|| differences.join("; "))
+    }
+
     /// The `adaptation` section, or the defaults for the profile's modality.
     pub fn adaptation(&self) -> Adaptation {
         self.adaptation
@@ -283,6 +348,34 @@ mod tests {
         assert!(liver.modality_mismatch(&mri).unwrap().contains("liver-ct"));
         assert_eq!(brain.modality_mismatch(&mri), None);
         assert_eq!(liver.modality_mismatch(&ct), None);
+    }
+
+    #[test]
+    fn a_model_is_bound_to_the_input_it_was_trained_on() {
+        let brain = Profile::builtin("brain-mri").unwrap();
+        let trained = brain.network_input();
+        let weights = Path::new("m.safetensors");
+        assert!(brain.check_trained_input(weights, &trained).is_ok());
+        let mut other = brain.clone();
+        other.inference.threshold = 0.3;
+        other.inference.layer_rule = None;
+        assert!(other.check_trained_input(weights, &trained).is_ok());
+        other.resample.target_size = None;
+        other.resample.target_spacing_mm = Some([1.5; 3]);
+        other.inference.patch_size = [96; 3];
+        let err = other
+            .check_trained_input(weights, &trained)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("m.safetensors: this model cannot run under profile brain-mri: resample was {\"target_size\":[128,128,128]"), "{err}");
+        assert!(
+            err.contains("inference.patch_size was [128,128,128] in training, is [96,96,96]"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("normalisation") && !err.contains("roi"),
+            "{err}"
+        );
     }
 
     #[test]

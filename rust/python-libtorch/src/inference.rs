@@ -101,6 +101,7 @@ fn segment<'py>(
     }
     let file =
         layerseg_app::models::resolve(model.as_deref(), profile_name).map_err(anyhow_to_py)?;
+    file.check_input(&profile).map_err(anyhow_to_py)?;
     let config = file.config(&profile);
     let device = crate::device(device)?;
     let opts = SegmentOptions {

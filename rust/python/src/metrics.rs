@@ -119,8 +119,26 @@ fn mask_fitted_to_labels(card: &str) -> PyResult<bool> {
     Ok(layerseg_core::model_card::mask_fitted_to_labels(&card))
 }
 
+/// Refuses to run the model at `weights`, whose checked card is `card` (JSON text), under
+/// `profile` unless the profile makes the network's input as in training
+/// (`layerseg_core::Profile::check_trained_input`).
+#[pyfunction]
+fn check_model_input(card: &str, profile: &str, weights: PathBuf) -> PyResult<()> {
+    let card: serde_json::Value = serde_json::from_str(card)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("model card: {e}")))?;
+    let trained = layerseg_core::model_card::trained_input(&card)
+        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+    if let Some(trained) = trained {
+        layerseg_core::Profile::load(profile)
+            .and_then(|p| p.check_trained_input(&weights, &trained))
+            .map_err(IntoPyErr::into_py_err)?;
+    }
+    Ok(())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_model_card, m)?)?;
+    m.add_function(wrap_pyfunction!(check_model_input, m)?)?;
     m.add_function(wrap_pyfunction!(mask_fitted_to_labels, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(zscore_nonzero, m)?)?;

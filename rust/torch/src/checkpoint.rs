@@ -21,6 +21,7 @@ use tch::{Device, Tensor};
 use layerseg_core::atomic::{self, sync_dir};
 pub use layerseg_core::model_card::CARD_FORMAT;
 use layerseg_core::model_card::{check_model_card, MASK_FITTING_RUNS};
+use layerseg_core::profile::NetworkInput;
 
 use crate::error::{Error, Result};
 use crate::losses::LossValues;
@@ -44,6 +45,11 @@ pub struct ModelCard {
     pub config: BasicUNetConfig,
     /// The synthesis/training profile the run used, by name.
     pub profile: Option<String>,
+    /// How that profile made the network's input (normalisation, region, grid, window): the
+    /// model runs only under a profile that makes it the same way. Absent from cards written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<NetworkInput>,
     /// Optimiser steps taken.
     pub step: u64,
     /// The latest training losses, when any.
@@ -92,6 +98,7 @@ impl ModelCard {
             network: "BasicUNet".to_string(),
             config: config.clone(),
             profile: None,
+            input: None,
             step: 0,
             losses: None,
             validation: None,

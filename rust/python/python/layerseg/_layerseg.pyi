@@ -128,5 +128,8 @@ def read_model_card(path: str | os.PathLike[str]) -> str:
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` through the core's atomic writer: all of it, or nothing."""
 
+def check_model_input(card: str, profile: str, weights: str | os.PathLike[str]) -> None:
+    """Raise LayerSegError unless `profile` makes the network's input as the card's training did."""
+
 def mask_fitted_to_labels(card: str) -> bool:
     """Whether a checked card (JSON text) records a fine-tuning or adaptation run."""

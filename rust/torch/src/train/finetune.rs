@@ -84,7 +84,7 @@ impl FinetuneConfig {
         config.train.adam.beta2 = t.betas[1];
         config.train.adam.eps = t.eps;
         config.train.adam.weight_decay = t.weight_decay;
-        config.train.profile = Some(profile.name.clone());
+        config.train.record_profile(profile);
         config
     }
 }

@@ -49,6 +49,9 @@ pub use synthetic::{
     list_scans, load_real_validation, pair_masks, synthesis_record, ScanInput, SynthesisSource,
 };
 
+use layerseg_core::profile::NetworkInput;
+use layerseg_core::Profile;
+
 use crate::error::{Error, Result};
 use crate::losses::{LossValues, LossWeights};
 
@@ -80,6 +83,9 @@ pub struct TrainConfig {
     pub queue: usize,
     /// The profile the samples come from, recorded in the model card.
     pub profile: Option<String>,
+    /// How the profile makes the network's input, recorded in the model card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<NetworkInput>,
     /// float16 autocast with a dynamic loss scale when training on CUDA (CPU stays float32).
     pub mixed_precision: bool,
     /// When the objective selects by validation: stop after this many validations without a
@@ -103,6 +109,7 @@ impl Default for TrainConfig {
             workers: 0,
             queue: 0,
             profile: None,
+            input: None,
             mixed_precision: true,
             early_stop_validations: 0,
         }
@@ -110,6 +117,12 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Records `profile` (its name and network input) for the model card.
+    pub fn record_profile(&mut self, profile: &Profile) {
+        self.profile = Some(profile.name.clone());
+        self.input = Some(profile.network_input());
+    }
+
     pub fn validate(&self) -> Result<()> {
         let fail = |what: &str| Err(Error::Config(what.to_string()));
         if self.batch_size == 0 {

@@ -126,6 +126,7 @@ impl Trainer {
         let adam = Adam::new(&model.vs, config.adam)?;
         let mut card = ModelCard::new(net, run.device);
         card.profile = config.profile.clone();
+        card.input = config.input.clone();
         if let Some(card_path) = init.map(|p| p.with_extension("json")) {
             // Fine-tuning starts a new schedule but keeps the history of the weights it starts from.
             if card_path.is_file() {
@@ -229,10 +230,11 @@ impl Trainer {
             warmup_updates,
             ..saved
         };
-        let profile = self.card.profile.clone();
+        let (profile, input) = (self.card.profile.clone(), self.card.input.clone());
         self.card = checkpoint.card.clone();
         self.card.history = checkpoint.card.lineage();
         self.card.profile = profile.or(self.card.profile.take());
+        self.card.input = input.or(self.card.input.take());
         self.card.device = device_name(run.device);
         Ok(())
     }

@@ -401,6 +401,7 @@ impl TrainConfig {
             },
             period_steps,
             profile: Some(profile.name.clone()),
+            input: Some(profile.network_input()),
             ..defaults
         }
     }

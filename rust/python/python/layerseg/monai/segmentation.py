@@ -212,6 +212,16 @@ def segment(
     name = str(reference) if reference is not None else "image"
     settings = json.loads(_layerseg.profile_json(profile))
     dev = _device(device)
+    path = Path(weights) if weights is not None else _shipped_weights(profile)
+    card_path = path.with_suffix(".json")
+    # The card checked once by the Rust core, as JSON text: read for the network's shape, for
+    # the input it was trained on (the profile must make the same), and for whether fine-tuning
+    # fitted its mask (then its own mask, as layerseg.segment gives it).
+    card_text = _layerseg.read_model_card(card_path) if card_path.is_file() else None
+    card = json.loads(card_text) if card_text is not None else None
+    if card_text is not None:
+        _layerseg.check_model_input(card_text, profile, path)
+        raw_mask = raw_mask or _layerseg.mask_fitted_to_labels(card_text)
     organ: npt.NDArray[np.uint8] | None = None
     organ_affine = None
     if isinstance(organ_mask, str) and organ_mask == "auto":
@@ -235,14 +245,6 @@ def segment(
         organ, organ_affine = _layerseg.read_labels(organ_mask)
     else:
         organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
-    path = Path(weights) if weights is not None else _shipped_weights(profile)
-    card_path = path.with_suffix(".json")
-    # The card checked once by the Rust core, as JSON text: read for the network's shape, and
-    # for whether fine-tuning fitted its mask (then its own mask, as layerseg.segment gives it).
-    card_text = _layerseg.read_model_card(card_path) if card_path.is_file() else None
-    card = json.loads(card_text) if card_text is not None else None
-    if card_text is not None and _layerseg.mask_fitted_to_labels(card_text):
-        raw_mask = True
     prepared = _layerseg.prepare(
         data, aff, profile, organ, organ_affine, threshold, overlap, min_size_mm3, raw_mask
     )
