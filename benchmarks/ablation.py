@@ -1,0 +1,307 @@
+"""Controlled CPU ablations of the brain recipe (issue 17 parts 1 and 2, for when no GPU is lent).
+
+Every arm pretrains the same small network (features 8,8,16,32,64,8) from scratch on 64^3
+windows, on the same healthy scans with their reference brain masks (Colin27, MNI152, ITK T1,
+SRI24), with the same steps, batch, learning rate and seed; the arms differ in one profile
+setting only:
+- `squash`: the shipped recipe, scaled down: the head's box squashed to 64^3, in training and in
+  inference, with acquisition randomisation;
+- `no-acquisition`: as `squash`, without the profile's `synthesis.acquisition` section (the
+  acquisition steps draw from their own random stream, so both runs see the same tumours);
+- `spacing`: as `squash`, but resampled to a fixed isotropic spacing instead, with 64^3 windows
+  (random patches in training, sliding windows in inference). The spacing is fixed by a rule set
+  before any result was seen: the median extent of the training scans' foreground boxes (all
+  axes, 179 mm) over the 64 voxels of the squashed grid, so that both arms see a typical head
+  at the same resolution and cost: 2.8 mm.
+
+`--factor acquisition` compares `squash` with `no-acquisition` (part 1), `--factor grid` compares
+`squash` with `spacing` (part 2).
+
+Each model is scored zero-shot, with `layerseg segment`'s defaults (brain extraction, layer rule)
+and with `--raw-mask`, on:
+- `synthetic`: a held-out healthy head (MRHead, in no arm's training), with synthetic tumours
+  blended in by the profile's synthesis without acquisition steps, inside deepbet's brain mask
+  of it, then re-sliced to 6.5 mm axial slices as a clinical 2D acquisition would give it
+  (`benchmarks/thick_slices.py`): the truth is known, so settings are chosen on it;
+- `synthetic-partial`: the same cases cut to 20 slices (130 mm) round the tumour, as a partial
+  clinical acquisition covers the head;
+- `clinical`: MRBrainTumor2 re-sliced to 6.5 mm axial slices, its label alike (the README's
+  clinical-acquisition row; a dev case, reported, never chosen on).
+
+The grid is chosen by the rule fixed with this script: the arm with the higher mean raw-mask
+Dice over the two synthetic sets.
+
+Writes OUT/ablation-FACTOR-seedSEED.json, OUT/curves-FACTOR-seedSEED.png (each arm's training
+loss and synthetic validation loss) and each arm's run folder (OUT/ARM-STEPS-seedSEED, reused
+when its model is there).
+
+    python benchmarks/ablation.py --factor grid --steps 300 --out runs/ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+
+import layerseg
+from layerseg.samples import sample_dir
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from thick_slices import thicken, voxel_axis  # noqa: E402
+
+REPO = HERE.parent
+FEATURES = [8, 8, 16, 32, 64, 8]
+SIZE = 64
+SPACING_MM = 2.8
+HOSTS = ["colin27", "mni152", "itk_t1", "sri24"]
+HELD_OUT_HOST = "mrhead"
+THICKNESS_MM = 6.5
+PARTIAL_SLICES = 20
+SYNTHETIC_CASES = 8
+FACTORS = {"acquisition": ("squash", "no-acquisition"), "grid": ("squash", "spacing")}
+
+
+def binary() -> str:
+    return os.environ.get("LAYERSEG_BIN", str(REPO / "target" / "release" / "layerseg"))
+
+
+def run(cmd: list[str]) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def arm_profile(arm: str) -> dict[str, Any]:
+    profile: dict[str, Any] = json.loads(layerseg.profile_json("brain-mri"))
+    profile["name"] = f"brain-mri-{SIZE}-{arm}"
+    profile["resample"]["target_size"] = [SIZE] * 3
+    profile["inference"]["patch_size"] = [SIZE] * 3
+    profile["network"]["features"] = FEATURES
+    if arm == "no-acquisition":
+        del profile["synthesis"]["acquisition"]
+    elif arm == "spacing":
+        profile["resample"] = {"target_size": None, "target_spacing_mm": [SPACING_MM] * 3}
+    return profile
+
+
+def write_profile(arm: str, folder: Path) -> Path:
+    path = folder / f"brain-mri-{SIZE}-{arm}.json"
+    path.write_text(json.dumps(arm_profile(arm), indent=1))
+    return path
+
+
+def reslice(image: Path, label: Path, out: Path, slices: int | None = None) -> tuple[Path, Path]:
+    """`image` and `label` as a 6.5 mm axial acquisition; with `slices`, only that many slices,
+    centred on the label (clipped to the scan). Returns the new image and label paths."""
+    src, lab = nib.load(image), nib.load(label)
+    axis = voxel_axis(src.affine, "axial")
+    data, affine = thicken(src.get_fdata(), src.affine, axis, THICKNESS_MM)
+    truth, _ = thicken(np.asarray(lab.dataobj) > 0, lab.affine, axis, THICKNESS_MM)
+    mask: npt.NDArray[np.uint8] = (truth >= 0.5).astype(np.uint8)
+    if slices is not None and data.shape[axis] > slices:
+        other = tuple(a for a in range(3) if a != axis)
+        counts = mask.sum(axis=other)
+        centre = round(float(np.average(np.arange(len(counts)), weights=counts + 1e-9)))
+        first = min(max(centre - slices // 2, 0), data.shape[axis] - slices)
+        keep = [slice(None)] * 3
+        keep[axis] = slice(first, first + slices)
+        data, mask = data[tuple(keep)], mask[tuple(keep)]
+        affine = affine.copy()
+        affine[:3, 3] += affine[:3, axis] * first
+    out.mkdir(parents=True, exist_ok=True)
+    image_out, label_out = out / "image.nii.gz", out / "label.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), image_out)
+    nib.save(nib.Nifti1Image(mask, affine), label_out)
+    return image_out, label_out
+
+
+def test_sets(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
+    """The scoring sets: name -> [(scan, label)], built once into `folder`."""
+    host = sample_dir(HELD_OUT_HOST) / "image.nii.gz"
+    brain = folder / f"{HELD_OUT_HOST}_brain.nii.gz"
+    if not brain.exists():
+        run(
+            [
+                binary(),
+                "segment",
+                str(host),
+                "--out",
+                str(folder / "ignored.nii.gz"),
+                "--save-organ-mask",
+                str(brain),
+            ]
+        )
+    cases = folder / "cases"
+    if not cases.exists():
+        clean = write_profile("no-acquisition", folder)
+        run(
+            [
+                binary(),
+                "synthesize",
+                "--profile",
+                str(clean),
+                "--healthy",
+                str(host),
+                "--organ-mask",
+                str(brain),
+                "--out",
+                str(cases),
+                "--count",
+                str(SYNTHETIC_CASES),
+                "--seed",
+                "1000",
+            ]
+        )
+    sets: dict[str, list[tuple[Path, Path]]] = {"synthetic": [], "synthetic-partial": []}
+    for case in sorted(cases.iterdir()):
+        image, mask = case / "image.nii.gz", case / "mask.nii.gz"
+        sets["synthetic"].append(reslice(image, mask, folder / "synthetic" / case.name))
+        sets["synthetic-partial"].append(
+            reslice(image, mask, folder / "synthetic-partial" / case.name, PARTIAL_SLICES)
+        )
+    tumour = sample_dir("mrbraintumor2")
+    sets["clinical"] = [
+        reslice(tumour / "image.nii.gz", tumour / "label.nii.gz", folder / "clinical")
+    ]
+    return sets
+
+
+def dice_of(pred: Path, truth: Path) -> float:
+    report = pred.with_suffix(".json")
+    run([binary(), "evaluate", "--pred", str(pred), "--truth", str(truth), "--json", str(report)])
+    return float(json.loads(report.read_text())["cases"][0]["metrics"]["dice"])
+
+
+def score(
+    model: Path, profile: Path, sets: dict[str, list[tuple[Path, Path]]], out: Path
+) -> dict[str, dict[str, float]]:
+    """Mean Dice per scoring set, with the defaults and with the raw mask."""
+    scores: dict[str, dict[str, float]] = {}
+    for name, cases in sets.items():
+        scores[name] = {}
+        for mode, flags in (("defaults", []), ("raw_mask", ["--raw-mask"])):
+            dice = []
+            for index, (scan, truth) in enumerate(cases):
+                pred = out / f"{name}-{index}-{mode}.nii.gz"
+                run(
+                    [
+                        binary(),
+                        "segment",
+                        str(scan),
+                        "--out",
+                        str(pred),
+                        "--model",
+                        str(model),
+                        "--profile",
+                        str(profile),
+                        *flags,
+                    ]
+                )
+                dice.append(dice_of(pred, truth))
+            scores[name][mode] = round(mean(dice), 4)
+    return scores
+
+
+def losses(run_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(step, training loss) and (step, synthetic validation loss) from metrics.jsonl."""
+    train, validation = [], []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            train.append((record["step"], record["loss"]["total"]))
+        if isinstance(record.get("validation"), int | float):
+            validation.append((record["step"], float(record["validation"])))
+    return train, validation
+
+
+def draw(curves: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for arm, (train, validation) in curves.items():
+        if train:
+            steps, values = zip(*train, strict=True)
+            axes[0].plot(steps, values, label=arm)
+        if validation:
+            steps, values = zip(*validation, strict=True)
+            axes[1].plot(steps, values, marker="o", label=arm)
+    axes[0].set(title="training loss", xlabel="step", yscale="log")
+    axes[1].set(title="synthetic validation loss (each arm's own samples)", xlabel="step")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def pretrain(arm: str, profile: Path, run_dir: Path, steps: int, seed: int) -> float:
+    """Trains one arm (unless its model is there already); minutes taken."""
+    model = run_dir / "model.safetensors"
+    if model.exists():
+        return float(json.loads((run_dir / "minutes.json").read_text()))
+    healthy = [str(sample_dir(h) / "image.nii.gz") for h in HOSTS]
+    masks = [str(sample_dir(h) / "brain.nii.gz") for h in HOSTS]
+    start = time.perf_counter()
+    cmd = [binary(), "pretrain", "--profile", str(profile), "--healthy", *healthy]
+    cmd += ["--organ-masks", *masks, "--out", str(run_dir), "--steps", str(steps)]
+    cmd += ["--seed", str(seed), "--checkpoint-every", str(max(steps // 6, 1))]
+    run([*cmd, "--device", "cpu", "--workers", "1"])
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    (run_dir / "minutes.json").write_text(json.dumps(minutes))
+    print(f"{arm}: trained in {minutes} min", flush=True)
+    return minutes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--factor", choices=sorted(FACTORS), required=True)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    sets = test_sets(args.out / "test")
+
+    results: dict[str, Any] = {
+        "factor": args.factor,
+        "steps": args.steps,
+        "seed": args.seed,
+        "features": FEATURES,
+        "cases": {name: len(cases) for name, cases in sets.items()},
+    }
+    curves = {}
+    for arm in FACTORS[args.factor]:
+        run_dir = args.out / f"{arm}-{args.steps}-seed{args.seed}"
+        profile = write_profile(arm, args.out)
+        minutes = pretrain(arm, profile, run_dir, args.steps, args.seed)
+        scores = score(run_dir / "model.safetensors", profile, sets, run_dir)
+        curves[arm] = losses(run_dir)
+        synthetic = mean(scores[s]["raw_mask"] for s in ("synthetic", "synthetic-partial"))
+        results[arm] = {"minutes": minutes, "synthetic_raw_mask": round(synthetic, 4), **scores}
+        print(f"{arm}: {json.dumps(results[arm])}", flush=True)
+    first, second = FACTORS[args.factor]
+    winner = max((first, second), key=lambda a: results[a]["synthetic_raw_mask"])
+    results["chosen"] = winner
+    draw(curves, args.out / f"curves-{args.factor}-seed{args.seed}.png")
+    table = args.out / f"ablation-{args.factor}-seed{args.seed}.json"
+    table.write_text(json.dumps(results, indent=2))
+    print(f"chosen by the synthetic sets: {winner}; table {table}")
+
+
+if __name__ == "__main__":
+    main()
