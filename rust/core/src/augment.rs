@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::profile::Range;
 use crate::resample::{resize_linear, resize_nearest};
 use crate::synth::blur::gaussian;
+use crate::synth::draw::normal;
 
 /// A transform applied with probability `p`, its strength drawn uniformly from `range`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -244,11 +245,7 @@ impl AugmentParams {
 fn add_noise(x: &mut Array3<f32>, std: f64, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for v in x.iter_mut() {
-        // Box-Muller: one standard normal from two uniforms.
-        let u1: f64 = 1.0 - rng.random::<f64>();
-        let u2: f64 = rng.random();
-        let n = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        *v += (n * std) as f32;
+        *v += (normal(&mut rng) * std) as f32;
     }
 }
 
