@@ -36,6 +36,7 @@ loss and synthetic validation loss) and each arm's run folder (OUT/ARM-STEPS-see
 when its model is there).
 
     python benchmarks/ablation.py --factor grid --steps 300 --out runs/ablation
+    python benchmarks/ablation.py --table --out runs/ablation
 """
 
 from __future__ import annotations
@@ -267,13 +268,37 @@ def pretrain(arm: str, profile: Path, run_dir: Path, steps: int, seed: int) -> f
     return minutes
 
 
+def table(folder: Path) -> str:
+    """Every ablation-*.json in `folder` as one markdown table: raw-mask Dice (defaults')."""
+    sets = ("synthetic", "synthetic-partial", "clinical")
+    head = "| ablation, seed | arm | synthetic 6.5 mm | synthetic 20 slices | MRBrainTumor2 6.5 mm "
+    lines = [head + "| synthetic mean | higher |", "|---" * 7 + "|"]
+    for path in sorted(folder.glob("ablation-*-seed*.json")):
+        result = json.loads(path.read_text())
+        for arm in FACTORS[result["factor"]]:
+            scores = result[arm]
+            cells = [f"{scores[s]['raw_mask']:.3f} ({scores[s]['defaults']:.3f})" for s in sets]
+            chosen = "yes" if result["chosen"] == arm else ""
+            lines.append(
+                f"| {result['factor']}, {result['seed']} | {arm} | {' | '.join(cells)} "
+                f"| {scores['synthetic_raw_mask']:.3f} | {chosen} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--factor", choices=sorted(FACTORS), required=True)
+    parser.add_argument("--factor", choices=sorted(FACTORS))
+    parser.add_argument("--table", action="store_true", help="print OUT's results as markdown")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     args = parser.parse_args()
+    if args.table:
+        print(table(args.out))
+        return
+    if args.factor is None:
+        parser.error("give --factor (or --table)")
     args.out.mkdir(parents=True, exist_ok=True)
     sets = test_sets(args.out / "test")
 
@@ -298,9 +323,9 @@ def main() -> None:
     winner = max((first, second), key=lambda a: results[a]["synthetic_raw_mask"])
     results["chosen"] = winner
     draw(curves, args.out / f"curves-{args.factor}-seed{args.seed}.png")
-    table = args.out / f"ablation-{args.factor}-seed{args.seed}.json"
-    table.write_text(json.dumps(results, indent=2))
-    print(f"chosen by the synthetic sets: {winner}; table {table}")
+    report = args.out / f"ablation-{args.factor}-seed{args.seed}.json"
+    report.write_text(json.dumps(results, indent=2))
+    print(f"chosen by the synthetic sets: {winner}; table {report}")
 
 
 if __name__ == "__main__":
