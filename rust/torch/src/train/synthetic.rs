@@ -381,7 +381,7 @@ impl TrainConfig {
         let batch_size = t.batch_size.max(1);
         let period_steps = t.samples_per_epoch.div_ceil(batch_size).max(1) as u64;
         let defaults = TrainConfig::default();
-        TrainConfig {
+        let mut config = TrainConfig {
             steps: t.max_epochs as u64 * period_steps,
             batch_size,
             adam: AdamConfig {
@@ -400,9 +400,9 @@ impl TrainConfig {
                 ..defaults.plateau
             },
             period_steps,
-            profile: Some(profile.name.clone()),
-            input: Some(profile.network_input()),
             ..defaults
-        }
+        };
+        config.record_profile(profile);
+        config
     }
 }
