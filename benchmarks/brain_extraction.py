@@ -1,11 +1,15 @@
 """Brain extraction, measured: Dice against the sample scans' reference brain masks, also
-after re-slicing each scan to 6.5 mm along each axis in turn, the brain volume, and the time.
+after re-slicing each scan to 6.5 mm along each axis in turn and on partial coverage, the brain
+volume, whether the mask is kept (plausible), and the time.
 
-    python benchmarks/brain_extraction.py [--thickness 6.5]
+    python benchmarks/brain_extraction.py [--thickness 6.5] [--slices 20 40]
 
 Each reference mask is re-sliced with its scan (benchmarks/thick_slices.py: partial-volume
-averaging, thresholded at one half). MRHead and MRBrainTumor2 have no reference: their rows give
-the volume and, for MRBrainTumor2, the share of the tumour label inside the extracted brain.
+averaging, thresholded at one half). Partial coverage, as clinical 2D acquisitions have it: the
+scan, as stored and re-sliced to the thickness axially, cut to each number of axial slices it
+has more than, centred on the reference mask (the scan's centre for MRHead), the reference cut
+alike. MRHead and MRBrainTumor2 have no brain reference: their rows give the volume and, for
+MRBrainTumor2, the share of the tumour label inside the extracted brain.
 """
 
 from __future__ import annotations
@@ -52,15 +56,44 @@ def row(
     else:
         score = f"Dice {dice(mask, reference):.3f}"
     shape = "x".join(str(n) for n in image.shape)
-    return f"| {name} | {shape} | {score} | {brain['litres']:.2f} L | {seconds:.1f} s |"
+    kept = "yes" if brain["plausible"] else f"no: {brain['implausible']}"
+    if brain["cut_by_scan"]:
+        kept += " (cut by the scan)"
+    litres = f"{brain['litres']:.2f} L"
+    return f"| {name} | {shape} | {score} | {litres} | {kept} | {seconds:.1f} s |"
+
+
+def cut(
+    image: npt.NDArray[np.float32],
+    affine: npt.NDArray[np.float64],
+    reference: npt.NDArray[np.bool_] | None,
+    slices: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.bool_] | None]:
+    """`slices` axial slices centred on the reference (the scan's centre without one)."""
+    axis = voxel_axis(affine, "axial")
+    n = image.shape[axis]
+    if reference is not None and reference.any():
+        others = tuple(a for a in range(3) if a != axis)
+        planes = np.flatnonzero(reference.any(axis=others))
+        centre = (int(planes[0]) + int(planes[-1]) + 1) // 2
+    else:
+        centre = n // 2
+    first = min(max(centre - slices // 2, 0), max(n - slices, 0))
+    keep = [slice(None)] * 3
+    keep[axis] = slice(first, first + slices)
+    moved = affine.copy()
+    moved[:3, 3] += affine[:3, axis] * first
+    part = None if reference is None else reference[tuple(keep)]
+    return np.ascontiguousarray(image[tuple(keep)]), moved, part
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thickness", type=float, default=6.5)
+    parser.add_argument("--slices", type=int, nargs="+", default=[20, 40])
     args = parser.parse_args()
-    print("| scan | voxels | against the reference | brain volume | time (2 cores) |")
-    print("|---|---|---|---|---|")
+    print("| scan | voxels | against the reference | brain volume | kept | time (2 cores) |")
+    print("|---|---|---|---|---|---|")
     for name, reference_file in CASES:
         folder = sample_dir(name)
         image, affine = layerseg.read_image(folder / "image.nii.gz")
@@ -77,6 +110,14 @@ def main() -> None:
                 thick_reference = thicken(reference, affine, axis, args.thickness)[0] >= 0.5
             label = f"{name}, {args.thickness} mm {plane}"
             print(row(label, thick, thick_affine, thick_reference, is_tumour), flush=True)
+            if plane == "axial":
+                for n in (n for n in args.slices if n < thick.shape[axis]):
+                    part = cut(thick, thick_affine, thick_reference, n)
+                    label = f"{name}, {args.thickness} mm axial, {n} slices"
+                    print(row(label, *part, is_tumour), flush=True)
+        for n in (n for n in args.slices if n < image.shape[voxel_axis(affine, "axial")]):
+            part = cut(image, affine, reference, n)
+            print(row(f"{name}, {n} axial slices", *part, is_tumour), flush=True)
 
 
 if __name__ == "__main__":

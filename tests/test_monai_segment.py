@@ -71,6 +71,7 @@ def test_brain_extraction_on_this_torch_equals_the_libtorch_runtime(
     ours = lsm.extract_brain(scan, device="cpu")
     runtime = layerseg.extract_brain(scan, device="cpu")
     assert ours["plausible"] and runtime["plausible"]
+    assert ours["cut_by_scan"] is runtime["cut_by_scan"] is False
     assert dice(ours["mask"], runtime["mask"]) >= 0.999
     assert ours["litres"] == pytest.approx(runtime["litres"], rel=1e-3)
 

@@ -3,7 +3,7 @@
 //! component, cavities filled, back on the scan's grid) with its volume. The libtorch runtime
 //! and a run on the user's torch (`layerseg.monai`) both use it around deepbet's two networks.
 
-use ndarray::{s, Array3, ArrayView3};
+use ndarray::{s, Array3, ArrayView3, Axis};
 
 use crate::orientation::Reorientation;
 use crate::postprocess::{fill_holes, largest_component};
@@ -14,23 +14,29 @@ pub const COARSE_SHAPE: [usize; 3] = [128, 128, 128];
 /// The fine network's input size (the box, resized).
 pub const FINE_SHAPE: [usize; 3] = [256, 256, 256];
 const BBOX_MARGIN: f64 = 0.1;
-/// The adult brain volumes (litres) a mask may have before it is taken as a failure.
+/// The adult brain volumes (litres) a mask may have before it is taken as a failure. The lower
+/// bound holds only for a brain the scan holds whole (see [`BrainMask::cut_by_scan`]).
 pub const PLAUSIBLE_LITRES: (f64, f64) = (0.8, 2.2);
 
 /// A brain mask and its volume.
 pub struct BrainMask {
     pub mask: LabelMap,
     pub litres: f64,
+    /// The mask reaches a face of the scan: the field of view cuts the brain (partial
+    /// coverage, as clinical 2D acquisitions have), so it may hold any part of an adult brain.
+    pub cut_by_scan: bool,
 }
 
 impl BrainMask {
-    /// Why this mask is not a plausible adult brain (empty, or outside [`PLAUSIBLE_LITRES`]),
-    /// or `None` when it is.
+    /// Why this mask is not a plausible adult brain, or `None` when it is: empty, over
+    /// [`PLAUSIBLE_LITRES`], or under it while the scan holds the whole brain. A brain the scan
+    /// cuts is not held to the lower bound: 20 slices of 1.2 mm hold about 0.3 L of one.
     pub fn implausible(&self) -> Option<String> {
         let (low, high) = PLAUSIBLE_LITRES;
+        let too_small = self.litres < low && !self.cut_by_scan;
         if self.litres == 0.0 {
             Some("brain extraction found no brain".into())
-        } else if !(low..=high).contains(&self.litres) {
+        } else if too_small || self.litres > high {
             Some(format!(
                 "brain extraction gave {:.2} L, outside the {low} to {high} L of an adult brain",
                 self.litres
@@ -73,10 +79,15 @@ impl RasScan {
         let mask = fill_holes(&largest_component(&mask));
         let voxels = mask.iter().filter(|&&v| v).count();
         let litres = voxels as f64 * image.spacing().iter().product::<f64>() / 1e6;
+        let cut_by_scan = touches_a_face(&mask);
         let mask = self
             .reorientation
             .from_ras(&self.ras.with_data(mask.mapv(u8::from)));
-        BrainMask { mask, litres }
+        BrainMask {
+            mask,
+            litres,
+            cut_by_scan,
+        }
     }
 
     /// No brain: an empty mask on `image`'s grid.
@@ -84,8 +95,19 @@ impl RasScan {
         BrainMask {
             mask: image.with_data(Array3::zeros(image.data.dim())),
             litres: 0.0,
+            cut_by_scan: false,
         }
     }
+}
+
+/// Whether any voxel of `mask` lies on the first or last plane along some axis.
+fn touches_a_face(mask: &Array3<bool>) -> bool {
+    (0..3).any(|axis| {
+        let last = mask.len_of(Axis(axis)).saturating_sub(1);
+        [0, last]
+            .iter()
+            .any(|&p| mask.index_axis(Axis(axis), p).iter().any(|&v| v))
+    })
 }
 
 /// deepbet's box: the planes where the coarse mask covers more than 2 % of the plane, scaled to
@@ -140,15 +162,45 @@ mod tests {
         for (d, row) in affine.iter_mut().enumerate() {
             row[d] = 1.0;
         }
-        let named = |litres| {
+        let named = |litres, cut_by_scan| {
             BrainMask {
                 mask: LabelMap::new(Array3::zeros((2, 2, 2)), affine),
                 litres,
+                cut_by_scan,
             }
             .implausible()
         };
-        assert!(named(0.0).unwrap().contains("no brain"));
-        assert!(named(3.1).unwrap().contains("3.10 L"));
-        assert!(named(1.4).is_none());
+        assert!(named(0.0, false).unwrap().contains("no brain"));
+        assert!(named(0.0, true).unwrap().contains("no brain"));
+        assert!(named(3.1, false).unwrap().contains("3.10 L"));
+        assert!(named(3.1, true).unwrap().contains("3.10 L"));
+        assert!(named(0.3, false).unwrap().contains("0.30 L"));
+        assert!(named(1.4, false).is_none());
+        // Part of a brain, cut by the scan's field of view.
+        assert!(named(0.3, true).is_none());
+    }
+
+    #[test]
+    fn a_brain_reaching_a_face_of_the_scan_is_cut_by_it() {
+        let image = Image::new(
+            Array3::zeros((6, 7, 8)),
+            [
+                [-1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        );
+        let scan = RasScan::new(&image);
+        let brain = |lo: usize, hi: usize| {
+            let fine = Array3::from_elem((hi - lo, 3, 3), true);
+            scan.brain_mask(&image, [(lo, hi), (2, 5), (2, 5)], fine.view())
+        };
+        let inside = brain(1, 5);
+        assert!(!inside.cut_by_scan);
+        assert_eq!(inside.mask.data.iter().filter(|&&v| v != 0).count(), 36);
+        assert!(brain(0, 3).cut_by_scan);
+        assert!(brain(3, 6).cut_by_scan);
+        assert!(!RasScan::no_brain(&image).cut_by_scan);
     }
 }

@@ -3,6 +3,7 @@
 //! GIL, a fork-safe thread pool), and every error through [`errors::IntoPyErr`].
 
 pub mod affine;
+pub mod brain;
 pub mod errors;
 pub mod gate;
 pub mod progress;

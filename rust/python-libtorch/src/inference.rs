@@ -13,6 +13,7 @@ use layerseg_torch::network::Model;
 use layerseg_torch::BasicUNetConfig;
 
 use layerseg_python_common::affine::{affine_from_py, scan_and_organ};
+use layerseg_python_common::brain::{brain_mask_to_py, BrainMaskTuple};
 use layerseg_python_common::errors::LayerSegError;
 use layerseg_python_common::progress::PyProgress;
 
@@ -165,7 +166,7 @@ fn segment<'py>(
 }
 
 /// The brain mask of one scan (`image` [i, j, k], 4x4 `affine`) by the shipped brain
-/// extractor: `(mask uint8 on the input grid, volume in litres, why it is implausible or None)`.
+/// extractor, as [`BrainMaskTuple`].
 #[pyfunction]
 #[pyo3(signature = (image, affine, device="auto"))]
 fn extract_brain<'py>(
@@ -173,7 +174,7 @@ fn extract_brain<'py>(
     image: PyReadonlyArray3<'py, f32>,
     affine: PyReadonlyArray2<'py, f64>,
     device: &str,
-) -> PyResult<(Bound<'py, numpy::PyArray3<u8>>, f64, Option<String>)> {
+) -> PyResult<BrainMaskTuple<'py>> {
     let image = Volume::new(image.as_array().to_owned(), affine_from_py(affine)?);
     if image.data.iter().any(|v| !v.is_finite()) {
         return Err(LayerSegError::new_err("image holds NaN or infinite values"));
@@ -181,8 +182,7 @@ fn extract_brain<'py>(
     let extractor =
         layerseg_app::models::brain_extractor(crate::device(device)?).map_err(anyhow_to_py)?;
     let brain = without_gil(py, || extractor.extract(&image))?;
-    let implausible = brain.implausible();
-    Ok((brain.mask.data.into_pyarray(py), brain.litres, implausible))
+    Ok(brain_mask_to_py(py, brain))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

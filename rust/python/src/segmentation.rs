@@ -13,6 +13,7 @@ use layerseg_core::preprocess::{self, preprocess};
 use layerseg_core::segmentation::{check_settings, finish, MaskOptions};
 use layerseg_core::{Image, Profile, Volume};
 use layerseg_python_common::affine::{affine_from_py, scan_and_organ};
+use layerseg_python_common::brain::{brain_mask_to_py, BrainMaskTuple};
 use layerseg_python_common::errors::{IntoPyErr, LayerSegError};
 use layerseg_python_common::gate::without_gil;
 
@@ -187,13 +188,13 @@ impl BrainScan {
     }
 
     /// The brain on the scan's grid from the fine network's mask on `bbox` (shaped like the
-    /// box): `(mask uint8, litres, why it is implausible or None)`.
+    /// box), as [`BrainMaskTuple`].
     fn brain_mask<'py>(
         &self,
         py: Python<'py>,
         bbox: [(usize, usize); 3],
         fine: PyReadonlyArray3<'py, bool>,
-    ) -> PyResult<(Bound<'py, PyArray3<u8>>, f64, Option<String>)> {
+    ) -> PyResult<BrainMaskTuple<'py>> {
         let shape = self.scan.ras.shape();
         let fits = (0..3).all(|a| bbox[a].0 < bbox[a].1 && bbox[a].1 <= shape[a]);
         let extent = bbox.map(|(start, end)| end.saturating_sub(start));
@@ -206,8 +207,7 @@ impl BrainScan {
             )));
         }
         let brain = py.detach(|| self.scan.brain_mask(&self.image, bbox, fine.view()));
-        let implausible = brain.implausible();
-        Ok((brain.mask.data.into_pyarray(py), brain.litres, implausible))
+        Ok(brain_mask_to_py(py, brain))
     }
 }
 

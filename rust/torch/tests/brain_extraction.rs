@@ -6,7 +6,7 @@
 mod samples;
 
 use layerseg_core::io::{read_image, read_labels, ReadOptions};
-use layerseg_core::{Image, LabelMap};
+use layerseg_core::{Image, LabelMap, Volume};
 use layerseg_torch::brain::{BrainExtractor, BrainMask};
 use ndarray::{Axis, Zip};
 use std::path::Path;
@@ -96,4 +96,64 @@ fn the_mask_does_not_depend_on_the_voxel_order() {
         &brain.with_data(back.as_standard_layout().into_owned()),
     );
     assert!(agreement > 0.99, "Dice between voxel orders {agreement:.4}");
+}
+
+/// `slices` planes of `volume` along the voxel axis nearest superior-inferior, centred on the
+/// non-zero voxels of `centre_on`, with the affine moved to match.
+fn axial_slab<T: Clone, U: Clone + Default + PartialEq>(
+    volume: &Volume<T>,
+    centre_on: &Volume<U>,
+    slices: usize,
+) -> Volume<T> {
+    let a = volume.affine;
+    let axis = (0..3)
+        .max_by(|&i, &j| a[2][i].abs().total_cmp(&a[2][j].abs()))
+        .unwrap();
+    let zero = U::default();
+    let planes: Vec<usize> = (0..centre_on.shape()[axis])
+        .filter(|&p| {
+            centre_on
+                .data
+                .index_axis(Axis(axis), p)
+                .iter()
+                .any(|v| *v != zero)
+        })
+        .collect();
+    let centre = (planes[0] + planes[planes.len() - 1]).div_ceil(2);
+    let first = centre - slices / 2;
+    let data = volume
+        .data
+        .slice_axis(Axis(axis), (first..first + slices).into())
+        .as_standard_layout()
+        .into_owned();
+    let mut affine = a;
+    for row in affine.iter_mut().take(3) {
+        row[3] += row[axis] * first as f64;
+    }
+    Volume::new(data, affine)
+}
+
+#[test]
+fn a_scan_that_cuts_the_brain_keeps_the_part_it_holds() {
+    // Partial coverage: 20 axial slices through the middle of the brain, a third of it or less
+    // (measured: 0.918, 0.928, 0.874; ITK T1's 3 mm slices make a 60 mm slab).
+    for (name, least) in [("colin27", 0.90), ("mni152", 0.90), ("itk_t1", 0.85)] {
+        let (image, reference) = case(name);
+        let (image, reference) = (
+            axial_slab(&image, &reference, 20),
+            axial_slab(&reference, &reference, 20),
+        );
+        let brain = extract(&image);
+        let d = dice(&brain.mask, &reference);
+        eprintln!("{name}, 20 slices: Dice {d:.4}, {:.2} L", brain.litres);
+        assert!(brain.cut_by_scan, "{name}: the slab cuts the brain");
+        assert!(
+            brain.implausible().is_none(),
+            "{name}: {:?}",
+            brain.implausible()
+        );
+        assert!(d >= least, "{name}, 20 slices: Dice {d:.4} < {least}");
+    }
+    // A whole head holds its brain whole.
+    assert!(!extract(&case("itk_t1").0).cut_by_scan);
 }

@@ -57,8 +57,9 @@ def segment(
 
 def extract_brain(
     image: npt.NDArray[np.float32], affine: Affine, device: str = "auto"
-) -> tuple[npt.NDArray[np.uint8], float, str | None]:
-    """Brain mask, its volume (L) and why it is implausible; see ``layerseg.extract_brain``."""
+) -> tuple[npt.NDArray[np.uint8], float, str | None, bool]:
+    """Brain mask, its volume (L), why it is implausible and whether the scan cuts it; see
+    ``layerseg.extract_brain``."""
 
 def pretrain(
     healthy: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],

@@ -116,8 +116,9 @@ class BrainScan:
         """The brain's box on the RAS grid from the coarse network's mask."""
     def brain_mask(
         self, bbox: Sequence[tuple[int, int]], fine: npt.NDArray[np.bool_]
-    ) -> tuple[npt.NDArray[np.uint8], float, str | None]:
-        """The brain on the scan's grid: mask, litres, why it is implausible."""
+    ) -> tuple[npt.NDArray[np.uint8], float, str | None, bool]:
+        """The brain on the scan's grid: mask, litres, why it is implausible, whether the
+        scan cuts it."""
 
 def brain_scan(image: npt.NDArray[np.float32], affine: Affine) -> BrainScan:
     """The scan reoriented to RAS for brain extraction."""

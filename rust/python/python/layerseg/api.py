@@ -112,7 +112,8 @@ def segment(
         that ask for it (``"brain-mri"``), else the whole scan; ``"none"`` or ``None``: the
         whole scan; or a label map (path, or array on the image's grid; non-zero = organ),
         required by profiles that segment inside an organ (``"liver-ct"``). An extracted brain
-        outside 0.8 to 2.2 L gives a ``UserWarning`` and is not used.
+        that is empty, over 2.2 L, or under 0.8 L while the scan holds it whole gives a
+        ``UserWarning`` and is not used.
     out
         Also write the uint8 mask here, with the scan's header geometry when ``image`` is a
         path. Default ``None``: write nothing.
@@ -206,12 +207,14 @@ def extract_brain(
     Returns
     -------
     dict
-        ``mask`` (uint8 on the input grid, 1 = brain), ``litres`` (its volume), ``plausible``
-        (whether the volume is an adult brain's, 0.8 to 2.2 L) and ``implausible`` (why not, as
-        ``segment`` warns it, or ``None``).
+        ``mask`` (uint8 on the input grid, 1 = brain), ``litres`` (its volume), ``cut_by_scan``
+        (the mask reaches a face of the scan: the field of view cuts the brain, as partial
+        coverage does), ``plausible`` (whether it can be an adult brain: 0.8 to 2.2 L, or any
+        volume up to 2.2 L when the scan cuts it) and ``implausible`` (why not, as ``segment``
+        warns it, or ``None``).
     """
     data, affine_arr, reference = _scan(image, affine)
-    mask, litres, implausible = native().extract_brain(data, affine_arr, device=device)
+    mask, litres, implausible, cut = native().extract_brain(data, affine_arr, device=device)
     if out is not None:
         _layerseg.write_labels(out, mask, affine_arr, reference=reference)
     return {
@@ -219,6 +222,7 @@ def extract_brain(
         "litres": litres,
         "plausible": implausible is None,
         "implausible": implausible,
+        "cut_by_scan": cut,
     }
 
 

@@ -40,10 +40,11 @@ class BrainExtraction(Transform):
 
     Returns a uint8 mask ``(1, H, W, D)`` on the input grid (1 = brain) of the input's type; a
     ``MetaTensor`` input gives a ``MetaTensor`` with a copy of its meta data (affine, file name),
-    so spatial transforms and ``Invertd`` treat it like the image. A brain outside 0.8 to 2.2 L
-    (or none at all) is taken as a failed extraction, as by the CLI: a ``UserWarning`` names the
-    file and the volume, and the non-zero voxels of channel 0 (what ``layerseg segment`` then
-    searches) come back instead, so that a batch run goes on. ``self.litres`` and
+    so spatial transforms and ``Invertd`` treat it like the image. A brain over 2.2 L, under
+    0.8 L while the scan holds it whole (a field of view that cuts the brain may hold any part
+    of it), or none at all is taken as a failed extraction, as by the CLI: a ``UserWarning``
+    names the file and the volume, and the non-zero voxels of channel 0 (what ``layerseg
+    segment`` then searches) come back instead, so that a batch run goes on. ``self.litres`` and
     ``self.plausible`` hold the last extraction's volume and verdict (``None`` when disabled).
 
     Parameters

@@ -103,8 +103,9 @@ def extract_brain(
     Returns
     -------
     dict
-        ``mask`` (uint8 on the scan's grid), ``litres``, ``plausible`` and ``implausible`` (why
-        it does not look like an adult brain, or ``None``).
+        ``mask`` (uint8 on the scan's grid), ``litres``, ``plausible``, ``implausible`` (why
+        it does not look like an adult brain, or ``None``) and ``cut_by_scan``, as
+        ``layerseg.extract_brain`` gives them.
     """
     data, aff, _ = _scan(image, affine)
     dev = _device(device)
@@ -128,18 +129,20 @@ def extract_brain(
                 "litres": 0.0,
                 "plausible": False,
                 "implausible": "brain extraction found no brain",
+                "cut_by_scan": False,
             }
         (x0, x1), (y0, y1), (z0, z1) = box
         crop = ras[..., x0:x1, y0:y1, z0:z1]
         fine_in = F.interpolate(crop, size=_FINE, mode="nearest-exact")
         fine = _foreground(fine_net, _deepbet_normalise(fine_in, low, high))
         fine = F.interpolate(fine, size=tuple(crop.shape[2:]), mode="nearest-exact")
-        mask, litres, implausible = scan.brain_mask(box, fine[0, 0].cpu().numpy() > 0.5)
+        mask, litres, implausible, cut = scan.brain_mask(box, fine[0, 0].cpu().numpy() > 0.5)
     return {
         "mask": mask,
         "litres": litres,
         "plausible": implausible is None,
         "implausible": implausible,
+        "cut_by_scan": cut,
     }
 
 
