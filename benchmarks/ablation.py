@@ -60,7 +60,7 @@ from layerseg.samples import sample_dir
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from thick_slices import thicken, voxel_axis  # noqa: E402
+from thick_slices import keep_slices, thicken, voxel_axis  # noqa: E402
 
 REPO = HERE.parent
 FEATURES = [8, 8, 16, 32, 64, 8]
@@ -116,12 +116,7 @@ def reslice(image: Path, label: Path, out: Path, slices: int | None = None) -> t
         other = tuple(a for a in range(3) if a != axis)
         counts = mask.sum(axis=other)
         centre = round(float(np.average(np.arange(len(counts)), weights=counts + 1e-9)))
-        first = min(max(centre - slices // 2, 0), data.shape[axis] - slices)
-        keep = [slice(None)] * 3
-        keep[axis] = slice(first, first + slices)
-        data, mask = data[tuple(keep)], mask[tuple(keep)]
-        affine = affine.copy()
-        affine[:3, 3] += affine[:3, axis] * first
+        (data, mask), affine = keep_slices([data, mask], affine, axis, centre, slices)
     out.mkdir(parents=True, exist_ok=True)
     image_out, label_out = out / "image.nii.gz", out / "label.nii.gz"
     nib.save(nib.Nifti1Image(data.astype(np.float32), affine), image_out)

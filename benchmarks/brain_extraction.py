@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 import layerseg
 from layerseg.samples import sample_dir
-from thick_slices import PLANES, thicken, voxel_axis
+from thick_slices import PLANES, keep_slices, thicken, voxel_axis
 
 CASES = [
     ("colin27", "brain.nii.gz"),
@@ -71,20 +71,16 @@ def cut(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.bool_] | None]:
     """`slices` axial slices centred on the reference (the scan's centre without one)."""
     axis = voxel_axis(affine, "axial")
-    n = image.shape[axis]
     if reference is not None and reference.any():
         others = tuple(a for a in range(3) if a != axis)
         planes = np.flatnonzero(reference.any(axis=others))
         centre = (int(planes[0]) + int(planes[-1]) + 1) // 2
     else:
-        centre = n // 2
-    first = min(max(centre - slices // 2, 0), max(n - slices, 0))
-    keep = [slice(None)] * 3
-    keep[axis] = slice(first, first + slices)
-    moved = affine.copy()
-    moved[:3, 3] += affine[:3, axis] * first
-    part = None if reference is None else reference[tuple(keep)]
-    return np.ascontiguousarray(image[tuple(keep)]), moved, part
+        centre = image.shape[axis] // 2
+    arrays = [image] if reference is None else [image, reference]
+    parts, moved = keep_slices(arrays, affine, axis, centre, slices)
+    part = None if reference is None else parts[1]
+    return np.ascontiguousarray(parts[0]), moved, part
 
 
 def main() -> None:

@@ -12,7 +12,9 @@ is thresholded at one half.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -52,6 +54,23 @@ def thicken(
     new_affine[:3, axis] = affine[:3, axis] * factor
     new_affine[:3, 3] = affine[:3, 3] + affine[:3, axis] * (factor - 1.0) / 2.0
     return thick.astype(np.float32), new_affine
+
+
+def keep_slices(
+    arrays: Sequence[npt.NDArray[Any]],
+    affine: npt.NDArray[np.float64],
+    axis: int,
+    centre: int,
+    slices: int,
+) -> tuple[list[npt.NDArray[Any]], npt.NDArray[np.float64]]:
+    """Partial coverage: `slices` slices along voxel `axis` of each array (all on one grid),
+    centred on slice `centre` and clipped to the scan, and the affine moved to the first one."""
+    first = min(max(centre - slices // 2, 0), max(arrays[0].shape[axis] - slices, 0))
+    keep = [slice(None)] * 3
+    keep[axis] = slice(first, first + slices)
+    moved = affine.copy()
+    moved[:3, 3] += affine[:3, axis] * first
+    return [a[tuple(keep)] for a in arrays], moved
 
 
 def main() -> None:
