@@ -164,7 +164,29 @@ def test_python_organ_mask_choices(sample_dirs: dict[str, Path], profile: str) -
     assert brain["plausible"] and 1.3 < brain["litres"] < 1.7
     assert not brain["cut_by_scan"], "the whole head holds its brain whole"
     np.testing.assert_array_equal(auto["organ_mask"], brain["mask"])
-    for off in ("none", None):
-        assert "organ_mask" not in layerseg.segment(
-            scan, model=MODEL, profile=profile, device="cpu", organ_mask=off
-        )
+    assert "organ_mask" not in layerseg.segment(
+        scan, model=MODEL, profile=profile, device="cpu", organ_mask="none"
+    )
+    # None is "not given": the default, as in the CLI and finetune (a wrapper forwarding an
+    # optional mask must not switch brain extraction off).
+    unset = layerseg.segment(scan, model=MODEL, profile=profile, device="cpu", organ_mask=None)
+    np.testing.assert_array_equal(unset["organ_mask"], brain["mask"])
+
+
+def test_both_python_faces_read_organ_mask_alike(tmp_path: Path) -> None:
+    """`layerseg.segment` and `layerseg.monai.segment` read `organ_mask` through one helper:
+    None and "auto" extract the brain, "none" searches the whole scan, a file or array wins."""
+    from layerseg.api import _organ_choice
+
+    assert _organ_choice(None) == _organ_choice("auto") == (True, None, None)
+    assert _organ_choice("none") == (False, None, None)
+    mask = np.zeros((4, 5, 6), np.uint8)
+    mask[1:3, 2:4, 3:5] = 1
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    layerseg.write_labels(tmp_path / "organ.nii.gz", mask, affine)
+    extract, organ, organ_affine = _organ_choice(tmp_path / "organ.nii.gz")
+    assert not extract and organ_affine is not None
+    np.testing.assert_array_equal(organ, mask)
+    np.testing.assert_allclose(organ_affine, affine)
+    extract, organ, organ_affine = _organ_choice(mask.astype(bool))
+    assert not extract and organ_affine is None and organ is not None and organ.dtype == np.uint8

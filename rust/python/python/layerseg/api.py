@@ -70,6 +70,22 @@ def _scan(
     return _as_volume("image", image, np.float32), _as_affine("affine", affine), None
 
 
+def _organ_choice(
+    organ_mask: PathLike | npt.ArrayLike | None,
+) -> tuple[bool, npt.NDArray[np.uint8] | None, npt.NDArray[np.float64] | None]:
+    """``segment``'s ``organ_mask`` read once for both faces: (extract the brain when the
+    profile asks for it, the given mask or ``None``, the mask's own affine when it came from a
+    file). ``None`` is "not given", the same as ``"auto"``, as in the CLI and ``finetune``."""
+    if organ_mask is None or (isinstance(organ_mask, str) and organ_mask == "auto"):
+        return True, None, None
+    if isinstance(organ_mask, str) and organ_mask == "none":
+        return False, None, None
+    if isinstance(organ_mask, (str, os.PathLike)):
+        organ, organ_affine = _layerseg.read_labels(organ_mask)
+        return False, organ, organ_affine
+    return False, _as_volume("organ_mask", organ_mask, np.uint8, labels=True), None
+
+
 def segment(
     image: PathLike | npt.ArrayLike,
     affine: npt.ArrayLike | None = None,
@@ -108,8 +124,8 @@ def segment(
         A built-in profile (``"brain-mri"``, ``"liver-ct"``) or a profile JSON file. Default
         ``"brain-mri"``.
     organ_mask
-        Where to search. ``"auto"`` (default): the brain, extracted automatically, for profiles
-        that ask for it (``"brain-mri"``), else the whole scan; ``"none"`` or ``None``: the
+        Where to search. ``"auto"`` (default) or ``None``: the brain, extracted automatically,
+        for profiles that ask for it (``"brain-mri"``), else the whole scan; ``"none"``: the
         whole scan; or a label map (path, or array on the image's grid; non-zero = organ),
         required by profiles that segment inside an organ (``"liver-ct"``). An extracted brain
         that is empty, over 2.2 L, or under 0.8 L while the scan holds it whole gives a
@@ -149,14 +165,7 @@ def segment(
         units), all on the input grid, and ``organ_mask`` (uint8) when one was used.
     """
     data, affine_arr, reference = _scan(image, affine)
-    organ_affine = None
-    auto_brain = isinstance(organ_mask, str) and organ_mask == "auto"
-    if organ_mask is None or (isinstance(organ_mask, str) and organ_mask in ("auto", "none")):
-        organ = None
-    elif isinstance(organ_mask, (str, os.PathLike)):
-        organ, organ_affine = _layerseg.read_labels(organ_mask)
-    else:
-        organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
+    auto_brain, organ, organ_affine = _organ_choice(organ_mask)
     result: dict[str, npt.NDArray[Any]] = native().segment(
         data,
         affine_arr,

@@ -22,7 +22,7 @@ from monai.inferers.utils import sliding_window_inference
 
 from layerseg import _layerseg
 from layerseg._errors import LayerSegError
-from layerseg.api import _as_volume, _scan
+from layerseg.api import _organ_choice, _scan
 from layerseg.monai.weights import basic_unet, load_weights
 
 PathLike = str | os.PathLike[str]
@@ -190,9 +190,9 @@ def segment(
         A built-in profile (``"brain-mri"``, ``"liver-ct"``) or a profile JSON file. Default
         ``"brain-mri"``.
     organ_mask
-        ``"auto"``: the brain from :func:`extract_brain` for profiles that extract one (an
-        implausible brain is a ``UserWarning`` and the whole scan is searched); ``"none"`` or
-        ``None``: the whole scan; a path or an array on the scan's grid: that mask. Default
+        ``"auto"`` or ``None``: the brain from :func:`extract_brain` for profiles that extract
+        one (an implausible brain is a ``UserWarning`` and the whole scan is searched);
+        ``"none"``: the whole scan; a path or an array on the scan's grid: that mask. Default
         ``"auto"``.
     out
         Write the mask here, with the scan's header geometry. Default ``None``.
@@ -225,29 +225,21 @@ def segment(
     if card_text is not None:
         _layerseg.check_model_input(card_text, profile, path)
         raw_mask = raw_mask or _layerseg.mask_fitted_to_labels(card_text)
-    organ: npt.NDArray[np.uint8] | None = None
-    organ_affine = None
-    if isinstance(organ_mask, str) and organ_mask == "auto":
-        if settings["inference"].get("brain_extraction"):
-            try:
-                brain = extract_brain(data, aff, device=dev)
-                why = brain["implausible"]
-            except LayerSegError as e:
-                brain, why = None, f"brain extraction failed ({e})"
-            if why is None and brain is not None:
-                organ = brain["mask"]
-            else:
-                warnings.warn(
-                    f"{name}: {why}; segmenting without a brain mask (give one instead)",
-                    UserWarning,
-                    stacklevel=2,
-                )
-    elif organ_mask is None or (isinstance(organ_mask, str) and organ_mask == "none"):
-        pass
-    elif isinstance(organ_mask, (str, os.PathLike)):
-        organ, organ_affine = _layerseg.read_labels(organ_mask)
-    else:
-        organ = _as_volume("organ_mask", organ_mask, np.uint8, labels=True)
+    auto_brain, organ, organ_affine = _organ_choice(organ_mask)
+    if auto_brain and settings["inference"].get("brain_extraction"):
+        try:
+            brain = extract_brain(data, aff, device=dev)
+            why = brain["implausible"]
+        except LayerSegError as e:
+            brain, why = None, f"brain extraction failed ({e})"
+        if why is None and brain is not None:
+            organ = brain["mask"]
+        else:
+            warnings.warn(
+                f"{name}: {why}; segmenting without a brain mask (give one instead)",
+                UserWarning,
+                stacklevel=2,
+            )
     prepared = _layerseg.prepare(
         data, aff, profile, organ, organ_affine, threshold, overlap, min_size_mm3, raw_mask
     )
