@@ -26,37 +26,38 @@ pub(super) fn cosines(order: u32, n: usize) -> Vec<f32> {
 /// over the grid (the field is smooth, so this is its maximum to within a few per cent).
 pub(super) fn bias_peak(order: u32, coefficients: &[f64], shape: [usize; 3]) -> f64 {
     let o = order as usize + 1;
-    let at = |n: usize| -> Vec<f64> {
+    // The basis along each axis at its lattice points, `[point][l]`, so that each lattice point
+    // costs multiply-adds only (the same values and sums as evaluating the cosines there).
+    let basis_at = |n: usize| -> Vec<Vec<f64>> {
         let m = n.min(17);
         (0..m)
             .map(|q| {
-                if m > 1 {
+                let x = if m > 1 {
                     q as f64 * (n - 1) as f64 / (m - 1) as f64
                 } else {
                     0.0
-                }
+                };
+                (0..o)
+                    .map(|l| (std::f64::consts::PI * l as f64 * (x + 0.5) / n as f64).cos())
+                    .collect()
             })
             .collect()
     };
-    let basis =
-        |l: usize, x: f64, n: usize| (std::f64::consts::PI * l as f64 * (x + 0.5) / n as f64).cos();
-    let (p0, p1, p2) = (at(shape[0]), at(shape[1]), at(shape[2]));
+    let (b0, b1, b2) = (basis_at(shape[0]), basis_at(shape[1]), basis_at(shape[2]));
     let mut peak: f64 = 0.0;
-    for &x in &p0 {
-        for &y in &p1 {
-            for &z in &p2 {
+    for x in &b0 {
+        for y in &b1 {
+            for z in &b2 {
+                // Coefficient `(l * o + m) * o + n - 1` for every (l, m, n) but (0, 0, 0).
+                let mut coefficient = coefficients.iter();
                 let mut f = 0.0;
-                for l in 0..o {
-                    for m in 0..o {
-                        for n in 0..o {
-                            let idx = (l * o + m) * o + n;
-                            if idx == 0 {
-                                continue;
+                for (l, xl) in x.iter().enumerate() {
+                    for (m, ym) in y.iter().enumerate() {
+                        for (n, zn) in z.iter().enumerate() {
+                            if l + m + n > 0 {
+                                let c = coefficient.next().expect("one coefficient per term");
+                                f += c * xl * ym * zn;
                             }
-                            f += coefficients[idx - 1]
-                                * basis(l, x, shape[0])
-                                * basis(m, y, shape[1])
-                                * basis(n, z, shape[2]);
                         }
                     }
                 }

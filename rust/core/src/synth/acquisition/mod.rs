@@ -14,7 +14,7 @@ mod bias;
 mod tests;
 mod thickness;
 
-use ndarray::{s, Array3, Axis, Zip};
+use ndarray::{s, Array3, ArrayView3, Axis, ShapeBuilder, Zip};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use bias::{bias_peak, bias_terms};
 use thickness::thicken;
 
-use super::blend::{copy_f32, Synthesized};
+use super::blend::Synthesized;
 use super::context::Context;
 use super::draw::uniform;
 use super::grid::Region;
@@ -179,6 +179,10 @@ struct Plan<'p> {
     /// The bias exponent's partial sums over the first two axes, `[(i * n1 + j) * o + n]`, and
     /// the cosines along the third, `[n * n2 + k]`.
     bias: Option<(usize, Vec<f32>, Vec<f32>)>,
+    /// The per-voxel steps' numbers, in the voxels' precision.
+    contrast: Option<(f32, f32)>,
+    gamma: Option<(f32, f32)>,
+    noise: Option<(f32, NoiseKind, u64)>,
 }
 
 impl<'p> Plan<'p> {
@@ -247,6 +251,12 @@ impl<'p> Plan<'p> {
             shape,
             thickness,
             bias,
+            contrast: p.contrast.map(|c| (c.factor as f32, c.pivot as f32)),
+            gamma: p.gamma.map(|g| (g.gamma as f32, g.reference as f32)),
+            noise: p
+                .noise
+                .filter(|n| n.sigma > 0.0)
+                .map(|n| (n.sigma as f32, n.kind, n.seed)),
         })
     }
 
@@ -256,64 +266,86 @@ impl<'p> Plan<'p> {
             .is_none_or(|c| (c.first..c.end).contains(&g[self.p.slice_axis]))
     }
 
-    /// The intensity steps and the geometry on a box of the grid whose first voxel is `origin`
-    /// (spanning the whole slice axis when there is a thickness).
-    fn degrade(&self, x: &mut Array3<f32>, origin: [usize; 3]) {
-        let p = self.p;
-        let keep_zero = p.keep_zero_background;
-        if p.contrast.is_some() || p.gamma.is_some() || self.bias.is_some() {
-            let contrast = p.contrast.map(|c| (c.factor as f32, c.pivot as f32));
-            let gamma = p.gamma.map(|g| (g.gamma as f32, g.reference as f32));
-            let n1 = self.shape[1];
-            let n2 = self.shape[2];
-            for_each_voxel(x, origin, |g, v| {
-                if keep_zero && *v == 0.0 {
-                    return;
-                }
-                if let Some((f, pivot)) = contrast {
-                    *v = pivot + f * (*v - pivot);
-                }
-                if let Some((gamma, m)) = gamma {
-                    *v = (*v / m).abs().powf(gamma).copysign(*v) * m;
-                }
-                if let Some((o, partial, c2)) = &self.bias {
-                    let row = &partial[(g[0] * n1 + g[1]) * o..][..*o];
-                    let f: f32 = row
-                        .iter()
-                        .enumerate()
-                        .map(|(n, a)| a * c2[n * n2 + g[2]])
-                        .sum();
-                    *v *= f.exp();
-                }
-            });
+    /// The intensity steps (contrast, gamma, bias) on voxel `g` of value `v`.
+    #[inline]
+    fn intensity(&self, g: [usize; 3], v: f32) -> f32 {
+        if self.p.keep_zero_background && v == 0.0 {
+            return v;
         }
-        if let Some((t, phase)) = self.thickness {
-            thicken(x, p.slice_axis, t, phase);
+        let mut v = v;
+        if let Some((f, pivot)) = self.contrast {
+            v = pivot + f * (v - pivot);
         }
-        if p.noise.is_some() || p.coverage.is_some() {
-            let background = p.background as f32;
-            let noise = p.noise.filter(|n| n.sigma > 0.0);
+        if let Some((gamma, m)) = self.gamma {
+            v = (v / m).abs().powf(gamma).copysign(v) * m;
+        }
+        if let Some((o, partial, c2)) = &self.bias {
             let [_, n1, n2] = self.shape;
-            for_each_voxel(x, origin, |g, v| {
-                if !self.covered(g) {
-                    *v = background;
-                    return;
+            let row = &partial[(g[0] * n1 + g[1]) * o..][..*o];
+            let f: f32 = row
+                .iter()
+                .enumerate()
+                .map(|(n, a)| a * c2[n * n2 + g[2]])
+                .sum();
+            v *= f.exp();
+        }
+        v
+    }
+
+    /// Coverage and noise on voxel `g` of value `v`.
+    #[inline]
+    fn noise_and_coverage(&self, g: [usize; 3], v: f32) -> f32 {
+        if !self.covered(g) {
+            return self.p.background as f32;
+        }
+        let Some((sigma, kind, seed)) = self.noise else {
+            return v;
+        };
+        if self.p.keep_zero_background && v == 0.0 {
+            return v;
+        }
+        let [_, n1, n2] = self.shape;
+        let index = ((g[0] * n1 + g[1]) * n2 + g[2]) as u64;
+        let a = v + sigma * noise::normal(seed, 0, index);
+        match kind {
+            NoiseKind::Gaussian => a,
+            NoiseKind::Rician => {
+                let b = sigma * noise::normal(seed, 1, index);
+                (a * a + b * b).sqrt()
+            }
+        }
+    }
+
+    /// The intensity steps and the geometry on `src`, a box of the grid whose first voxel is
+    /// `origin` (spanning the whole slice axis when there is a thickness), into a new array.
+    /// Without thick slices every step is one pass over the voxels, read once from `src`.
+    fn degrade(&self, src: ArrayView3<'_, f32>, origin: [usize; 3]) -> Array3<f32> {
+        let p = self.p;
+        let intensity = self.contrast.is_some() || self.gamma.is_some() || self.bias.is_some();
+        let late = p.noise.is_some() || p.coverage.is_some();
+        match self.thickness {
+            None => map_voxels(src, origin, |g, v| {
+                let v = if intensity { self.intensity(g, v) } else { v };
+                if late {
+                    self.noise_and_coverage(g, v)
+                } else {
+                    v
                 }
-                let Some(n) = &noise else { return };
-                if keep_zero && *v == 0.0 {
-                    return;
-                }
-                let index = ((g[0] * n1 + g[1]) * n2 + g[2]) as u64;
-                let sigma = n.sigma as f32;
-                let a = *v + sigma * noise::normal(n.seed, 0, index);
-                *v = match n.kind {
-                    NoiseKind::Gaussian => a,
-                    NoiseKind::Rician => {
-                        let b = sigma * noise::normal(n.seed, 1, index);
-                        (a * a + b * b).sqrt()
+            }),
+            Some((t, phase)) => {
+                let mut x = map_voxels(src, origin, |g, v| {
+                    if intensity {
+                        self.intensity(g, v)
+                    } else {
+                        v
                     }
-                };
-            });
+                });
+                thicken(&mut x, p.slice_axis, t, phase);
+                if late {
+                    for_each_voxel(&mut x, origin, |g, v| *v = self.noise_and_coverage(g, *v));
+                }
+                x
+            }
         }
     }
 
@@ -364,6 +396,48 @@ fn for_each_voxel(
         });
 }
 
+/// `f(global index, voxel)` of every voxel of `src`, a box at `origin`, into a new array in
+/// `src`'s memory order (C, or Fortran for a Fortran array or a box of one), planes of the
+/// outermost memory axis in parallel.
+fn map_voxels(
+    src: ArrayView3<'_, f32>,
+    origin: [usize; 3],
+    f: impl Fn([usize; 3], f32) -> f32 + Sync,
+) -> Array3<f32> {
+    let [o0, o1, o2] = origin;
+    let strides = src.strides();
+    let fortran =
+        !src.is_standard_layout() && strides[0].unsigned_abs() < strides[2].unsigned_abs();
+    let mut out = if fortran {
+        Array3::uninit(src.raw_dim().f())
+    } else {
+        Array3::uninit(src.raw_dim())
+    };
+    let (mut dst, src) = if fortran {
+        (out.view_mut().reversed_axes(), src.reversed_axes())
+    } else {
+        (out.view_mut(), src)
+    };
+    dst.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(src.axis_iter(Axis(0)).into_par_iter())
+        .enumerate()
+        .for_each(|(a, (mut to, from))| {
+            for (b, (mut to, from)) in to.outer_iter_mut().zip(from.outer_iter()).enumerate() {
+                for (c, (o, &v)) in to.iter_mut().zip(from.iter()).enumerate() {
+                    let g = if fortran {
+                        [c + o0, b + o1, a + o2]
+                    } else {
+                        [a + o0, b + o1, c + o2]
+                    };
+                    o.write(f(g, v));
+                }
+            }
+        });
+    // SAFETY: the loop above wrote every element of `out`.
+    unsafe { out.assume_init() }
+}
+
 /// Degrade a blended case: the healthy layer and the image alike, the mask by the geometric
 /// steps, the tumour layer the image inside the new mask. `changed` is the box outside which
 /// the image equals the healthy scan (`None`: nowhere different).
@@ -375,8 +449,7 @@ pub fn apply(
 ) -> Result<Synthesized> {
     let plan = Plan::new(ctx, p)?;
     let healthy_in = ctx.inputs.healthy;
-    let mut healthy = copy_f32(&healthy_in.data);
-    plan.degrade(&mut healthy, [0; 3]);
+    let healthy = plan.degrade(healthy_in.data.view(), [0; 3]);
     // Outside `changed` the image is the healthy scan, so it is the degraded healthy layer; the
     // lanes along the slice axis that cross `changed` are degraded from the image itself.
     let boxed = changed.filter(|r| !r.is_empty()).map(|r| {
@@ -389,8 +462,7 @@ pub fn apply(
     });
     let degraded_box = boxed.map(|b| {
         let sl = s![b.lo[0]..b.hi[0], b.lo[1]..b.hi[1], b.lo[2]..b.hi[2]];
-        let mut image = out.image.data.slice(sl).to_owned();
-        plan.degrade(&mut image, b.lo);
+        let image = plan.degrade(out.image.data.slice(sl), b.lo);
         let mask = plan.degrade_mask(&out.mask.data.slice(sl).to_owned(), b.lo);
         (b, image, mask)
     });
