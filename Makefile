@@ -117,7 +117,7 @@ lint: build
 	cargo clippy --release --workspace --all-targets -- -D warnings
 	ruff check .
 	ruff format --check .
-	mypy rust/python/python/layerseg rust/python-libtorch/python/layerseg_libtorch
+	mypy rust/python/python/layerseg rust/python-libtorch/python/layerseg_libtorch benchmarks
 	mypy --strict slicer_module/LayerSeg/LayerSeg.py slicer_module/LayerSeg/LayerSegLib slicer_module/screenshot.py
 	cd monailabel_app && mypy --config-file ../pyproject.toml main.py lib
 

@@ -60,7 +60,7 @@ from layerseg.samples import sample_dir
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from thick_slices import keep_slices, thicken, voxel_axis  # noqa: E402
+from thick_slices import keep_slices, load_nifti, thicken, voxel_axis  # noqa: E402
 
 REPO = HERE.parent
 FEATURES = [8, 8, 16, 32, 64, 8]
@@ -107,7 +107,7 @@ def write_profile(arm: str, folder: Path) -> Path:
 def reslice(image: Path, label: Path, out: Path, slices: int | None = None) -> tuple[Path, Path]:
     """`image` and `label` as a 6.5 mm axial acquisition; with `slices`, only that many slices,
     centred on the label (clipped to the scan). Returns the new image and label paths."""
-    src, lab = nib.load(image), nib.load(label)
+    src, lab = load_nifti(image), load_nifti(label)
     axis = voxel_axis(src.affine, "axial")
     data, affine = thicken(src.get_fdata(), src.affine, axis, THICKNESS_MM)
     truth, _ = thicken(np.asarray(lab.dataobj) > 0, lab.affine, axis, THICKNESS_MM)

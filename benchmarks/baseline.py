@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -48,7 +49,8 @@ def baseline_mask(
         if n == 0:
             return candidate.astype(np.uint8)
         sizes = ndimage.sum_labels(candidate, labels, index=np.arange(1, n + 1))
-        return (labels == 1 + int(np.argmax(sizes))).astype(np.uint8)
+        largest: npt.NDArray[np.uint8] = (labels == 1 + int(np.argmax(sizes))).astype(np.uint8)
+        return largest
     candidate = region & (z < CT_Z)
     labels, n = ndimage.label(candidate)
     sizes = ndimage.sum_labels(candidate, labels, index=np.arange(1, n + 1)) * voxel_mm3
@@ -64,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    img = nib.load(str(args.scan))
+    img = cast(nib.Nifti1Image, nib.load(str(args.scan)))
     image = np.asarray(img.dataobj, dtype=np.float32)
     if args.organ_mask is not None:
-        region = np.asarray(nib.load(str(args.organ_mask)).dataobj) > 0
+        region = np.asarray(cast(nib.Nifti1Image, nib.load(str(args.organ_mask))).dataobj) > 0
         if region.shape != image.shape:
             print(f"{args.organ_mask}: not on the scan's grid", file=sys.stderr)
             return 1

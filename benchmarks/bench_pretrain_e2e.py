@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -43,7 +43,7 @@ def torch_side(size: int, steps: int, workers: int, batch: int) -> float:
     import nibabel as nib
     import numpy as np
     import torch
-    from monai.networks.nets import BasicUNet
+    from monai.networks.nets.basic_unet import BasicUNet
 
     sys.path.insert(0, str(HERE))
     from bench_train_step import _losses
@@ -51,9 +51,15 @@ def torch_side(size: int, steps: int, workers: int, batch: int) -> float:
     from synthesis_numpy import synthesize
 
     colin, tumour_scan = sample_dir("colin27"), sample_dir("mrbraintumor2")
-    brain = np.asarray(nib.load(colin / "brain.nii.gz").dataobj) > 0
-    healthy = crop_resize(np.asarray(nib.load(colin / "image.nii.gz").dataobj) * brain, brain, size)
-    tex = np.asarray(nib.load(tumour_scan / "image.nii.gz").dataobj, dtype=np.float32)
+    brain = np.asarray(cast(nib.Nifti1Image, nib.load(colin / "brain.nii.gz")).dataobj) > 0
+    healthy = crop_resize(
+        np.asarray(cast(nib.Nifti1Image, nib.load(colin / "image.nii.gz")).dataobj) * brain,
+        brain,
+        size,
+    )
+    tex = np.asarray(
+        cast(nib.Nifti1Image, nib.load(tumour_scan / "image.nii.gz")).dataobj, dtype=np.float32
+    )
     texture = crop_resize(tex, tex != 0, size)
 
     def zscore(a: Any) -> Any:
@@ -79,9 +85,9 @@ def torch_side(size: int, steps: int, workers: int, batch: int) -> float:
     for n, (image, h, t, m) in enumerate(loader):
         loss = _losses(net(image), h, t, m)
         adam.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[attr-defined]
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         adam.step()
-        loss.item()  # type: ignore[attr-defined]
+        loss.item()
         times.append(time.perf_counter())
         if n + 1 == steps:
             break
@@ -127,7 +133,7 @@ def ours_side(size: int, steps: int, workers: int, batch: int) -> float:
             "cpu",
         ]
         subprocess.run(cmd, check=True, capture_output=True)
-        walls = [
+        walls: list[float] = [
             json.loads(line)["wall_time_s"]
             for line in (run / "metrics.jsonl").read_text().splitlines()
             if '"loss"' in line
@@ -144,8 +150,8 @@ def main() -> None:
     parser.add_argument("--child", choices=["ours", "torch"])
     args = parser.parse_args()
     if args.child:
-        side = ours_side if args.child == "ours" else torch_side
-        rate = side(args.size, args.steps, args.workers, args.batch)
+        side_fn = ours_side if args.child == "ours" else torch_side
+        rate = side_fn(args.size, args.steps, args.workers, args.batch)
         rss = (
             max(
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

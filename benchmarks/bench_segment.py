@@ -20,22 +20,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def monai_pipeline(image: str, weights: str, out: str) -> None:
     import torch
-    from monai.inferers import sliding_window_inference
-    from monai.networks.nets import BasicUNet
-    from monai.transforms import (
-        CropForeground,
-        LoadImage,
-        NormalizeIntensity,
-        Resize,
-        SaveImage,
-        SpatialCrop,
-    )
+    from monai.inferers.utils import sliding_window_inference
+    from monai.networks.nets.basic_unet import BasicUNet
+    from monai.transforms.croppad.array import CropForeground, SpatialCrop
+    from monai.transforms.intensity.array import NormalizeIntensity
+    from monai.transforms.io.array import LoadImage, SaveImage
+    from monai.transforms.spatial.array import Resize
     from safetensors.torch import load_file
 
     import layerseg
@@ -52,15 +49,25 @@ def monai_pipeline(image: str, weights: str, out: str) -> None:
         brain
     )
     cropped = SpatialCrop(roi_start=start, roi_end=end)(img)
-    x = NormalizeIntensity(nonzero=True)(Resize((128, 128, 128), mode="trilinear")(cropped))
+    # MONAI types its array transforms' output as array-or-tensor: a MetaTensor here.
+    x = cast(
+        torch.Tensor,
+        NormalizeIntensity(nonzero=True)(Resize((128, 128, 128), mode="trilinear")(cropped)),
+    )
     with torch.no_grad():
-        y = sliding_window_inference(
-            x[None], (128, 128, 128), 1, net, overlap=0.25, mode="gaussian"
+        # One tensor, as the network returns (not a tuple or dict of them).
+        y = cast(
+            torch.Tensor,
+            sliding_window_inference(
+                x[None], (128, 128, 128), 1, net, overlap=0.25, mode="gaussian"
+            ),
         )
     prob = Resize(tuple(cropped.shape[1:]), mode="trilinear")(torch.sigmoid(y[0, 2:3]))
     full = torch.zeros_like(img)
     box = tuple(slice(int(a), int(b)) for a, b in zip(start, end, strict=True))
-    full[(slice(None), *box)] = prob
+    # Bound first: mypy (target 3.10) takes a starred tuple inside [...] for 3.11 syntax.
+    index = (slice(None), *box)
+    full[index] = prob
     mask = ((full > 0.5) & brain).to(torch.uint8)
     SaveImage(
         output_dir=str(Path(out).parent),
@@ -108,7 +115,7 @@ def main() -> None:
         return
 
     import torch
-    from monai.networks.nets import BasicUNet
+    from monai.networks.nets.basic_unet import BasicUNet
     from safetensors.torch import save_file
 
     from layerseg import samples

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,11 +45,13 @@ def prepare(out: Path) -> None:
         return ndimage.zoom(box, zoom, order=1).astype(np.float32)
 
     colin = sample_dir("colin27")
-    image = np.asarray(nib.load(str(colin / "image.nii.gz")).dataobj, dtype=np.float32)
-    brain = np.asarray(nib.load(str(colin / "brain.nii.gz")).dataobj) > 0
+    image = np.asarray(
+        cast(nib.Nifti1Image, nib.load(str(colin / "image.nii.gz"))).dataobj, dtype=np.float32
+    )
+    brain = np.asarray(cast(nib.Nifti1Image, nib.load(str(colin / "brain.nii.gz"))).dataobj) > 0
     np.save(out / "healthy.npy", crop_resize(np.where(brain, image, 0), brain))
     tumour = sample_dir("mrbraintumor2") / "image.nii.gz"
-    tex = np.asarray(nib.load(str(tumour)).dataobj, dtype=np.float32)
+    tex = np.asarray(cast(nib.Nifti1Image, nib.load(str(tumour))).dataobj, dtype=np.float32)
     np.save(out / "texture.npy", crop_resize(tex, tex != 0))
     for name in ("healthy", "texture"):
         nifti = nib.Nifti1Image(np.load(out / f"{name}.npy"), np.eye(4))

@@ -19,11 +19,17 @@ import resource
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 FEATURES = (32, 32, 64, 128, 256, 32)
 
 
-def _batch(size: int, batch: int, device: str) -> tuple[object, ...]:
+def _batch(
+    size: int, batch: int, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same smooth background with a bright ball as the Rust side's fixed batch."""
     import torch
 
@@ -39,7 +45,9 @@ def _batch(size: int, batch: int, device: str) -> tuple[object, ...]:
     return h * (1 - m) + t, h, t, m
 
 
-def _losses(pred: object, healthy: object, tumour: object, mask: object) -> object:
+def _losses(
+    pred: torch.Tensor, healthy: torch.Tensor, tumour: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     import torch
 
     assert isinstance(pred, torch.Tensor)
@@ -55,7 +63,7 @@ def _losses(pred: object, healthy: object, tumour: object, mask: object) -> obje
 
 def torch_step(size: int, batch: int, steps: int, warmup: int, device: str) -> float:
     import torch
-    from monai.networks.nets import BasicUNet
+    from monai.networks.nets.basic_unet import BasicUNet
 
     net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=3, features=FEATURES).to(device)
     net.train()
@@ -67,9 +75,9 @@ def torch_step(size: int, batch: int, steps: int, warmup: int, device: str) -> f
     def step() -> None:
         loss = _losses(net(image), healthy, tumour, mask)
         adam.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[attr-defined]
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         adam.step()
-        loss.item()  # type: ignore[attr-defined]
+        loss.item()
 
     for _ in range(warmup):
         step()
@@ -86,9 +94,10 @@ def torch_step(size: int, batch: int, steps: int, warmup: int, device: str) -> f
 def ours_step(size: int, batch: int, steps: int, warmup: int, device: str) -> float:
     from layerseg._libtorch import native
 
-    return native().bench_train_step(
+    seconds: float = native().bench_train_step(
         size, batch=batch, features=FEATURES, steps=steps, warmup=warmup, device=device
     )
+    return seconds
 
 
 def child(side: str, size: int, batch: int, steps: int, warmup: int, device: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -23,7 +24,7 @@ def main(out: Path) -> None:
     src = samples.fetch(["totalseg_ct"])["totalseg_ct"]
     out.mkdir(parents=True, exist_ok=True)
     for name, order, dtype in [("image", 1, np.int16), ("liver", 0, np.uint8)]:
-        img = nib.load(src / f"{name}.nii.gz")
+        img = cast(nib.Nifti1Image, nib.load(src / f"{name}.nii.gz"))
         data = np.asarray(img.dataobj)
         factors = np.array([n / o for n, o in zip(SHAPE, data.shape, strict=True)])
         big = ndimage.zoom(data, factors, order=order, output=dtype, grid_mode=True, mode="nearest")

@@ -36,6 +36,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,14 @@ MARGINS = {
     # HU window [-21, 189] mapped to [0, 1]: steps of 0.02 = 4.2 HU.
     "liver-ct": [round(0.02 * i, 2) for i in range(0, 16)],
 }
-DIRECTIONS = {
+DIRECTIONS: dict[str, Callable[[npt.NDArray[np.floating]], npt.NDArray[np.floating]]] = {
     "brighter": lambda r: r,
     "darker": lambda r: -r,
     "either": np.abs,
 }
 # Lesion volumes (mL) of the validation samples, replacing the profile's size classes.
 VALIDATION_ML = {"brain-mri": (0.3, 30.0), "liver-ct": None}
-HOSTS = {
+HOSTS: dict[str, list[tuple[str, str | None]]] = {
     "brain-mri": [
         ("colin27", "brain.nii.gz"),
         ("mni152", "brain.nii.gz"),

@@ -39,6 +39,7 @@ from layerseg import samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import baseline_mask, default_region
+from thick_slices import load_nifti
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def save_mirrored_half(src: Path, axis: int, cut: int, lower: bool, dst: Path) -
     fine-tuning would learn that slab. The mirror keeps the scan's own grid and local anatomy
     and uses nothing of the held-out half.
     """
-    img = nib.load(src)
+    img = load_nifti(src)
     data = np.asarray(img.dataobj)
     keep = half_slices(data.shape, axis, cut)[0 if lower else 1]
     pad = [(0, 0)] * data.ndim
@@ -100,11 +101,11 @@ def run_fold(
 ) -> dict[str, dict[str, Any]]:
     folder = samples.sample_dir(name)
     image_path, truth_path = folder / "image.nii.gz", folder / case.truth
-    img = nib.load(image_path)
-    truth = np.asarray(nib.load(truth_path).dataobj) > 0
+    img = load_nifti(image_path)
+    truth = np.asarray(load_nifti(truth_path).dataobj) > 0
     data = np.asarray(img.dataobj, dtype=np.float32)
     organ = (
-        np.asarray(nib.load(folder / case.organ).dataobj) > 0
+        np.asarray(load_nifti(folder / case.organ).dataobj) > 0
         if case.organ
         else np.ones(truth.shape, bool)
     )

@@ -52,7 +52,8 @@ def main(runtime_mask: Path) -> None:
     reference, _ = layerseg.read_labels(runtime_mask)
     print("Dice against layerseg segment (torch 2.13.0 runtime):", dice(result["mask"], reference))
     truth, _ = layerseg.read_labels(SCAN / "label.nii.gz")
-    spacing = tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    norms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = (float(norms[0]), float(norms[1]), float(norms[2]))
     scores = layerseg.evaluate(result["mask"], truth == 1, spacing=spacing)
     print("Dice against the truth (label 1):", scores["dice"])
     try:

@@ -12,7 +12,7 @@ import argparse
 import json
 
 import torch
-from monai.networks.nets import BasicUNet
+from monai.networks.nets.basic_unet import BasicUNet
 from torch.utils.flop_counter import FlopCounterMode
 
 import layerseg

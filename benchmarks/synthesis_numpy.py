@@ -105,7 +105,8 @@ def lookup(table: F64, q: F64) -> F64:
     fs, ft = s - i, t - j
     top = table[face, i, j] * (1 - ft) + table[face, i, j + 1] * ft
     bottom = table[face, i + 1, j] * (1 - ft) + table[face, i + 1, j + 1] * ft
-    return top * (1 - fs) + bottom * fs
+    out: F64 = top * (1 - fs) + bottom * fs
+    return out
 
 
 def rotation(deg: F64) -> F64:
@@ -113,7 +114,8 @@ def rotation(deg: F64) -> F64:
     rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
     ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
     rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+    out: F64 = rz @ ry @ rx
+    return out
 
 
 def bspline_basis(n_vox: int, n_ctrl: int = 7) -> F64:
@@ -149,15 +151,16 @@ def _thicken(x: F64, axis: int, t: float, phase: float) -> F64:
     n = x.shape[0]
     prefix = np.concatenate([np.zeros((1, *x.shape[1:])), np.cumsum(x, axis=0)])
 
-    def integral(u: F64) -> F64:
+    def integral(u: npt.NDArray[np.floating]) -> F64:
         w = u + 0.5
         j = np.clip(np.floor(w).astype(np.int64), 0, n - 1)
         inside = prefix[j] + (w - j)[:, None, None] * x[j]
         below = w[:, None, None] * x[0][None]
         above = prefix[n][None] + (w - n)[:, None, None] * x[n - 1][None]
-        return np.where(
+        out: F64 = np.where(
             (w <= 0)[:, None, None], below, np.where((w >= n)[:, None, None], above, inside)
         )
+        return out
 
     start = -0.5 - phase * t
     count = int(np.ceil((n - 0.5 - start) / t))

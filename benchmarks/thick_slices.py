@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -25,6 +25,12 @@ from scipy import ndimage
 PLANES = {"sagittal": "LR", "coronal": "PA", "axial": "IS"}
 
 
+def load_nifti(path: str | Path) -> nib.Nifti1Image:
+    """`nib.load` typed as the NIfTI image it returns for the benchmarks' .nii/.nii.gz files
+    (nibabel types it as a bare FileBasedImage, without affine, dataobj or get_fdata)."""
+    return cast(nib.Nifti1Image, nib.load(path))
+
+
 def voxel_axis(affine: npt.NDArray[np.float64], plane: str) -> int:
     """The voxel axis that runs along `plane`'s slice direction (e.g. axial: inferior-superior)."""
     codes = nib.aff2axcodes(affine)
@@ -32,7 +38,10 @@ def voxel_axis(affine: npt.NDArray[np.float64], plane: str) -> int:
 
 
 def thicken(
-    data: npt.NDArray[np.floating], affine: npt.NDArray[np.float64], axis: int, thickness: float
+    data: npt.NDArray[np.floating | np.bool_],
+    affine: npt.NDArray[np.float64],
+    axis: int,
+    thickness: float,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
     """`data` re-sliced along voxel `axis` at `thickness` mm: (new data, new affine)."""
     spacing = float(np.linalg.norm(affine[:3, axis]))
@@ -81,14 +90,14 @@ def main() -> None:
     parser.add_argument("--thickness", type=float, default=6.5, help="slice thickness (mm)")
     parser.add_argument("--labels", nargs=2, type=Path, metavar=("LABELS", "LABELS_OUT"))
     args = parser.parse_args()
-    image = nib.load(args.image)
+    image = load_nifti(args.image)
     axis = voxel_axis(image.affine, args.axis)
     data, affine = thicken(image.get_fdata(), image.affine, axis, args.thickness)
     nib.save(nib.Nifti1Image(data, affine), args.out)
     print(f"{args.out}: {data.shape}, {args.thickness} mm {args.axis} slices (voxel axis {axis})")
     if args.labels:
         source, target = args.labels
-        labels = nib.load(source)
+        labels = load_nifti(source)
         thick, _ = thicken(labels.get_fdata() > 0, labels.affine, axis, args.thickness)
         nib.save(nib.Nifti1Image((thick >= 0.5).astype(np.uint8), affine), target)
         print(f"{target}: {int((thick >= 0.5).sum())} label voxels")
