@@ -36,6 +36,10 @@ _ORIGINAL_SHA256 = {
         "image.nii.gz",
     ): "1d681c0a6ccffe17f41adb7f8a641455ff98a373f58c8676fae0392d43ecac77",
     (
+        "mrbraintumor1",
+        "image.nii.gz",
+    ): "e293840723e1bf0058c5b0bbd27d6863a874617902202ecdbd73bcb0139e508c",
+    (
         "colin27",
         "image.nii.gz",
     ): "a009051127f64dc3dd554d5f5b589870ea72106d9642c21b4e7093e478cfc309",
@@ -245,6 +249,14 @@ def test_mrhead(fetched: dict[str, Path]) -> None:
     assert img.shape == (256, 256, 130)
     assert data.dtype == np.int16
     assert _axcodes(img) == "PIR"
+
+
+def test_mrbraintumor1(fetched: dict[str, Path]) -> None:
+    img, data = _load(fetched["mrbraintumor1"], "image.nii.gz")
+    assert img.shape == (256, 256, 112)
+    assert data.dtype == np.int16
+    assert _axcodes(img) == "LPS"
+    assert np.allclose(img.header.get_zooms(), (0.9375, 0.9375, 1.4))
 
 
 # --------------------------------------------------------------------------- integrity

@@ -15,6 +15,7 @@ from layerseg.samples.convert import (
     convert_itk_t1,
     convert_lits117,
     convert_mni152,
+    convert_mrbraintumor1,
     convert_mrbraintumor2,
     convert_mrhead,
     convert_sri24,
@@ -411,6 +412,36 @@ SAMPLES: Mapping[str, Sample] = MappingProxyType(
                     "Stored in PIR orientation (sagittal slices).",
                 ),
                 convert=convert_mrhead,
+            ),
+            Sample(
+                name="mrbraintumor1",
+                description="T1 post-contrast whole-head MRI with a large enhancing midline "
+                "mass, no mask (3D Slicer 'MRBrainTumor1')",
+                archive=_QTIM,
+                members=(("image", f"{_QTIM_DIR}/MR_Tumor_Shape/MR_BrainTumor_ShapeTest.nii.gz"),),
+                files=(
+                    SampleFile(
+                        "image.nii.gz",
+                        "image",
+                        "T1 post-gadolinium MRI, int16, byte-for-byte copy of "
+                        "MR_BrainTumor_ShapeTest.nii.gz",
+                    ),
+                ),
+                modality="MR T1 post-contrast",
+                body_part="brain",
+                licence="Apache-2.0 (qtim-tools); image is 3D Slicer sample data",
+                notes=(
+                    (
+                        "The package's MR_BrainTumor_ShapeTest-label.nii.gz holds synthetic "
+                        "shapes (a cross, an S-curve, graded spheres) for shape-feature tests, "
+                        "not the tumour: it is not used, so this case has no reference mask."
+                    ),
+                    (
+                        "The mass is falcine (left frontal, against the midline), a place the "
+                        "paper's synthetic placement never puts a tumour (benchmarks/placement.py)."
+                    ),
+                ),
+                convert=convert_mrbraintumor1,
             ),
         )
     }

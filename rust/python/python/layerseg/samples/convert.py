@@ -62,10 +62,18 @@ def convert_mrbraintumor2(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
     return {"source_label_values": present, "kept_label_value": 1}
 
 
-def convert_mrhead(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
-    _load_nifti(src["image"], "mrhead")  # validate
+def _copy_image(src: Mapping[str, Path], out: Path, what: str) -> dict[str, Any]:
+    _load_nifti(src["image"], what)  # validate
     copy_atomic(src["image"], out / "image.nii.gz")
     return {}
+
+
+def convert_mrhead(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
+    return _copy_image(src, out, "mrhead")
+
+
+def convert_mrbraintumor1(src: Mapping[str, Path], out: Path) -> dict[str, Any]:
+    return _copy_image(src, out, "mrbraintumor1")
 
 
 _MRC_HEADER_BYTES = 1024
