@@ -437,8 +437,8 @@ SAMPLES: Mapping[str, Sample] = MappingProxyType(
                         "not the tumour: it is not used, so this case has no reference mask."
                     ),
                     (
-                        "The mass is falcine (left frontal, against the midline), a place the "
-                        "paper's synthetic placement never puts a tumour (benchmarks/placement.py)."
+                        "The mass is falcine (left frontal, against the midline) and "
+                        "homogeneously enhancing (benchmarks/unseen_tumours.py probes both)."
                     ),
                 ),
                 convert=convert_mrbraintumor1,

@@ -1,18 +1,22 @@
-"""Does the shipped brain model find tumours where its training never put them? Synthetic
-tumours at the midline against the paper's placement, on healthy heads, where the truth is known.
+"""Does the shipped brain model find tumours unlike those it trained on? Synthetic tumours
+that differ from the profile's in one factor, scored beside the profile's own, on healthy heads
+where the truth is known. Nothing is chosen on it: it tells what to change in the next training.
 
-The brain profile places every synthetic tumour as the paper does (method.md: left-right
-centre in 0.24-0.44 or 0.56-0.76 of the brain's box, "out of the midline, in one hemisphere").
-Real tumours are also falcine and parasagittal (meningiomas, as in 3D Slicer's MRBrainTumor1)
-or anywhere (metastases). This script draws the same cases twice, with the same seed, once with
-the profile's placement and once with the left-right centre in 0.44-0.56 (the band the paper
-leaves out), and scores the shipped model on both; nothing is chosen on it.
+Factors (`--factor`):
+- `placement`: the profile places every tumour as the paper does (method.md: left-right centre
+  in 0.24-0.44 or 0.56-0.76 of the brain's box, "out of the midline, in one hemisphere"); the
+  variant puts the centre in 0.44-0.56, where falcine and parasagittal meningiomas lie (3D
+  Slicer's MRBrainTumor1).
+- `texture`: the profile's texture is another scan's anatomy, deformed and blurred by 0-2 mm;
+  the variant blurs it by 8 mm, so the tumour is nearly flat, as a homogeneously enhancing
+  meningioma is.
 
-Hosts as `choose_layer_rule.py`: Colin27, MNI152, ITK T1, SRI24 with their reference brain
-masks, and MRHead with its extracted brain; the profile's own sizes, no acquisition
-randomisation (the placement alone differs).
+Each case is drawn twice with the same seed, as the profile and as the variant. Hosts as
+`choose_layer_rule.py`: Colin27, MNI152, ITK T1, SRI24 with their reference brain masks, and
+MRHead with its extracted brain; the profile's own sizes and intensities, no acquisition
+randomisation.
 
-    python benchmarks/placement.py --seeds 3 [--json runs/placement.json]
+    python benchmarks/unseen_tumours.py --factor placement --seeds 3 [--json runs/unseen.json]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +41,19 @@ HOSTS: list[tuple[str, str | None]] = [
     ("sri24", "brain.nii.gz"),
     ("mrhead", None),
 ]
-PLACEMENTS: dict[str, list[dict[str, float]] | None] = {
-    "paper": None,  # the profile's own
-    "midline": [{"min": 0.44, "max": 0.56}],
+# Per factor: the variant's change to the profile's synthesis section.
+VARIANTS: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
+    "placement": ("midline", lambda s: s["placement"].update(x=[{"min": 0.44, "max": 0.56}])),
+    "texture": ("flat", lambda s: s["texture"].update(blur_sigma_mm={"min": 8.0, "max": 8.0})),
 }
 
 
-def placement_profile(placement: str, folder: Path) -> str:
+def synthesis_profile(variant: Callable[[dict[str, Any]], None] | None, path: Path) -> str:
+    """The brain profile without acquisition randomisation, changed by `variant`, at `path`."""
     profile: dict[str, Any] = json.loads(layerseg.profile_json("brain-mri"))
     profile["synthesis"].pop("acquisition", None)
-    x = PLACEMENTS[placement]
-    if x is not None:
-        profile["synthesis"]["placement"]["x"] = x
-    path = folder / f"brain-mri-{placement}.json"
+    if variant is not None:
+        variant(profile["synthesis"])
     path.write_text(json.dumps(profile))
     return str(path)
 
@@ -60,11 +65,16 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--factor", choices=sorted(VARIANTS), required=True)
     parser.add_argument("--seeds", type=int, default=3, help="synthetic cases per host")
     parser.add_argument("--json", type=Path, help="also write every case's scores here")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
-    profiles = {name: placement_profile(name, folder) for name in PLACEMENTS}
+    name, change = VARIANTS[args.factor]
+    profiles = {
+        "profile": synthesis_profile(None, folder / "profile.json"),
+        name: synthesis_profile(change, folder / f"{name}.json"),
+    }
     rows: list[dict[str, Any]] = []
     for host, mask_file in HOSTS:
         scan = sample_dir(host)
@@ -75,7 +85,7 @@ def main() -> None:
             brain = layerseg.read_labels(scan / mask_file)[0]
         voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000
         for seed in range(args.seeds):
-            for placement, profile in profiles.items():
+            for arm, profile in profiles.items():
                 start = time.perf_counter()
                 case = layerseg.synthesize(image, affine, profile, organ_mask=brain, seed=seed)
                 truth = case["mask"] > 0
@@ -89,23 +99,23 @@ def main() -> None:
                     {
                         "host": host,
                         "seed": seed,
-                        "placement": placement,
+                        "arm": arm,
                         "tumour_ml": float(truth.sum()) * voxel_ml,
                         **scores,
                     }
                 )
                 print(
-                    f"{host} seed {seed} {placement:8s}: {rows[-1]['tumour_ml']:6.1f} mL, "
+                    f"{host} seed {seed} {arm:8s}: {rows[-1]['tumour_ml']:6.1f} mL, "
                     f"Dice raw {scores['raw']:.3f}, defaults {scores['defaults']:.3f} "
                     f"[{time.perf_counter() - start:.0f} s]",
                     flush=True,
                 )
-    print("\nplacement  cases  mean Dice (raw mask)  mean Dice (defaults)  cases under 0.1 (raw)")
-    for placement in PLACEMENTS:
-        mine = [r for r in rows if r["placement"] == placement]
+    print("\narm        cases  mean Dice (raw mask)  mean Dice (defaults)  cases under 0.1 (raw)")
+    for arm in profiles:
+        mine = [r for r in rows if r["arm"] == arm]
         raw = [r["raw"] for r in mine]
         print(
-            f"{placement:9s} {len(mine):6d}  {np.mean(raw):20.3f}  "
+            f"{arm:9s} {len(mine):6d}  {np.mean(raw):20.3f}  "
             f"{np.mean([r['defaults'] for r in mine]):20.3f}  {sum(v < 0.1 for v in raw):21d}"
         )
     if args.json:
