@@ -96,6 +96,20 @@ def write_profile(profile: dict[str, Any], folder: Path) -> str:
     return str(path)
 
 
+def host_scan(
+    host: str, mask_file: str | None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.uint8]]:
+    """A host sample's image, affine and organ mask (its reference mask file, or the brain
+    extracted when there is none)."""
+    folder = sample_dir(host)
+    image, affine = layerseg.read_image(folder / "image.nii.gz")
+    if mask_file is None:
+        organ = layerseg.extract_brain(image, affine, device="cpu")["mask"]
+    else:
+        organ = layerseg.read_labels(folder / mask_file)[0]
+    return image, affine, organ
+
+
 def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
     total = a.sum() + b.sum()
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / float(total)
@@ -115,12 +129,7 @@ def main() -> None:
     unfilled_scores: list[list[float]] = []
     raw_scores: list[float] = []
     for host, mask_file in HOSTS[args.profile]:
-        folder = sample_dir(host)
-        image, affine = layerseg.read_image(folder / "image.nii.gz")
-        if mask_file is None:
-            organ = layerseg.extract_brain(image, affine, device="cpu")["mask"]
-        else:
-            organ = layerseg.read_labels(folder / mask_file)[0]
+        image, affine, organ = host_scan(host, mask_file)
         voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
         spacing = np.linalg.norm(affine[:3, :3], axis=0).tolist()
         for seed in range(args.seeds):

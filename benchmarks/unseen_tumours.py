@@ -11,8 +11,8 @@ Factors (`--factor`):
   the variant blurs it by 8 mm, so the tumour is nearly flat, as a homogeneously enhancing
   meningioma is.
 
-Each case is drawn twice with the same seed, as the profile and as the variant. Hosts as
-`choose_layer_rule.py`: Colin27, MNI152, ITK T1, SRI24 with their reference brain masks, and
+Each case is drawn twice with the same seed, as the profile and as the variant. Hosts are
+`choose_layer_rule.py`'s: Colin27, MNI152, ITK T1, SRI24 with their reference brain masks, and
 MRHead with its extracted brain; the profile's own sizes and intensities, no acquisition
 randomisation.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,15 +33,10 @@ from typing import Any
 import numpy as np
 
 import layerseg
-from layerseg.samples import sample_dir
 
-HOSTS: list[tuple[str, str | None]] = [
-    ("colin27", "brain.nii.gz"),
-    ("mni152", "brain.nii.gz"),
-    ("itk_t1", "brain.nii.gz"),
-    ("sri24", "brain.nii.gz"),
-    ("mrhead", None),
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from choose_layer_rule import HOSTS, dice, host_scan
+
 # Per factor: the variant's change to the profile's synthesis section.
 VARIANTS: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "placement": ("midline", lambda s: s["placement"].update(x=[{"min": 0.44, "max": 0.56}])),
@@ -58,11 +54,6 @@ def synthesis_profile(variant: Callable[[dict[str, Any]], None] | None, path: Pa
     return str(path)
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factor", choices=sorted(VARIANTS), required=True)
@@ -76,13 +67,8 @@ def main() -> None:
         name: synthesis_profile(change, folder / f"{name}.json"),
     }
     rows: list[dict[str, Any]] = []
-    for host, mask_file in HOSTS:
-        scan = sample_dir(host)
-        image, affine = layerseg.read_image(scan / "image.nii.gz")
-        if mask_file is None:
-            brain = layerseg.extract_brain(image, affine, device="cpu")["mask"]
-        else:
-            brain = layerseg.read_labels(scan / mask_file)[0]
+    for host, mask_file in HOSTS["brain-mri"]:
+        image, affine, brain = host_scan(host, mask_file)
         voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000
         for seed in range(args.seeds):
             for arm, profile in profiles.items():
