@@ -202,7 +202,7 @@ def fill_enclosed(mask: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     # Only the mask's box, grown by a voxel of background, can hold what it encloses.
     box = grown_box(m)
     inner = m[box]
-    filled = m.copy()
+    filled: npt.NDArray[np.bool_] = m.copy()
     filled[box] |= _enclosed(inner, within_slices_of=None)
     for axis in range(3):
         filled[box] |= _enclosed(inner, within_slices_of=axis)
