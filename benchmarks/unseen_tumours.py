@@ -35,12 +35,12 @@ import numpy as np
 import layerseg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from choose_layer_rule import HOSTS, dice, host_scan
+from choose_layer_rule import HOSTS, dice, flat_texture, host_scan
 
 # Per factor: the variant's change to the profile's synthesis section.
 VARIANTS: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "placement": ("midline", lambda s: s["placement"].update(x=[{"min": 0.44, "max": 0.56}])),
-    "texture": ("flat", lambda s: s["texture"].update(blur_sigma_mm={"min": 8.0, "max": 8.0})),
+    "texture": ("flat", flat_texture),
 }
 
 
