@@ -14,11 +14,9 @@ resident memory is its own.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import cast
 
@@ -76,17 +74,6 @@ def monai_pipeline(image: str, weights: str, out: str) -> None:
         output_dtype="uint8",
         resample=False,
     )(mask)
-
-
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a child process."""
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"{cmd[0]} failed:\n{proc.stderr}")
-    # ru_maxrss of the largest child so far; each side runs in a fresh wrapper process.
-    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def run_isolated(args: list[str]) -> tuple[float, float]:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 import layerseg
+from choose_layer_rule import dice
 from layerseg.samples import sample_dir
 from thick_slices import PLANES, keep_slices, thicken, voxel_axis
 
@@ -32,10 +33,6 @@ CASES = [
     ("mrhead", None),
     ("mrbraintumor2", "label.nii.gz"),
 ]
-
-
-def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
-    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
 
 
 def row(
@@ -52,7 +49,8 @@ def row(
     if reference is None:
         score = ""
     elif is_tumour:
-        score = f"tumour inside {float((mask & reference).sum()) / reference.sum():.3f}"
+        inside = float((mask & reference).sum()) / max(int(reference.sum()), 1)
+        score = f"tumour inside {inside:.3f}"
     else:
         score = f"Dice {dice(mask, reference):.3f}"
     shape = "x".join(str(n) for n in image.shape)
