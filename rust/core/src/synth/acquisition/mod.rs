@@ -365,6 +365,18 @@ impl<'p> Plan<'p> {
     }
 }
 
+/// The grid index of the element at position `[a, b, c]` of a memory-order walk (outermost
+/// first) over a box at `origin`; a Fortran-order walk visits the axes reversed.
+#[inline]
+fn grid_index(fortran: bool, origin: [usize; 3], [a, b, c]: [usize; 3]) -> [usize; 3] {
+    let [o0, o1, o2] = origin;
+    if fortran {
+        [c + o0, b + o1, a + o2]
+    } else {
+        [a + o0, b + o1, c + o2]
+    }
+}
+
 /// `f(global index, voxel)` for every voxel of a box at `origin`, in memory order (C or
 /// Fortran), planes of the outermost memory axis in parallel.
 fn for_each_voxel(
@@ -372,7 +384,6 @@ fn for_each_voxel(
     origin: [usize; 3],
     f: impl Fn([usize; 3], &mut f32) + Sync,
 ) {
-    let [o0, o1, o2] = origin;
     let fortran = !x.is_standard_layout() && x.view().reversed_axes().is_standard_layout();
     let mut view = if fortran {
         x.view_mut().reversed_axes()
@@ -385,12 +396,7 @@ fn for_each_voxel(
         .for_each(|(a, mut plane)| {
             for (b, mut row) in plane.rows_mut().into_iter().enumerate() {
                 for (c, v) in row.iter_mut().enumerate() {
-                    let g = if fortran {
-                        [c + o0, b + o1, a + o2]
-                    } else {
-                        [a + o0, b + o1, c + o2]
-                    };
-                    f(g, v);
+                    f(grid_index(fortran, origin, [a, b, c]), v);
                 }
             }
         });
@@ -404,7 +410,6 @@ fn map_voxels(
     origin: [usize; 3],
     f: impl Fn([usize; 3], f32) -> f32 + Sync,
 ) -> Array3<f32> {
-    let [o0, o1, o2] = origin;
     let strides = src.strides();
     let fortran =
         !src.is_standard_layout() && strides[0].unsigned_abs() < strides[2].unsigned_abs();
@@ -425,12 +430,7 @@ fn map_voxels(
         .for_each(|(a, (mut to, from))| {
             for (b, (mut to, from)) in to.outer_iter_mut().zip(from.outer_iter()).enumerate() {
                 for (c, (o, &v)) in to.iter_mut().zip(from.iter()).enumerate() {
-                    let g = if fortran {
-                        [c + o0, b + o1, a + o2]
-                    } else {
-                        [a + o0, b + o1, c + o2]
-                    };
-                    o.write(f(g, v));
+                    o.write(f(grid_index(fortran, origin, [a, b, c]), v));
                 }
             }
         });
