@@ -64,14 +64,24 @@ def test_one_exception_class_from_both_extensions(tmp_path: Path) -> None:
         layerseg.pretrain([], tmp_path / "run", device="tpu")
 
 
+@pytest.mark.parametrize("slab", [False, True], ids=["whole head", "20-slice slab"])
 def test_brain_extraction_on_this_torch_equals_the_libtorch_runtime(
-    sample_dirs: dict[str, Path],
+    sample_dirs: dict[str, Path], tmp_path: Path, slab: bool
 ) -> None:
+    """A whole T1c head, and partial coverage (a brain the scan cuts, kept at any volume)."""
     scan = sample_dirs["mrbraintumor2"] / "image.nii.gz"
+    if slab:
+        scan = tmp_path / "slab.nii.gz"
+        image, affine = layerseg.read_image(sample_dirs["itk_t1"] / "image.nii.gz")
+        # ITK T1 is LSA: 20 planes of its second voxel axis (3 mm, superior-inferior) through
+        # the middle of the brain (planes 25 to 94).
+        shift = np.eye(4)
+        shift[1, 3] = 50
+        layerseg.write_image(scan, image[:, 50:70, :], affine @ shift)
     ours = lsm.extract_brain(scan, device="cpu")
     runtime = layerseg.extract_brain(scan, device="cpu")
     assert ours["plausible"] and runtime["plausible"]
-    assert ours["cut_by_scan"] is runtime["cut_by_scan"] is False
+    assert ours["cut_by_scan"] is runtime["cut_by_scan"] is slab
     assert dice(ours["mask"], runtime["mask"]) >= 0.999
     assert ours["litres"] == pytest.approx(runtime["litres"], rel=1e-3)
 
