@@ -104,13 +104,15 @@ LOOKS: dict[str, dict[str, Look | None]] = {
 }
 
 
-def validation_profile(name: str, folder: Path, look: Look | None = None) -> str:
-    """The profile the validation samples are synthesised with (see VALIDATION_ML), in `look`."""
+def validation_profile(name: str, folder: Path, look: str = "textured") -> str:
+    """The profile the validation samples are synthesised with (see VALIDATION_ML), in `look`
+    (a key of LOOKS[name])."""
     profile = json.loads(layerseg.profile_json(name))
     # The README's table was measured before the acquisition randomisation (issue 17) existed.
     profile["synthesis"].pop("acquisition", None)
-    if look is not None:
-        look(profile["synthesis"])
+    change = LOOKS[name][look]
+    if change is not None:
+        change(profile["synthesis"])
     volume_ml = VALIDATION_ML[name]
     if volume_ml is not None:
         low, high = volume_ml
@@ -121,7 +123,7 @@ def validation_profile(name: str, folder: Path, look: Look | None = None) -> str
         profile["synthesis"]["size"] = [
             {"name": "clinical", "weight": 1.0, "components": [component]}
         ]
-    path = folder / f"{profile['name']}-validation-{id(look)}.json"
+    path = folder / f"{profile['name']}-validation-{look}.json"
     path.write_text(json.dumps(profile))
     return str(path)
 
@@ -155,10 +157,7 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp())
-    looks = {
-        name: validation_profile(args.profile, folder, look)
-        for name, look in LOOKS[args.profile].items()
-    }
+    looks = {look: validation_profile(args.profile, folder, look) for look in LOOKS[args.profile]}
     rules = [(t, sign, m) for t in THRESHOLDS for sign in DIRECTIONS for m in MARGINS[args.profile]]
     scores: dict[str, list[list[float]]] = {name: [] for name in looks}
     unfilled_scores: list[list[float]] = []
