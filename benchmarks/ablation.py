@@ -66,6 +66,7 @@ from layerseg.samples import sample_dir
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from choose_layer_rule import FLAT_BLUR_MM, flat_texture  # noqa: E402
 from thick_slices import keep_slices, load_nifti, thicken, voxel_axis  # noqa: E402
 
 REPO = HERE.parent
@@ -83,7 +84,6 @@ FACTORS = {
     "texture": ("squash", "flat-textures"),
 }
 SYNTHETIC_SETS = ("synthetic", "synthetic-partial", "synthetic-flat")
-FLAT_BLUR_MM = 8.0
 
 
 def binary() -> str:
@@ -190,10 +190,7 @@ def test_sets(folder: Path, flat: bool) -> dict[str, list[tuple[Path, Path]]]:
         )
     if flat:
         profile = arm_profile("no-acquisition")
-        profile["synthesis"]["texture"]["blur_sigma_mm"] = {
-            "min": FLAT_BLUR_MM,
-            "max": FLAT_BLUR_MM,
-        }
+        flat_texture(profile["synthesis"])
         path = folder / "brain-mri-flat-test.json"
         path.write_text(json.dumps(profile, indent=1))
         synthesize_cases(path, host, brain, folder / "cases-flat")

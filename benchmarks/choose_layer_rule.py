@@ -92,9 +92,13 @@ HOSTS: dict[str, list[tuple[str, str | None]]] = {
 Look = Callable[[dict[str, Any]], None]
 
 
+# A texture blurred this much (mm) is nearly flat, as a homogeneous mass looks.
+FLAT_BLUR_MM = 8.0
+
+
 def flat_texture(synthesis: dict[str, Any]) -> None:
-    """The tumour's texture blurred by 8 mm: nearly flat, as a homogeneous mass looks."""
-    synthesis["texture"]["blur_sigma_mm"] = {"min": 8.0, "max": 8.0}
+    """The tumour's texture blurred by FLAT_BLUR_MM: nearly flat."""
+    synthesis["texture"]["blur_sigma_mm"] = {"min": FLAT_BLUR_MM, "max": FLAT_BLUR_MM}
 
 
 # Per profile: the looks every validation seed is drawn with (a change to the synthesis).
