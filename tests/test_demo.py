@@ -151,7 +151,7 @@ ABLATION = [
         86.7,
         3,
     ),
-    ("brain 30 slices, both", "mrbraintumor2", [], "30 slices", 0.7710, 5.2, 1),
+    ("brain 30 slices, both", "mrbraintumor2", [], "30 slices", 0.7126, 5.6, 1),
     (
         "brain 30 slices, no extraction",
         "mrbraintumor2",

@@ -1,10 +1,12 @@
 //! The network-free half of brain extraction (deepbet's recipe, `layerseg_torch::brain`): the
-//! scan reoriented to RAS, the box the coarse network's mask gives, and the final mask (largest
-//! component, cavities filled, back on the scan's grid) with its volume. The libtorch runtime
-//! and a run on the user's torch (`layerseg.monai`) both use it around deepbet's two networks.
+//! scan reoriented to RAS (a thin slab mirrored out to head proportions), the box the coarse
+//! network's mask gives, and the final mask (largest component, cavities filled, back on the
+//! scan's grid) with its volume. The libtorch runtime and a run on the user's torch
+//! (`layerseg.monai`) both use it around deepbet's two networks.
 
 use ndarray::{s, Array3, ArrayView3, Axis};
 
+use crate::affine::Affine;
 use crate::orientation::Reorientation;
 use crate::postprocess::{fill_holes, largest_component};
 use crate::volume::{Image, LabelMap};
@@ -14,6 +16,9 @@ pub const COARSE_SHAPE: [usize; 3] = [128, 128, 128];
 /// The fine network's input size (the box, resized).
 pub const FINE_SHAPE: [usize; 3] = [256, 256, 256];
 const BBOX_MARGIN: f64 = 0.1;
+/// An axis whose field of view is under this share of the scan's longest one is a thin slab's
+/// (partial coverage): it is mirrored out to the longest before the networks see it.
+const THIN_SHARE: f64 = 0.5;
 /// The adult brain volumes (litres) a mask may have before it is taken as a failure. The lower
 /// bound holds only for a brain the scan holds whole (see [`BrainMask::cut_by_scan`]).
 pub const PLAUSIBLE_LITRES: (f64, f64) = (0.8, 2.2);
@@ -49,14 +54,30 @@ impl BrainMask {
 
 /// A scan on its RAS grid, as deepbet's networks see it, and the way back.
 pub struct RasScan {
+    /// The networks' input: the scan on its RAS grid, each thin axis (under [`THIN_SHARE`] of
+    /// the longest field of view) mirrored out about the scan's faces to the longest. deepbet
+    /// resizes the brain's box to a cube, so 20 slices of 1 to 3 mm would reach the fine network
+    /// stretched 5 to 12 times; mirrored out, the slab keeps a head's proportions and its own
+    /// intensities (zeros instead led the mask into the air round a T1c head).
     pub ras: Image,
+    /// Where the scan itself lies in `ras`, and its RAS affine.
+    scan: [(usize, usize); 3],
+    scan_affine: Affine,
     reorientation: Reorientation,
 }
 
 impl RasScan {
     pub fn new(image: &Image) -> RasScan {
         let (ras, reorientation) = Reorientation::to_ras(image);
-        RasScan { ras, reorientation }
+        let pads = thin_axis_padding(ras.shape(), ras.spacing());
+        let scan = [0, 1, 2].map(|a| (pads[a].0, pads[a].0 + ras.shape()[a]));
+        let scan_affine = ras.affine;
+        RasScan {
+            ras: mirror_out(ras, pads),
+            scan,
+            scan_affine,
+            reorientation,
+        }
     }
 
     /// The box of the brain on the RAS grid from the coarse network's mask (any shape; its
@@ -76,13 +97,15 @@ impl RasScan {
         let mut mask = Array3::from_elem(self.ras.data.dim(), false);
         let [(x0, x1), (y0, y1), (z0, z1)] = bbox;
         mask.slice_mut(s![x0..x1, y0..y1, z0..z1]).assign(&fine);
-        let mask = fill_holes(&largest_component(&mask));
+        let [(a0, a1), (b0, b1), (c0, c1)] = self.scan;
+        let on_scan = mask.slice(s![a0..a1, b0..b1, c0..c1]).to_owned();
+        let mask = fill_holes(&largest_component(&on_scan));
         let voxels = mask.iter().filter(|&&v| v).count();
         let litres = voxels as f64 * image.spacing().iter().product::<f64>() / 1e6;
         let cut_by_scan = touches_a_face(&mask);
         let mask = self
             .reorientation
-            .from_ras(&self.ras.with_data(mask.mapv(u8::from)));
+            .from_ras(&LabelMap::new(mask.mapv(u8::from), self.scan_affine));
         BrainMask {
             mask,
             litres,
@@ -98,6 +121,49 @@ impl RasScan {
             cut_by_scan: false,
         }
     }
+}
+
+/// `(before, after)` voxels that take each thin axis's field of view (under [`THIN_SHARE`] of
+/// the longest) to the longest, evenly on both sides; none for the other axes.
+fn thin_axis_padding(shape: [usize; 3], spacing: [f64; 3]) -> [(usize, usize); 3] {
+    let extent = [0, 1, 2].map(|a| shape[a] as f64 * spacing[a]);
+    let longest = extent.iter().copied().fold(0.0, f64::max);
+    [0, 1, 2].map(|a| {
+        if extent[a] >= THIN_SHARE * longest {
+            return (0, 0);
+        }
+        let total = ((longest / spacing[a]).round() as usize).saturating_sub(shape[a]);
+        (total / 2, total - total / 2)
+    })
+}
+
+/// `image` grown by `(before, after)` voxels along each axis, the new voxels its mirror image
+/// about its faces, repeated as often as the width needs (NumPy's `symmetric` pad: period 2n),
+/// and its affine moved to the new first voxel. Written here because ndarray-ndimage's `pad`
+/// reads cells it has not filled yet once a side is wider than the axis, which a 20-slice slab
+/// grown to 200 is.
+fn mirror_out(image: Image, pads: [(usize, usize); 3]) -> Image {
+    let Image {
+        mut data,
+        mut affine,
+    } = image;
+    for (axis, &(before, after)) in pads.iter().enumerate() {
+        if before + after == 0 {
+            continue;
+        }
+        let n = data.len_of(Axis(axis)) as i64;
+        let source: Vec<usize> = (-(before as i64)..n + after as i64)
+            .map(|p| {
+                let m = p.rem_euclid(2 * n);
+                (if m < n { m } else { 2 * n - 1 - m }) as usize
+            })
+            .collect();
+        data = data.select(Axis(axis), &source);
+        for row in affine.iter_mut().take(3) {
+            row[3] -= row[axis] * before as f64;
+        }
+    }
+    Image::new(data, affine)
 }
 
 /// Whether any voxel of `mask` lies on the first or last plane along some axis.
@@ -154,6 +220,54 @@ mod tests {
         assert_eq!(bbox[1], (0, 40));
         assert_eq!(bbox[2], (5, 10));
         assert!(bounding_box(&Array3::from_elem((4, 4, 4), false), [8; 3]).is_none());
+    }
+
+    #[test]
+    fn a_thin_slab_is_mirrored_out_to_the_longest_field_of_view() {
+        // 100 x 100 x 10 mm: axis 2 (5 slices of 2 mm) grows to 50 slices, 22 before, 23 after.
+        let pads = thin_axis_padding([100, 50, 5], [1.0, 2.0, 2.0]);
+        assert_eq!(pads, [(0, 0), (0, 0), (22, 23)]);
+        assert_eq!(
+            thin_axis_padding([100, 50, 26], [1.0, 2.0, 2.0]),
+            [(0, 0); 3]
+        );
+
+        let mut affine = [[0.0; 4]; 4];
+        for (d, row) in affine.iter_mut().enumerate() {
+            row[d] = 2.0;
+            row[3] = 10.0 * d as f64;
+        }
+        affine[3] = [0.0, 0.0, 0.0, 1.0];
+        let slab = Image::new(
+            Array3::from_shape_fn((1, 1, 3), |(_, _, k)| k as f32),
+            affine,
+        );
+        let grown = mirror_out(slab, [(0, 0), (0, 0), (7, 4)]);
+        let values: Vec<f32> = grown.data.iter().copied().collect();
+        assert_eq!(
+            values,
+            [0., 0., 1., 2., 2., 1., 0., 0., 1., 2., 2., 1., 0., 0.]
+        );
+        // The scan's first voxel keeps its place in the world.
+        assert_eq!(grown.affine[2][3], 20.0 - 7.0 * 2.0);
+    }
+
+    #[test]
+    fn the_mask_of_a_mirrored_slab_is_the_scans_own() {
+        let mut affine = [[0.0; 4]; 4];
+        for (d, row) in affine.iter_mut().enumerate() {
+            row[d] = 1.0;
+        }
+        let image = Image::new(Array3::zeros((40, 40, 4)), affine);
+        let scan = RasScan::new(&image);
+        assert_eq!(scan.ras.shape(), [40, 40, 40]);
+        // A brain over the whole padded box: on the scan, every voxel, cut by its faces.
+        let fine = Array3::from_elem((40, 40, 40), true);
+        let brain = scan.brain_mask(&image, [(0, 40); 3], fine.view());
+        assert_eq!(brain.mask.data.dim(), (40, 40, 4));
+        assert!(brain.mask.data.iter().all(|&v| v == 1));
+        assert!(brain.cut_by_scan);
+        assert_eq!(brain.mask.affine, image.affine);
     }
 
     #[test]

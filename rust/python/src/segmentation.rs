@@ -175,7 +175,8 @@ fn brain_scan<'py>(
 
 #[pymethods]
 impl BrainScan {
-    /// The scan on its RAS grid (float32), a copy.
+    /// The networks' input (float32, a copy): the scan on its RAS grid, a thin slab mirrored
+    /// out to head proportions; `brain_box` and `brain_mask` work on this grid.
     #[getter]
     fn ras<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray3<f32>> {
         self.scan.ras.data.clone().into_pyarray(py)

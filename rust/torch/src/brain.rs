@@ -8,8 +8,10 @@
 //! of the sample scans, also with 6.5 mm slices; HD-BET's network would have had to be rewritten.
 //!
 //! The recipe is deepbet's `BrainExtraction.run_model`, step for step, so results match the
-//! published tool: on the scan reoriented to RAS, a coarse network at 128^3 finds the brain's
-//! bounding box; the box (plus 10 % each side) is resized to 256^3 for the fine network; the
+//! published tool, with one addition for partial coverage: a thin slab (20 slices of 1 to 3 mm)
+//! is mirrored out to head proportions first, and the mask cut back to it
+//! ([`RasScan`](layerseg_core::brain::RasScan)). On the scan reoriented to RAS, a coarse network
+//! at 128^3 finds the brain's bounding box; the box (plus 10 % each side) is resized to 256^3 for the fine network; the
 //! mask is resized back, thresholded at 0.5, reduced to its largest component, and its
 //! cavities are filled. Both resizes are nearest-neighbour (`nearest-exact`), as deepbet's.
 

@@ -135,9 +135,11 @@ fn axial_slab<T: Clone, U: Clone + Default + PartialEq>(
 
 #[test]
 fn a_scan_that_cuts_the_brain_keeps_the_part_it_holds() {
-    // Partial coverage: 20 axial slices through the middle of the brain, a third of it or less
-    // (measured: 0.918, 0.928, 0.874; ITK T1's 3 mm slices make a 60 mm slab).
-    for (name, least) in [("colin27", 0.90), ("mni152", 0.90), ("itk_t1", 0.85)] {
+    // Partial coverage: 20 axial slices through the middle of the brain, a third of it or less,
+    // mirrored out to head proportions for the networks (measured: 0.972, 0.988, 0.981, 0.993;
+    // 0.918, 0.928, 0.874, 0.855 when the slab went to them stretched).
+    for name in ["colin27", "mni152", "itk_t1", "sri24"] {
+        let least = 0.95;
         let (image, reference) = case(name);
         let (image, reference) = (
             axial_slab(&image, &reference, 20),
