@@ -40,6 +40,7 @@ def test_pretrain_from_python_with_progress_and_resume(
     assert result["outcome"] == "finished"
     assert (result["started_at"], result["step"]) == (0, 6)
     assert result["validation"] is not None and result["validation_real"] is not None
+    assert result["steps_per_s"] > 0 and 0 <= result["waiting_share"] <= 1
     assert calls[-1] == ("pretrain", 6, 6)
     assert Path(result["model"]).is_file()
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -108,6 +108,12 @@ fn pretrain<'py>(
     dict.set_item("checkpoint", result.checkpoint)?;
     dict.set_item("model", result.model)?;
     dict.set_item("curves", curves)?;
+    dict.set_item("steps_per_s", result.throughput.steps_per_s())?;
+    let t = result.throughput;
+    dict.set_item(
+        "waiting_share",
+        (t.seconds > 0.0).then(|| t.waiting_s / t.seconds),
+    )?;
     Ok(dict)
 }
 

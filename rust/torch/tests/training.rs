@@ -103,6 +103,18 @@ fn loss_goes_down() {
     let report = train(dir.path(), &config, false, &NoProgress).unwrap();
     assert_eq!(report.outcome, Outcome::Finished);
     assert_eq!(report.step, 40);
+    // Every step but the first is timed, and its wait for samples is part of it.
+    let t = report.throughput;
+    assert_eq!(t.steps, 39);
+    assert!(
+        t.seconds > 0.0 && (0.0..=t.seconds).contains(&t.waiting_s),
+        "{t:?}"
+    );
+    let summary = t.summary(config.batch_size).unwrap();
+    assert!(
+        summary.contains("steps/s") && summary.contains("waiting"),
+        "{summary}"
+    );
     let losses: Vec<f64> = read_metrics(dir.path())
         .iter()
         .filter_map(|m| m["loss"]["total"].as_f64())

@@ -117,6 +117,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     let out = pretraining.request.out.clone();
     let progress = TrainProgress::new(out.join("curves.png"), pretraining.config.checkpoint_every);
+    let batch = pretraining.config.batch_size;
     let report = pretraining.run(&progress)?;
     let loss = report
         .losses
@@ -134,6 +135,9 @@ pub fn run(args: Args) -> Result<()> {
         report.model.display(),
         out.join("curves.png").display()
     );
+    if let Some(summary) = report.throughput.summary(batch) {
+        println!("throughput: {summary}");
+    }
     Ok(())
 }
 

@@ -110,7 +110,9 @@ def pretrain(
     dict
         ``outcome`` (``finished``, ``early_stopped``, ``cancelled`` or ``time_limit``), ``step``,
         ``started_at``, ``loss``, ``validation``, ``validation_real``, ``checkpoint``, ``model``
-        and ``curves`` (paths).
+        and ``curves`` (paths), ``steps_per_s`` (this call's steps, the first left out; ``None``
+        for fewer than two) and ``waiting_share`` (of that time, the share spent waiting for
+        synthetic samples: near 0 when the network bounds the speed).
     """
     result: dict[str, Any] = native().pretrain(
         healthy,

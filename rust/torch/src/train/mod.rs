@@ -253,4 +253,42 @@ pub struct TrainReport {
     pub checkpoint: PathBuf,
     /// `RUN_DIR/model.safetensors`, with its card `model.json`.
     pub model: PathBuf,
+    /// How fast this session's steps ran, and how long they waited for samples.
+    pub throughput: Throughput,
+}
+
+/// The training steps of one session, timed apart from validations and checkpoints, the first
+/// one left out (it allocates, and on CUDA lets cuDNN pick its kernels). Whether the data path
+/// or the network bounds the speed (issue 17): the share of the time spent waiting for samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Throughput {
+    pub steps: u64,
+    /// Seconds in those steps: waiting for samples, moving them to the device, forward,
+    /// backward and the optimiser, up to reading the loss values (which waits for the GPU).
+    pub seconds: f64,
+    /// Of `seconds`, the time spent waiting for the synthesis workers.
+    pub waiting_s: f64,
+}
+
+impl Throughput {
+    pub fn steps_per_s(&self) -> Option<f64> {
+        (self.steps > 0 && self.seconds > 0.0).then(|| self.steps as f64 / self.seconds)
+    }
+
+    /// One line for a log: steps per second and the share spent waiting for samples.
+    pub fn summary(&self, batch: usize) -> Option<String> {
+        let rate = self.steps_per_s()?;
+        let waiting = 100.0 * self.waiting_s / self.seconds;
+        Some(format!(
+            "{rate:.2} steps/s ({:.1} samples/s) over {} timed steps; {waiting:.0} % of that \
+             time waiting for synthetic samples ({})",
+            rate * batch as f64,
+            self.steps,
+            if waiting < 5.0 {
+                "the network bounds the speed"
+            } else {
+                "the data path bounds the speed: more --workers would help"
+            }
+        ))
+    }
 }

@@ -12,7 +12,7 @@ use tch::{Device, Tensor};
 use super::amp;
 use super::metrics::Metrics;
 use super::source::{Batch, Loader, Sample, SampleSource};
-use super::{Adam, Outcome, TrainConfig, TrainReport, TrainState};
+use super::{Adam, Outcome, Throughput, TrainConfig, TrainReport, TrainState};
 use crate::checkpoint::{
     device_name, export_model, latest_checkpoint, save_checkpoint, write_atomic, Checkpoint,
     ModelCard, RunRecord,
@@ -327,6 +327,11 @@ pub fn train<S: SampleSource + ?Sized + 'static>(
 ) -> Result<TrainReport> {
     config.validate()?;
     std::fs::create_dir_all(run.run_dir).map_err(|e| Error::io(run.run_dir, e))?;
+    if run.device.is_cuda() {
+        // Every batch has the profile's shape, so cuDNN's autotuner picks the fastest
+        // convolution kernels once, on the first step (issue 17, part 3).
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     let mut trainer = Trainer::new(net, config, run, objective)?;
     trainer.state.objective = objective.record();
     let mut metrics = Metrics::open(run.run_dir, trainer.step())?;
@@ -390,6 +395,7 @@ pub fn train<S: SampleSource + ?Sized + 'static>(
 
     let mut last_losses = trainer.card.losses;
     let mut last_checkpoint = None;
+    let mut throughput = Throughput::default();
     let mut step = started_at;
     let mut deadline = run.deadline.map(Deadline::new);
     while step < config.steps {
@@ -405,8 +411,14 @@ pub fn train<S: SampleSource + ?Sized + 'static>(
         }
         let step_started = Instant::now();
         let samples = loader.next_samples(batch)?;
+        let waited = step_started.elapsed();
         let batch_tensors = Batch::from_samples(&samples, run.device)?;
         let values = trainer.train_step(objective, &batch_tensors, step)?;
+        if step > started_at {
+            throughput.steps += 1;
+            throughput.seconds += step_started.elapsed().as_secs_f64();
+            throughput.waiting_s += waited.as_secs_f64();
+        }
         step += 1;
         last_losses = Some(values);
         trainer.card.losses = Some(values);
@@ -490,6 +502,7 @@ pub fn train<S: SampleSource + ?Sized + 'static>(
         last_selection: last.as_ref().and_then(|v| v.selection),
         checkpoint,
         model,
+        throughput,
     })
 }
 
