@@ -19,6 +19,9 @@ const BBOX_MARGIN: f64 = 0.1;
 /// An axis whose field of view is under this share of the scan's longest one is a thin slab's
 /// (partial coverage): it is mirrored out to the longest before the networks see it.
 const THIN_SHARE: f64 = 0.5;
+/// The most voxels a mirrored-out slab may have (256 MiB of float32): a slab of a finer grid
+/// is mirrored out only part of the way.
+const MAX_MIRRORED_VOXELS: usize = 1 << 26;
 /// The adult brain volumes (litres) a mask may have before it is taken as a failure. The lower
 /// bound holds only for a brain the scan holds whole (see [`BrainMask::cut_by_scan`]).
 pub const PLAUSIBLE_LITRES: (f64, f64) = (0.8, 2.2);
@@ -124,15 +127,21 @@ impl RasScan {
 }
 
 /// `(before, after)` voxels that take each thin axis's field of view (under [`THIN_SHARE`] of
-/// the longest) to the longest, evenly on both sides; none for the other axes.
+/// the longest) to the longest, evenly on both sides, within [`MAX_MIRRORED_VOXELS`]; none for
+/// the other axes.
 fn thin_axis_padding(shape: [usize; 3], spacing: [f64; 3]) -> [(usize, usize); 3] {
     let extent = [0, 1, 2].map(|a| shape[a] as f64 * spacing[a]);
     let longest = extent.iter().copied().fold(0.0, f64::max);
-    [0, 1, 2].map(|a| {
-        if extent[a] >= THIN_SHARE * longest {
-            return (0, 0);
+    let mut sizes = shape;
+    for a in 0..3 {
+        if extent[a] < THIN_SHARE * longest {
+            let others: usize = (0..3).filter(|&b| b != a).map(|b| sizes[b]).product();
+            let most = (MAX_MIRRORED_VOXELS / others.max(1)).max(shape[a]);
+            sizes[a] = ((longest / spacing[a]).round() as usize).clamp(shape[a], most);
         }
-        let total = ((longest / spacing[a]).round() as usize).saturating_sub(shape[a]);
+    }
+    [0, 1, 2].map(|a| {
+        let total = sizes[a] - shape[a];
         (total / 2, total - total / 2)
     })
 }
@@ -230,6 +239,13 @@ mod tests {
         assert_eq!(
             thin_axis_padding([100, 50, 26], [1.0, 2.0, 2.0]),
             [(0, 0); 3]
+        );
+        // 20 slices of 0.25 mm x 0.25 mm x 1 mm: 256 would pass the voxel budget, 64 do not.
+        let fine = thin_axis_padding([1024, 1024, 20], [0.25, 0.25, 1.0]);
+        assert_eq!(fine[2], (22, 22));
+        assert_eq!(
+            thin_axis_padding([512, 512, 20], [0.5, 0.5, 1.0])[2],
+            (118, 118)
         );
 
         let mut affine = [[0.0; 4]; 4];
