@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::orientation::Reorientation;
 use crate::profile::{Normalisation, Profile, Resample, Roi};
 use crate::resample::{resize_linear, resize_nearest};
-use crate::volume::{Image, LabelMap, Volume};
+use crate::volume::{bounds, Image, LabelMap, Volume};
 
 /// The network's view of one scan.
 #[derive(Debug)]
@@ -156,26 +156,14 @@ fn bounding_box(
     spacing: [f64; 3],
     margin_mm: f64,
 ) -> Option<([usize; 3], [usize; 3])> {
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0usize; 3];
-    for ((i, j, k), &v) in mask.indexed_iter() {
-        if v {
-            for (d, p) in [i, j, k].into_iter().enumerate() {
-                lo[d] = lo[d].min(p);
-                hi[d] = hi[d].max(p);
-            }
-        }
-    }
-    if lo[0] == usize::MAX {
-        return None;
-    }
+    let (lo, hi) = bounds(mask, |&v| v)?;
     let shape = mask.shape();
     let mut start = [0; 3];
     let mut size = [0; 3];
     for d in 0..3 {
         let grow = (margin_mm / spacing[d]).ceil() as usize;
         start[d] = lo[d].saturating_sub(grow);
-        size[d] = (hi[d] + grow).min(shape[d] - 1) + 1 - start[d];
+        size[d] = (hi[d] + grow).min(shape[d]) - start[d];
     }
     Some((start, size))
 }

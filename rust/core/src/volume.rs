@@ -131,6 +131,24 @@ pub const RESAMPLE_HINT: &str = "Resample it onto that grid first (3D Slicer: Re
     (BRAINS) with that volume as the reference and nearest-neighbour interpolation; Python: \
     nibabel.processing.resample_from_to(mask, reference, order=0))";
 
+/// The box `[lo, hi)` of the voxels of `data` that are `inside`, `None` when there are none.
+pub fn bounds<T>(
+    data: &Array3<T>,
+    inside: impl Fn(&T) -> bool,
+) -> Option<([usize; 3], [usize; 3])> {
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0; 3];
+    for ((i, j, k), v) in data.indexed_iter() {
+        if inside(v) {
+            for (a, p) in [i, j, k].into_iter().enumerate() {
+                lo[a] = lo[a].min(p);
+                hi[a] = hi[a].max(p + 1);
+            }
+        }
+    }
+    (lo[0] != usize::MAX).then_some((lo, hi))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

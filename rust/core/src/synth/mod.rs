@@ -29,7 +29,7 @@ pub mod sample;
 pub mod shape;
 pub mod texture;
 
-use ndarray::{s, Array3, Axis, Zip};
+use ndarray::{s, Array3, Zip};
 
 pub use blend::Synthesized;
 pub use context::Inputs;
@@ -38,6 +38,7 @@ pub use params::SynthParams;
 use crate::affine::affines_close;
 use crate::error::{Error, Result};
 use crate::profile::Profile;
+use crate::volume::bounds;
 use context::Context;
 use grid::Region;
 use params::TextureParams;
@@ -177,12 +178,12 @@ fn blend_with(params: &SynthParams, ctx: &Context<'_>) -> Result<(Synthesized, O
         .and(&level)
         .and(&organ)
         .par_for_each(|m, &l, &o| *m = u8::from(l <= 1.0 && o != 0));
-    let Some(tight) = bounding_box(&mask) else {
+    let Some((lo, hi)) = bounds(&mask, |&m| m != 0) else {
         return Ok((blend::untouched(ctx), None));
     };
     let tight = Region {
-        lo: [0, 1, 2].map(|a| tight.lo[a] + union.lo[a]),
-        hi: [0, 1, 2].map(|a| tight.hi[a] + union.lo[a]),
+        lo: [0, 1, 2].map(|a| lo[a] + union.lo[a]),
+        hi: [0, 1, 2].map(|a| hi[a] + union.lo[a]),
     };
     let region = tight.padded(pad, ctx.shape);
     // Level and mask over the working region (outside the shapes' boxes: no tumour).
@@ -277,21 +278,4 @@ fn blend_with(params: &SynthParams, ctx: &Context<'_>) -> Result<(Synthesized, O
         noise_texture,
     );
     Ok((out, Some(region)))
-}
-
-/// The box of the non-zero voxels of `mask`, in its own indices.
-fn bounding_box(mask: &Array3<u8>) -> Option<Region> {
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0; 3];
-    for (i, plane) in mask.axis_iter(Axis(0)).enumerate() {
-        for ((j, k), &m) in plane.indexed_iter() {
-            if m != 0 {
-                for (a, v) in [i, j, k].into_iter().enumerate() {
-                    lo[a] = lo[a].min(v);
-                    hi[a] = hi[a].max(v + 1);
-                }
-            }
-        }
-    }
-    (lo[0] != usize::MAX).then_some(Region { lo, hi })
 }
