@@ -15,7 +15,8 @@ mod volumes;
 // mmap whose pages fault in one by one (half of a 128^3 sample's time went to the kernel).
 // mimalloc keeps freed pages for reuse, as polars does with its allocator. Measured in
 // README "Measured"; not in the libtorch extension or the CLI, where it made segmentation no
-// faster and raised its peak memory by 0.1-0.2 GB.
+// faster and raised its peak memory by 0.1-0.2 GB. Built with local-dynamic TLS: an extension
+// module is dlopen'ed, often after torch has used up glibc's spare static TLS.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
