@@ -109,11 +109,7 @@ fn pretrain<'py>(
     dict.set_item("model", result.model)?;
     dict.set_item("curves", curves)?;
     dict.set_item("steps_per_s", result.throughput.steps_per_s())?;
-    let t = result.throughput;
-    dict.set_item(
-        "waiting_share",
-        (t.seconds > 0.0).then(|| t.waiting_s / t.seconds),
-    )?;
+    dict.set_item("waiting_share", result.throughput.waiting_share())?;
     Ok(dict)
 }
 

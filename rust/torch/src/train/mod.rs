@@ -275,10 +275,15 @@ impl Throughput {
         (self.steps > 0 && self.seconds > 0.0).then(|| self.steps as f64 / self.seconds)
     }
 
+    /// The share of the timed steps' time spent waiting for samples.
+    pub fn waiting_share(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| self.waiting_s / self.seconds)
+    }
+
     /// One line for a log: steps per second and the share spent waiting for samples.
     pub fn summary(&self, batch: usize) -> Option<String> {
         let rate = self.steps_per_s()?;
-        let waiting = 100.0 * self.waiting_s / self.seconds;
+        let waiting = 100.0 * self.waiting_share()?;
         Some(format!(
             "{rate:.2} steps/s ({:.1} samples/s) over {} timed steps; {waiting:.0} % of that \
              time waiting for synthetic samples ({})",
