@@ -9,6 +9,7 @@ use ndarray::{s, Array3, ArrayView3, Axis};
 use crate::affine::Affine;
 use crate::orientation::Reorientation;
 use crate::postprocess::{fill_holes, largest_component};
+use crate::synth::grid::reflect;
 use crate::volume::{Image, LabelMap};
 
 /// The coarse network's input size (the whole scan, resized).
@@ -147,10 +148,10 @@ fn thin_axis_padding(shape: [usize; 3], spacing: [f64; 3]) -> [(usize, usize); 3
 }
 
 /// `image` grown by `(before, after)` voxels along each axis, the new voxels its mirror image
-/// about its faces, repeated as often as the width needs (NumPy's `symmetric` pad: period 2n),
-/// and its affine moved to the new first voxel. Written here because ndarray-ndimage's `pad`
-/// reads cells it has not filled yet once a side is wider than the axis, which a 20-slice slab
-/// grown to 200 is.
+/// about its faces, repeated as often as the width needs (scipy's "reflect", NumPy's
+/// `symmetric`: period 2n), and its affine moved to the new first voxel. Not ndarray-ndimage's
+/// `pad`: it reads cells it has not filled yet once a side is wider than the axis, which a
+/// 20-slice slab grown to 200 is.
 fn mirror_out(image: Image, pads: [(usize, usize); 3]) -> Image {
     let Image {
         mut data,
@@ -160,12 +161,9 @@ fn mirror_out(image: Image, pads: [(usize, usize); 3]) -> Image {
         if before + after == 0 {
             continue;
         }
-        let n = data.len_of(Axis(axis)) as i64;
-        let source: Vec<usize> = (-(before as i64)..n + after as i64)
-            .map(|p| {
-                let m = p.rem_euclid(2 * n);
-                (if m < n { m } else { 2 * n - 1 - m }) as usize
-            })
+        let n = data.len_of(Axis(axis));
+        let source: Vec<usize> = (-(before as isize)..(n + after) as isize)
+            .map(|p| reflect(p, n))
             .collect();
         data = data.select(Axis(axis), &source);
         for row in affine.iter_mut().take(3) {
