@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use layerseg_core::synth::{Inputs, Synthesizer};
+use layerseg_core::volume::par_copy;
 use layerseg_core::{Affine, Error, Profile, Volume};
 
 use layerseg_python_common::errors::to_py;
@@ -53,10 +54,11 @@ fn synthesize<'py>(
         Some(a) => self::affine("texture_affine", a).map_err(to_py)?,
         None => affine_h,
     };
-    let healthy = Volume::new(image.as_array().to_owned(), affine_h);
-    let organ = organ_mask.map(|m| Volume::new(m.as_array().to_owned(), affine_h));
+    // Copied by several threads: two scans copied on one are several per cent of a case.
+    let healthy = Volume::new(par_copy(image.as_array()), affine_h);
+    let organ = organ_mask.map(|m| Volume::new(par_copy(m.as_array()), affine_h));
     let textures: Vec<_> = texture
-        .map(|t| Volume::new(t.as_array().to_owned(), affine_t))
+        .map(|t| Volume::new(par_copy(t.as_array()), affine_t))
         .into_iter()
         .collect();
     let profile = profile.to_string();

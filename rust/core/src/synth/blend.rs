@@ -3,15 +3,13 @@
 //! this is Hu et al.'s `N - t * blur(mask) * drop`; with a hard edge it is the paper's
 //! `alpha M S + (1 - alpha M) N`.
 
-use std::mem::MaybeUninit;
-
 use ndarray::{s, Array3, ShapeBuilder, Zip};
 use rayon::prelude::*;
 
 use super::context::Context;
 use super::grid::Region;
 use super::params::{IntensityParams, SynthParams};
-use crate::volume::{Image, LabelMap};
+use crate::volume::{par_copy, par_like, Image, LabelMap};
 
 /// The outputs, on the healthy scan's grid.
 #[derive(Clone, Debug)]
@@ -85,50 +83,8 @@ fn zeros_u8(like: &Array3<f32>) -> Array3<u8> {
     }
 }
 
-/// An array with the shape and memory order of `like` (C or Fortran order), its memory-order
-/// elements written by several threads: `fill(offset, chunk)` writes every element of `chunk`,
-/// which starts at `offset`. Filling whole scans on one thread (or the allocator zeroing
-/// reused memory) is most of the time of a small tumour's case. `None` for other layouts.
-fn par_like<T: Send>(
-    like: &Array3<f32>,
-    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
-) -> Option<Array3<T>> {
-    const CHUNK: usize = 1 << 16;
-    let fortran = !like.is_standard_layout() && like.view().reversed_axes().is_standard_layout();
-    if !(like.is_standard_layout() || fortran) {
-        return None;
-    }
-    let len = like.len();
-    let mut data = Vec::<T>::with_capacity(len);
-    data.spare_capacity_mut()[..len]
-        .par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(i, dst)| fill(i * CHUNK, dst));
-    // SAFETY: `fill` wrote every one of the `len` elements just above.
-    unsafe { data.set_len(len) };
-    let shape = like.raw_dim();
-    let out = if fortran {
-        Array3::from_shape_vec(shape.f(), data)
-    } else {
-        Array3::from_shape_vec(shape, data)
-    };
-    Some(out.expect("the shape matches the data"))
-}
-
-pub(super) fn copy_f32(a: &Array3<f32>) -> Array3<f32> {
-    let Some(src) = a.as_slice_memory_order() else {
-        return a.clone();
-    };
-    par_like(a, |at, dst| {
-        for (d, &v) in dst.iter_mut().zip(&src[at..]) {
-            d.write(v);
-        }
-    })
-    .unwrap_or_else(|| a.clone())
-}
-
 fn par_filled<T: Send + Sync + Copy>(like: &Array3<f32>, value: T) -> Option<Array3<T>> {
-    par_like(like, |_, dst| {
+    par_like(like.view(), |_, dst| {
         for d in dst {
             d.write(value);
         }
@@ -140,7 +96,7 @@ pub fn untouched(ctx: &Context<'_>) -> Synthesized {
     let healthy = ctx.inputs.healthy;
     let data = &healthy.data;
     Synthesized {
-        image: healthy.with_data(copy_f32(data)),
+        image: healthy.with_data(par_copy(data.view())),
         tumour: healthy.with_data(par_filled(data, 0.0).unwrap_or_else(|| zeros_f32(data))),
         mask: healthy.with_data(par_filled(data, 0).unwrap_or_else(|| zeros_u8(data))),
         healthy: None,

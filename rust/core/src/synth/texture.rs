@@ -81,8 +81,9 @@ fn trilinear(v: &ArrayView3<f32>, p: [f64; 3]) -> f32 {
         if !(p[a] >= 0.0 && p[a] <= (sh[a] - 1) as f64) {
             return 0.0;
         }
-        // `p >= 0` here, so truncation is the floor (without a call to libm's `floor`).
-        let base = (p[a] as usize).min(sh[a].saturating_sub(2));
+        // `p >= 0` here, so truncation is the floor (without a call to libm's `floor`); through
+        // i64, because x86-64's baseline converts between f64 and u64 only in several steps.
+        let base = (p[a] as i64).min(sh[a].saturating_sub(2) as i64);
         frac[a] = (p[a] - base as f64) as f32;
         offset += base as isize * st[a];
         step[a] = if sh[a] > 1 { st[a] } else { 0 };
@@ -152,11 +153,14 @@ pub fn scan(
             for (dj, mut row) in plane.outer_iter_mut().enumerate() {
                 let d = [0, 1, 2].map(|x| field[x].slice(s![di, dj, ..]));
                 let (i, j) = ((region.lo[0] + di) as f64, (region.lo[1] + dj) as f64);
+                // A running float index: exact, and cheaper than converting `usize` per voxel.
+                let mut k = region.lo[2] as f64 - 1.0;
                 for (dk, o) in row.iter_mut().enumerate() {
+                    k += 1.0;
                     let p = [
                         i + d[0][dk] as f64,
                         j + d[1][dk] as f64,
-                        (region.lo[2] + dk) as f64 + d[2][dk] as f64,
+                        k + d[2][dk] as f64,
                     ];
                     let q = match &map {
                         None => p,
