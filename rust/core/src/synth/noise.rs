@@ -1,5 +1,6 @@
 //! Noise sources: simplex fBm over directions (the tumour surface) and counter-based uniform
-//! noise (Hu's texture), both independent of the thread count.
+//! and normal noise (Hu's texture, the acquisition's noise), all independent of the thread
+//! count.
 
 use noise::{Fbm, MultiFractal, NoiseFn, Simplex};
 use rayon::prelude::*;
@@ -96,26 +97,36 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A uniform number in [0, 1) that depends only on (seed, stream, voxel index): the same value
-/// whichever thread computes it, and whatever part of the grid is computed.
-#[inline]
-pub fn uniform(seed: u64, stream: u64, index: u64) -> f32 {
-    let h = mix(mix(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03)) ^ index);
-    (h >> 40) as f32 / (1u64 << 24) as f32
-}
+/// One random stream of a seed: numbers that depend only on (seed, stream, voxel index), the
+/// same whichever thread computes them and whatever part of the grid is computed. The seed and
+/// stream are hashed once here, not at every voxel.
+#[derive(Clone, Copy, Debug)]
+pub struct Stream(u64);
 
-/// An approximately standard normal number that depends only on (seed, stream, voxel index):
-/// the sum of the four 16-bit uniforms of one hash, centred and scaled to unit variance
-/// (Irwin-Hall, n = 4; it has the exact mean and variance, tails cut at about 3.5 sigma).
-/// Written here for speed: one hash and no logarithm or cosine per voxel, so that noise on a
-/// whole scan costs a few milliseconds (Box-Muller costs several times more).
-#[inline]
-pub fn normal(seed: u64, stream: u64, index: u64) -> f32 {
-    let h = mix(mix(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03)) ^ index);
-    let sum = (h & 0xffff) + ((h >> 16) & 0xffff) + ((h >> 32) & 0xffff) + (h >> 48);
-    // Each part is (u + 0.5) / 65536 with u uniform on 0..65536: mean 1/2, variance ~1/12.
-    const SCALE: f32 = 1.732_050_8 / 65536.0; // sqrt(3) / 2^16
-    (sum as f32 + 2.0 - 2.0 * 65536.0) * SCALE
+impl Stream {
+    pub fn new(seed: u64, stream: u64) -> Stream {
+        Stream(mix(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03)))
+    }
+
+    /// A uniform number in [0, 1).
+    #[inline]
+    pub fn uniform(self, index: u64) -> f32 {
+        (mix(self.0 ^ index) >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// An approximately standard normal number: the sum of the four 16-bit uniforms of one
+    /// hash, centred and scaled to unit variance (Irwin-Hall, n = 4; it has the exact mean and
+    /// variance, tails cut at about 3.5 sigma). Written here for speed: one hash and no
+    /// logarithm or cosine per voxel, so that noise on a whole scan costs a few milliseconds
+    /// (Box-Muller costs several times more).
+    #[inline]
+    pub fn normal(self, index: u64) -> f32 {
+        let h = mix(self.0 ^ index);
+        let sum = (h & 0xffff) + ((h >> 16) & 0xffff) + ((h >> 32) & 0xffff) + (h >> 48);
+        // Each part is (u + 0.5) / 65536 with u uniform on 0..65536: mean 1/2, variance ~1/12.
+        const SCALE: f32 = 1.732_050_8 / 65536.0; // sqrt(3) / 2^16
+        (sum as f32 + 2.0 - 2.0 * 65536.0) * SCALE
+    }
 }
 
 #[cfg(test)]
@@ -135,17 +146,19 @@ mod tests {
 
     #[test]
     fn uniform_is_uniform_and_deterministic() {
-        let v: Vec<f32> = (0..100_000).map(|i| uniform(7, 1, i)).collect();
+        let v: Vec<f32> = (0..100_000).map(|i| Stream::new(7, 1).uniform(i)).collect();
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         assert!((mean - 0.5).abs() < 0.01);
         assert!(v.iter().all(|x| (0.0..1.0).contains(x)));
-        assert_eq!(uniform(7, 1, 99), v[99]);
-        assert_ne!(uniform(8, 1, 99), v[99]);
+        assert_eq!(Stream::new(7, 1).uniform(99), v[99]);
+        assert_ne!(Stream::new(8, 1).uniform(99), v[99]);
     }
 
     #[test]
     fn normal_has_unit_variance() {
-        let v: Vec<f64> = (0..200_000).map(|i| normal(3, 2, i) as f64).collect();
+        let v: Vec<f64> = (0..200_000)
+            .map(|i| Stream::new(3, 2).normal(i) as f64)
+            .collect();
         let n = v.len() as f64;
         let mean = v.iter().sum::<f64>() / n;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
@@ -154,6 +167,6 @@ mod tests {
             "{mean} {var}"
         );
         assert!(v.iter().all(|x| x.abs() < 3.5));
-        assert_eq!(normal(3, 2, 7) as f64, v[7]);
+        assert_eq!(Stream::new(3, 2).normal(7) as f64, v[7]);
     }
 }

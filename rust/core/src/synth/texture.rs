@@ -8,7 +8,7 @@ use super::blur;
 use super::context::Context;
 use super::elastic::ControlGrid;
 use super::grid::{world_box, Region};
-use super::noise::uniform;
+use super::noise::Stream;
 use crate::affine::check_affine;
 use crate::error::{Error, Result};
 
@@ -210,7 +210,8 @@ pub fn noise(ctx: &Context<'_>, region: &Region, spec: &NoiseSpec) -> Array3<f32
         (((region.lo[0] + d[0]) * n1 + region.lo[1] + d[1]) * n2 + region.lo[2] + d[2]) as u64
     };
     let mut a = Array3::<f32>::zeros(region.shape());
-    Zip::indexed(&mut a).par_for_each(|(i, j, k), v| *v = uniform(spec.seed, 0, lin([i, j, k])));
+    let (first, second) = (Stream::new(spec.seed, 0), Stream::new(spec.seed, 1));
+    Zip::indexed(&mut a).par_for_each(|(i, j, k), v| *v = first.uniform(lin([i, j, k])));
     let sp = ctx.spacing;
     blur::gaussian(&mut a, sigma_voxels([spec.sigma_a_mm; 3], sp));
     let lo = a.iter().copied().fold(f32::INFINITY, f32::min);
@@ -222,7 +223,7 @@ pub fn noise(ctx: &Context<'_>, region: &Region, spec: &NoiseSpec) -> Array3<f32
         } else {
             base + 0.5 * scale
         };
-        *v = f32::from(u8::from(level > uniform(spec.seed, 1, lin([i, j, k]))));
+        *v = f32::from(u8::from(level > second.uniform(lin([i, j, k]))));
     });
     blur::gaussian(&mut a, sigma_voxels([spec.sigma_b_mm; 3], sp));
     let thr = spec.threshold as f32;

@@ -7,7 +7,7 @@
 //! [`sample`] draws an [`AcquisitionParams`] from its own random stream (turning the section on
 //! or off leaves the tumour's parameters as they were); [`apply`] is a pure function of it.
 //! Every loop is over independent voxels or independent lanes, and the noise is a function of
-//! the voxel's index ([`noise::normal`]), so any thread count gives the same bytes.
+//! the voxel's index ([`noise::Stream::normal`]), so any thread count gives the same bytes.
 
 mod bias;
 #[cfg(test)]
@@ -182,7 +182,8 @@ struct Plan<'p> {
     /// The per-voxel steps' numbers, in the voxels' precision.
     contrast: Option<(f32, f32)>,
     gamma: Option<(f32, f32)>,
-    noise: Option<(f32, NoiseKind, u64)>,
+    /// Sigma, the kind, and the real and imaginary parts' streams.
+    noise: Option<(f32, NoiseKind, [noise::Stream; 2])>,
 }
 
 impl<'p> Plan<'p> {
@@ -253,10 +254,10 @@ impl<'p> Plan<'p> {
             bias,
             contrast: p.contrast.map(|c| (c.factor as f32, c.pivot as f32)),
             gamma: p.gamma.map(|g| (g.gamma as f32, g.reference as f32)),
-            noise: p
-                .noise
-                .filter(|n| n.sigma > 0.0)
-                .map(|n| (n.sigma as f32, n.kind, n.seed)),
+            noise: p.noise.filter(|n| n.sigma > 0.0).map(|n| {
+                let streams = [0, 1].map(|s| noise::Stream::new(n.seed, s));
+                (n.sigma as f32, n.kind, streams)
+            }),
         })
     }
 
@@ -298,7 +299,7 @@ impl<'p> Plan<'p> {
         if !self.covered(g) {
             return self.p.background as f32;
         }
-        let Some((sigma, kind, seed)) = self.noise else {
+        let Some((sigma, kind, [real, imaginary])) = self.noise else {
             return v;
         };
         if self.p.keep_zero_background && v == 0.0 {
@@ -306,11 +307,11 @@ impl<'p> Plan<'p> {
         }
         let [_, n1, n2] = self.shape;
         let index = ((g[0] * n1 + g[1]) * n2 + g[2]) as u64;
-        let a = v + sigma * noise::normal(seed, 0, index);
+        let a = v + sigma * real.normal(index);
         match kind {
             NoiseKind::Gaussian => a,
             NoiseKind::Rician => {
-                let b = sigma * noise::normal(seed, 1, index);
+                let b = sigma * imaginary.normal(index);
                 (a * a + b * b).sqrt()
             }
         }

@@ -10,7 +10,7 @@ use ndarray::{Array3, ShapeBuilder};
 fn noisy(shape: (usize, usize, usize)) -> Image {
     let (_, n1, n2) = shape;
     let data = Array3::from_shape_fn(shape, |(i, j, k)| {
-        1.0 + noise::uniform(5, 0, ((i * n1 + j) * n2 + k) as u64)
+        1.0 + noise::Stream::new(5, 0).uniform(((i * n1 + j) * n2 + k) as u64)
     });
     let mut affine = [[0.0; 4]; 4];
     for (a, sp) in [1.0, 1.0, 2.0].iter().enumerate() {
