@@ -68,9 +68,7 @@ fn blur_outer(data: &mut Array3<f32>, axis: usize, k: &[f32]) {
             }
         }
     });
-    if let Some(dst) = data.as_slice_mut() {
-        dst.copy_from_slice(&out);
-    }
+    *data = Array3::from_shape_vec(data.raw_dim(), out).expect("the shape matches the data");
 }
 
 fn blur_axis(data: &mut Array3<f32>, axis: usize, k: &[f32]) {
