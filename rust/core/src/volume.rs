@@ -201,6 +201,23 @@ mod tests {
     use crate::affine::IDENTITY;
 
     #[test]
+    fn par_copy_keeps_values_and_memory_order() {
+        // Larger than one chunk, so that several threads write.
+        let c = Array3::from_shape_fn((70, 40, 30), |(i, j, k)| (i * 1200 + j * 30 + k) as f32);
+        let f = Array3::from_shape_vec(c.raw_dim().f(), c.iter().copied().collect()).unwrap();
+        for a in [&c, &f] {
+            let copy = par_copy(a.view());
+            assert_eq!(&copy, a);
+            assert_eq!(copy.strides(), a.strides());
+        }
+        // A permuted or strided view is copied as ndarray copies it.
+        let permuted = c.view().permuted_axes([1, 0, 2]);
+        assert_eq!(par_copy(permuted), permuted);
+        let strided = c.slice(ndarray::s![..;2, .., 1..]);
+        assert_eq!(par_copy(strided), strided);
+    }
+
+    #[test]
     fn debug_shows_geometry() {
         let v = Volume::new(Array3::<u8>::zeros((2, 3, 4)), IDENTITY);
         assert_eq!(
