@@ -54,15 +54,21 @@ fn synthesize<'py>(
         Some(a) => self::affine("texture_affine", a).map_err(to_py)?,
         None => affine_h,
     };
-    // Copied by several threads: two scans copied on one are several per cent of a case.
-    let healthy = Volume::new(par_copy(image.as_array()), affine_h);
-    let organ = organ_mask.map(|m| Volume::new(par_copy(m.as_array()), affine_h));
-    let textures: Vec<_> = texture
-        .map(|t| Volume::new(par_copy(t.as_array()), affine_t))
-        .into_iter()
-        .collect();
+    let (image_view, organ_view, texture_view) = (
+        image.as_array(),
+        organ_mask.as_ref().map(|m| m.as_array()),
+        texture.as_ref().map(|t| t.as_array()),
+    );
     let profile = profile.to_string();
     let (params, out) = without_gil(py, move || {
+        // Copied on the gate's threads (the only pool a forked process may use): two scans
+        // copied on one thread are several per cent of a case.
+        let healthy = Volume::new(par_copy(image_view), affine_h);
+        let organ = organ_view.map(|m| Volume::new(par_copy(m), affine_h));
+        let textures: Vec<_> = texture_view
+            .map(|t| Volume::new(par_copy(t), affine_t))
+            .into_iter()
+            .collect();
         let mut profile = Profile::load(&profile)?;
         if !acquisition {
             profile.synthesis.acquisition = None;
