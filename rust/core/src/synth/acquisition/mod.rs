@@ -352,8 +352,8 @@ impl<'p> Plan<'p> {
 
     /// The geometric steps on a mask box: partial volume (kept where at least half the voxel
     /// is tumour) and coverage.
-    fn degrade_mask(&self, mask: &Array3<u8>, origin: [usize; 3]) -> Array3<u8> {
-        let mut m = mask.mapv(f32::from);
+    fn degrade_mask(&self, mask: ArrayView3<'_, u8>, origin: [usize; 3]) -> Array3<u8> {
+        let mut m = Zip::from(mask).par_map_collect(|&v| f32::from(v));
         if let Some((t, phase)) = self.thickness {
             thicken(&mut m, self.p.slice_axis, t, phase);
         }
@@ -362,7 +362,7 @@ impl<'p> Plan<'p> {
                 *v = 0.0;
             }
         });
-        m.mapv(|v| u8::from(v >= 0.5))
+        Zip::from(&m).par_map_collect(|&v| u8::from(v >= 0.5))
     }
 }
 
@@ -464,7 +464,7 @@ pub fn apply(
     let degraded_box = boxed.map(|b| {
         let sl = s![b.lo[0]..b.hi[0], b.lo[1]..b.hi[1], b.lo[2]..b.hi[2]];
         let image = plan.degrade(out.image.data.slice(sl), b.lo);
-        let mask = plan.degrade_mask(&out.mask.data.slice(sl).to_owned(), b.lo);
+        let mask = plan.degrade_mask(out.mask.data.slice(sl), b.lo);
         (b, image, mask)
     });
     Zip::from(&mut out.image.data)
@@ -472,12 +472,13 @@ pub fn apply(
         .par_for_each(|x, &h| *x = h);
     if let Some((b, image, mask)) = degraded_box {
         let sl = s![b.lo[0]..b.hi[0], b.lo[1]..b.hi[1], b.lo[2]..b.hi[2]];
-        out.image.data.slice_mut(sl).assign(&image);
-        Zip::from(out.tumour.data.slice_mut(sl))
+        Zip::from(out.image.data.slice_mut(sl))
+            .and(out.tumour.data.slice_mut(sl))
             .and(out.mask.data.slice_mut(sl))
             .and(&image)
             .and(&mask)
-            .par_for_each(|t, m, &x, &k| {
+            .par_for_each(|o, t, m, &x, &k| {
+                *o = x;
                 *m = k;
                 *t = if k != 0 { x } else { 0.0 };
             });

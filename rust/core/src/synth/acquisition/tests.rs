@@ -136,7 +136,9 @@ fn coverage_keeps_a_band_and_fills_the_rest() {
     }
     let ctx = Context::new(Inputs::new(&image)).unwrap();
     let mask = Array3::<u8>::ones((6, 10, 5));
-    let m = Plan::new(&ctx, &p).unwrap().degrade_mask(&mask, [0; 3]);
+    let m = Plan::new(&ctx, &p)
+        .unwrap()
+        .degrade_mask(mask.view(), [0; 3]);
     assert_eq!(
         m.sum_axis(Axis(0)).sum_axis(Axis(1)).to_vec(),
         [0, 0, 0, 30, 30, 30, 30, 30, 0, 0]
