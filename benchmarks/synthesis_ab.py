@@ -16,7 +16,7 @@ Run it with ``RAYON_NUM_THREADS`` as the comparison needs (the benchmark uses 2)
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import shutil
 import sys
 import tempfile

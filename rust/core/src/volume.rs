@@ -160,7 +160,7 @@ pub(crate) fn par_like<T: Send, U>(
     fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 ) -> Option<Array3<T>> {
     const CHUNK: usize = 1 << 16;
-    let fortran = !like.is_standard_layout() && like.view().reversed_axes().is_standard_layout();
+    let fortran = !like.is_standard_layout() && like.reversed_axes().is_standard_layout();
     if !(like.is_standard_layout() || fortran) {
         return None;
     }
@@ -187,7 +187,7 @@ pub fn par_copy<T: Copy + Send + Sync>(a: ArrayView3<'_, T>) -> Array3<T> {
     let Some(src) = a.as_slice_memory_order() else {
         return a.to_owned();
     };
-    par_like(a.view(), |at, dst| {
+    par_like(a, |at, dst| {
         for (d, &v) in dst.iter_mut().zip(&src[at..]) {
             d.write(v);
         }
