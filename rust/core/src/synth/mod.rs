@@ -22,6 +22,7 @@ pub mod context;
 pub mod draw;
 pub mod elastic;
 pub mod grid;
+pub mod math;
 pub mod noise;
 pub mod params;
 pub mod placement;

@@ -8,6 +8,8 @@
 //! or off leaves the tumour's parameters as they were); [`apply`] is a pure function of it.
 //! Every loop is over independent voxels or independent lanes, and the noise is a function of
 //! the voxel's index ([`noise::Stream::normal`]), so any thread count gives the same bytes.
+//! The per-voxel steps take runs of up to [`RUN`] voxels along the innermost memory axis and
+//! use [`math`]'s `exp` and `pow`, so their loops vectorise and give the same bits on any CPU.
 
 mod bias;
 #[cfg(test)]
@@ -26,6 +28,7 @@ use super::blend::Synthesized;
 use super::context::Context;
 use super::draw::uniform;
 use super::grid::Region;
+use super::math;
 use super::noise;
 use super::params::*;
 use crate::affine::apply as apply_affine;
@@ -261,58 +264,103 @@ impl<'p> Plan<'p> {
         })
     }
 
-    fn covered(&self, g: [usize; 3]) -> bool {
-        self.p
-            .coverage
-            .is_none_or(|c| (c.first..c.end).contains(&g[self.p.slice_axis]))
+    /// The part `lo..hi` of a run of `len` voxels from `first` along `along` that lies inside the
+    /// covered band.
+    fn covered_part(&self, first: [usize; 3], along: usize, len: usize) -> (usize, usize) {
+        let Some(c) = self.p.coverage else {
+            return (0, len);
+        };
+        let axis = self.p.slice_axis;
+        let at = first[axis];
+        if along == axis {
+            let lo = c.first.saturating_sub(at).min(len);
+            (lo, c.end.saturating_sub(at).clamp(lo, len))
+        } else if (c.first..c.end).contains(&at) {
+            (0, len)
+        } else {
+            (0, 0)
+        }
     }
 
-    /// The intensity steps (contrast, gamma, bias) on voxel `g` of value `v`.
-    #[inline]
-    fn intensity(&self, g: [usize; 3], v: f32) -> f32 {
-        if self.p.keep_zero_background && v == 0.0 {
-            return v;
-        }
-        let mut v = v;
+    /// The intensity steps (contrast, gamma, bias) on a run `v` of voxels from `first` along
+    /// the grid axis `along`.
+    fn intensity(&self, first: [usize; 3], along: usize, v: &mut [f32]) {
+        let mut before = [0.0f32; RUN];
+        let before = &mut before[..v.len()];
+        before.copy_from_slice(v);
         if let Some((f, pivot)) = self.contrast {
-            v = pivot + f * (v - pivot);
+            for x in v.iter_mut() {
+                *x = pivot + f * (*x - pivot);
+            }
         }
         if let Some((gamma, m)) = self.gamma {
-            v = (v / m).abs().powf(gamma).copysign(v) * m;
+            for x in v.iter_mut() {
+                *x = math::pow((*x / m).abs(), gamma).copysign(*x) * m;
+            }
         }
         if let Some((o, partial, c2)) = &self.bias {
             let [_, n1, n2] = self.shape;
-            let row = &partial[(g[0] * n1 + g[1]) * o..][..*o];
-            let f: f32 = row
-                .iter()
-                .enumerate()
-                .map(|(n, a)| a * c2[n * n2 + g[2]])
-                .sum();
-            v *= f.exp();
+            let mut exponent = [0.0f32; RUN];
+            let exponent = &mut exponent[..v.len()];
+            if along == 2 {
+                // One row of partial sums for the whole run, the cosines contiguous.
+                let [i, j, k] = first;
+                let row = &partial[(i * n1 + j) * o..][..*o];
+                for (n, &a) in row.iter().enumerate() {
+                    for (e, &c) in exponent.iter_mut().zip(&c2[n * n2 + k..]) {
+                        *e += a * c;
+                    }
+                }
+            } else {
+                let mut g = first;
+                for e in exponent.iter_mut() {
+                    let row = &partial[(g[0] * n1 + g[1]) * o..][..*o];
+                    for (n, &a) in row.iter().enumerate() {
+                        *e += a * c2[n * n2 + g[2]];
+                    }
+                    g[along] += 1;
+                }
+            }
+            for (x, &e) in v.iter_mut().zip(exponent.iter()) {
+                *x *= math::exp(e);
+            }
         }
-        v
+        if self.p.keep_zero_background {
+            for (x, &b) in v.iter_mut().zip(before.iter()) {
+                *x = if b == 0.0 { b } else { *x };
+            }
+        }
     }
 
-    /// Coverage and noise on voxel `g` of value `v`.
-    #[inline]
-    fn noise_and_coverage(&self, g: [usize; 3], v: f32) -> f32 {
-        if !self.covered(g) {
-            return self.p.background as f32;
-        }
+    /// Coverage and noise on a run `v` of voxels from `first` along the grid axis `along`.
+    fn noise_and_coverage(&self, first: [usize; 3], along: usize, v: &mut [f32]) {
+        let (lo, hi) = self.covered_part(first, along, v.len());
+        let background = self.p.background as f32;
+        v[..lo].fill(background);
+        v[hi..].fill(background);
         let Some((sigma, kind, [real, imaginary])) = self.noise else {
-            return v;
+            return;
         };
-        if self.p.keep_zero_background && v == 0.0 {
-            return v;
-        }
         let [_, n1, n2] = self.shape;
-        let index = ((g[0] * n1 + g[1]) * n2 + g[2]) as u64;
-        let a = v + sigma * real.normal(index);
+        let step = [n1 * n2, n2, 1][along];
+        let start = (first[0] * n1 + first[1]) * n2 + first[2] + lo * step;
+        let index = |t: usize| (start + t * step) as u64;
+        let keep_zero = self.p.keep_zero_background;
+        let v = &mut v[lo..hi];
         match kind {
-            NoiseKind::Gaussian => a,
+            NoiseKind::Gaussian => {
+                for (t, x) in v.iter_mut().enumerate() {
+                    let a = *x + sigma * real.normal(index(t));
+                    *x = if keep_zero && *x == 0.0 { *x } else { a };
+                }
+            }
             NoiseKind::Rician => {
-                let b = sigma * imaginary.normal(index);
-                (a * a + b * b).sqrt()
+                for (t, x) in v.iter_mut().enumerate() {
+                    let a = *x + sigma * real.normal(index(t));
+                    let b = sigma * imaginary.normal(index(t));
+                    let r = (a * a + b * b).sqrt();
+                    *x = if keep_zero && *x == 0.0 { *x } else { r };
+                }
             }
         }
     }
@@ -325,25 +373,25 @@ impl<'p> Plan<'p> {
         let intensity = self.contrast.is_some() || self.gamma.is_some() || self.bias.is_some();
         let late = p.noise.is_some() || p.coverage.is_some();
         match self.thickness {
-            None => map_voxels(src, origin, |g, v| {
-                let v = if intensity { self.intensity(g, v) } else { v };
+            None => map_runs(src, origin, |g, along, v| {
+                if intensity {
+                    self.intensity(g, along, v);
+                }
                 if late {
-                    self.noise_and_coverage(g, v)
-                } else {
-                    v
+                    self.noise_and_coverage(g, along, v);
                 }
             }),
             Some((t, phase)) => {
-                let mut x = map_voxels(src, origin, |g, v| {
+                let mut x = map_runs(src, origin, |g, along, v| {
                     if intensity {
-                        self.intensity(g, v)
-                    } else {
-                        v
+                        self.intensity(g, along, v);
                     }
                 });
                 thicken(&mut x, p.slice_axis, t, phase);
                 if late {
-                    for_each_voxel(&mut x, origin, |g, v| *v = self.noise_and_coverage(g, *v));
+                    for_each_run(&mut x, origin, |g, along, v| {
+                        self.noise_and_coverage(g, along, v)
+                    });
                 }
                 x
             }
@@ -357,13 +405,23 @@ impl<'p> Plan<'p> {
         if let Some((t, phase)) = self.thickness {
             thicken(&mut m, self.p.slice_axis, t, phase);
         }
-        for_each_voxel(&mut m, origin, |g, v| {
-            if !self.covered(g) {
-                *v = 0.0;
-            }
+        for_each_run(&mut m, origin, |g, along, v| {
+            let (lo, hi) = self.covered_part(g, along, v.len());
+            v[..lo].fill(0.0);
+            v[hi..].fill(0.0);
         });
         Zip::from(&m).par_map_collect(|&v| u8::from(v >= 0.5))
     }
+}
+
+/// The longest run of voxels the per-voxel steps see at once: long enough for their loops to
+/// vectorise, short enough for buffers on the stack.
+const RUN: usize = 64;
+
+/// Whether a box is walked in Fortran order (an F-order array or a box of one).
+fn fortran_order<S: ndarray::RawData>(a: &ndarray::ArrayBase<S, ndarray::Ix3>) -> bool {
+    let strides = a.strides();
+    !a.is_standard_layout() && strides[0].unsigned_abs() < strides[2].unsigned_abs()
 }
 
 /// The grid index of the element at position `[a, b, c]` of a memory-order walk (outermost
@@ -378,60 +436,79 @@ fn grid_index(fortran: bool, origin: [usize; 3], [a, b, c]: [usize; 3]) -> [usiz
     }
 }
 
-/// `f(global index, voxel)` for every voxel of a box at `origin`, in memory order (C or
-/// Fortran), planes of the outermost memory axis in parallel.
-fn for_each_voxel(
+/// `f(grid index of the first voxel, grid axis, voxels)` for every run of up to [`RUN`] voxels
+/// along the innermost memory axis of `x` (C or Fortran order), a box at `origin`, in place;
+/// planes of the outermost memory axis in parallel.
+fn for_each_run(
     x: &mut Array3<f32>,
     origin: [usize; 3],
-    f: impl Fn([usize; 3], &mut f32) + Sync,
+    f: impl Fn([usize; 3], usize, &mut [f32]) + Sync,
 ) {
-    let fortran = !x.is_standard_layout() && x.view().reversed_axes().is_standard_layout();
-    let mut view = if fortran {
-        x.view_mut().reversed_axes()
+    let fortran = fortran_order(x);
+    let (mut view, along) = if fortran {
+        (x.view_mut().reversed_axes(), 0)
     } else {
-        x.view_mut()
+        (x.view_mut(), 2)
     };
     view.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
         .for_each(|(a, mut plane)| {
-            for (b, mut row) in plane.rows_mut().into_iter().enumerate() {
-                for (c, v) in row.iter_mut().enumerate() {
-                    f(grid_index(fortran, origin, [a, b, c]), v);
+            let mut buf = [0.0f32; RUN];
+            for (b, mut row) in plane.outer_iter_mut().enumerate() {
+                for (r, mut run) in row.axis_chunks_iter_mut(Axis(0), RUN).enumerate() {
+                    let g = grid_index(fortran, origin, [a, b, r * RUN]);
+                    if let Some(v) = run.as_slice_mut() {
+                        f(g, along, v);
+                    } else {
+                        let v = &mut buf[..run.len()];
+                        v.iter_mut().zip(&run).for_each(|(d, &s)| *d = s);
+                        f(g, along, v);
+                        run.iter_mut().zip(v.iter()).for_each(|(d, &s)| *d = s);
+                    }
                 }
             }
         });
 }
 
-/// `f(global index, voxel)` of every voxel of `src`, a box at `origin`, into a new array in
-/// `src`'s memory order (C, or Fortran for a Fortran array or a box of one), planes of the
-/// outermost memory axis in parallel.
-fn map_voxels(
+/// `f` as in [`for_each_run`] on the voxels of `src`, a box at `origin`, into a new array in
+/// `src`'s memory order (C, or Fortran for a Fortran array or a box of one).
+fn map_runs(
     src: ArrayView3<'_, f32>,
     origin: [usize; 3],
-    f: impl Fn([usize; 3], f32) -> f32 + Sync,
+    f: impl Fn([usize; 3], usize, &mut [f32]) + Sync,
 ) -> Array3<f32> {
-    let strides = src.strides();
-    let fortran =
-        !src.is_standard_layout() && strides[0].unsigned_abs() < strides[2].unsigned_abs();
+    let fortran = fortran_order(&src);
     let mut out = if fortran {
         Array3::uninit(src.raw_dim().f())
     } else {
         Array3::uninit(src.raw_dim())
     };
-    let (mut dst, src) = if fortran {
-        (out.view_mut().reversed_axes(), src.reversed_axes())
+    let (mut dst, src, along) = if fortran {
+        (out.view_mut().reversed_axes(), src.reversed_axes(), 0)
     } else {
-        (out.view_mut(), src)
+        (out.view_mut(), src, 2)
     };
     dst.axis_iter_mut(Axis(0))
         .into_par_iter()
         .zip(src.axis_iter(Axis(0)).into_par_iter())
         .enumerate()
         .for_each(|(a, (mut to, from))| {
+            let mut buf = [0.0f32; RUN];
             for (b, (mut to, from)) in to.outer_iter_mut().zip(from.outer_iter()).enumerate() {
-                for (c, (o, &v)) in to.iter_mut().zip(from.iter()).enumerate() {
-                    o.write(f(grid_index(fortran, origin, [a, b, c]), v));
+                let runs = to
+                    .axis_chunks_iter_mut(Axis(0), RUN)
+                    .zip(from.axis_chunks_iter(Axis(0), RUN));
+                for (r, (mut to, from)) in runs.enumerate() {
+                    let v = &mut buf[..from.len()];
+                    match from.as_slice() {
+                        Some(s) => v.copy_from_slice(s),
+                        None => v.iter_mut().zip(&from).for_each(|(d, &s)| *d = s),
+                    }
+                    f(grid_index(fortran, origin, [a, b, r * RUN]), along, v);
+                    to.iter_mut().zip(v.iter()).for_each(|(d, &s)| {
+                        d.write(s);
+                    });
                 }
             }
         });
