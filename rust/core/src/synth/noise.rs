@@ -114,19 +114,30 @@ impl Stream {
         (mix(self.0 ^ index) >> 40) as f32 / (1u64 << 24) as f32
     }
 
-    /// An approximately standard normal number: the sum of the four 16-bit uniforms of one
-    /// hash, centred and scaled to unit variance (Irwin-Hall, n = 4; it has the exact mean and
-    /// variance, tails cut at about 3.5 sigma). Written here for speed: one hash and no
-    /// logarithm or cosine per voxel, so that noise on a whole scan costs a few milliseconds
-    /// (Box-Muller costs several times more).
+    /// An approximately standard normal number: the sum of the four bytes of one 32-bit hash,
+    /// centred and scaled to unit variance (Irwin-Hall, n = 4; it has the exact mean and
+    /// variance, tails cut at about 3.5 sigma, steps of 0.007 sigma). Written here for speed: no
+    /// logarithm or cosine per voxel (Box-Muller costs several times more), and 32-bit
+    /// multiplies, which vectorise on baseline x86-64 where 64-bit ones must be emulated.
     #[inline]
     pub fn normal(self, index: u64) -> f32 {
-        let h = mix(self.0 ^ index);
-        let sum = (h & 0xffff) + ((h >> 16) & 0xffff) + ((h >> 32) & 0xffff) + (h >> 48);
-        // Each part is (u + 0.5) / 65536 with u uniform on 0..65536: mean 1/2, variance ~1/12.
-        const SCALE: f32 = 1.732_050_8 / 65536.0; // sqrt(3) / 2^16
-        (sum as f32 + 2.0 - 2.0 * 65536.0) * SCALE
+        let folded = (index as u32) ^ ((index >> 32) as u32).wrapping_mul(0x9E37_79B9);
+        let h = mix32(folded ^ self.0 as u32);
+        let sum = (h & 0xff) + ((h >> 8) & 0xff) + ((h >> 16) & 0xff) + (h >> 24);
+        // Each byte is (u + 0.5) / 256 with u uniform on 0..256: mean 1/2, variance ~1/12.
+        const SCALE: f32 = 1.732_050_8 / 256.0; // sqrt(3) / 2^8
+        (sum as f32 + 2.0 - 2.0 * 256.0) * SCALE
     }
+}
+
+/// Chris Wellons' `lowbias32`: a well-mixed 32-bit hash of two multiplies.
+#[inline]
+fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
 }
 
 #[cfg(test)]
@@ -168,5 +179,24 @@ mod tests {
         );
         assert!(v.iter().all(|x| x.abs() < 3.5));
         assert_eq!(Stream::new(3, 2).normal(7) as f64, v[7]);
+    }
+
+    #[test]
+    fn normals_are_uncorrelated_across_streams_and_neighbours() {
+        let n = 200_000u64;
+        let (a, b) = (Stream::new(9, 0), Stream::new(9, 1));
+        let corr = |x: &dyn Fn(u64) -> f32, y: &dyn Fn(u64) -> f32| {
+            (0..n).map(|i| (x(i) * y(i)) as f64).sum::<f64>() / n as f64
+        };
+        // The real and imaginary parts of one voxel, and two voxels side by side or a row
+        // (128 voxels) apart; 0.01 is over four standard errors at this n.
+        for c in [
+            corr(&|i| a.normal(i), &|i| b.normal(i)),
+            corr(&|i| a.normal(i), &|i| a.normal(i + 1)),
+            corr(&|i| a.normal(i), &|i| a.normal(i + 128)),
+            corr(&|i| a.normal(i), &|i| a.normal(i + (1 << 32))),
+        ] {
+            assert!(c.abs() < 0.01, "{c}");
+        }
     }
 }
