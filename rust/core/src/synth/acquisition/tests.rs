@@ -291,6 +291,49 @@ fn same_bytes_for_any_thread_count_and_layout() {
 }
 
 #[test]
+fn rows_longer_than_a_run_give_the_voxels_of_short_rows() {
+    // C order walks runs along axis 2 (150 voxels: three runs of up to RUN), Fortran order
+    // along axis 0 (5 voxels); the voxels must agree for every slice axis and every step.
+    let image = noisy((5, 4, 150));
+    let mut fortran = Array3::<f32>::zeros(image.data.raw_dim().f());
+    fortran.assign(&image.data);
+    let fortran = image.with_data(fortran);
+    let ctx = Context::new(Inputs::new(&image)).unwrap();
+    for axis in 0..3 {
+        let n = ctx.shape[axis];
+        let mut p = nothing(axis);
+        p.contrast = Some(ContrastParams {
+            factor: 1.2,
+            pivot: 1.4,
+        });
+        p.gamma = Some(GammaParams {
+            gamma: 1.3,
+            reference: 1.5,
+        });
+        p.bias_field = Some(BiasFieldParams {
+            order: 2,
+            coefficients: (0..26).map(|i| 0.01 * (i as f64 - 13.0)).collect(),
+        });
+        p.noise = Some(NoiseParams {
+            kind: NoiseKind::Rician,
+            sigma: 0.1,
+            seed: 8,
+        });
+        p.coverage = Some(CoverageParams {
+            first: n / 3,
+            end: n - n / 3,
+        });
+        let c = run(&image, &p);
+        assert_eq!(run(&fortran, &p), c, "slice axis {axis}");
+        // Outside the band: the background; inside: a degraded voxel.
+        for ((i, j, k), &v) in c.indexed_iter() {
+            let inside = (n / 3..n - n / 3).contains(&[i, j, k][axis]);
+            assert_eq!(v == 0.0, !inside, "{axis} {i} {j} {k}");
+        }
+    }
+}
+
+#[test]
 fn bad_parameters_are_refused() {
     let image = noisy((8, 8, 8));
     let ctx = Context::new(Inputs::new(&image)).unwrap();
