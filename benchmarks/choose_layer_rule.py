@@ -41,9 +41,10 @@ the textured brain samples alone.
 `--grow` also scores a grown form of the profile's rule (hysteresis): the profile's rule
 gives the seeds, then every voxel joins that is connected to a seed (26-connectivity) through
 voxels with a mask probability of at least a lower threshold and a departure above a lower
-margin; then the smallest lesion size and the filling apply as before. MRBrainTumor2's output
-under-segments (sensitivity 0.37, README), and a tumour's rim departs less than its core, which
-is what growing from the core would recover. The grid: lower thresholds 0.5, 0.3, 0.1, 0.05 and
+margin; then the filling applies as before (a grown lesion holds a whole seed lesion, so none
+is under the smallest lesion size). MRBrainTumor2's output under-segments (sensitivity 0.37,
+README), and a tumour's rim departs less than its core, which is what growing from the core
+would recover. The grid: lower thresholds 0.5, 0.3, 0.1, 0.05 and
 lower margins from 0 to the profile's margin in tenths (for liver-ct, in its margin steps);
 the lower threshold and margin equal to the profile's is the profile's rule itself. The rule
 fixed before its first run (2026-12-07): the grown form becomes the profile's only if its best
@@ -227,23 +228,11 @@ def main() -> None:
                     seeds = remove_small_lesions(
                         masks[t0] & (departures[d0] > m0), spacing, MIN_LESION_MM3
                     )
-                    grown_scores.append(
-                        [
-                            dice(
-                                fill_enclosed(
-                                    remove_small_lesions(
-                                        grow(seeds, masks[t] & (departures[d0] > m)),
-                                        spacing,
-                                        MIN_LESION_MM3,
-                                    )
-                                )
-                                & inside,
-                                truth,
-                                outside,
-                            )
-                            for t, m in grown_rules
-                        ]
-                    )
+                    grown_row = []
+                    for t, m in grown_rules:
+                        grown = grow(seeds, masks[t] & (departures[d0] > m))
+                        grown_row.append(dice(fill_enclosed(grown) & inside, truth, outside))
+                    grown_scores.append(grown_row)
                 unfilled_scores.append(unfilled)
                 raw = seg["mask"][box] > 0
                 raw_scores[look].append(dice(raw, truth, outside))
@@ -258,7 +247,7 @@ def main() -> None:
     mean = np.mean(np.array([r for rows in scores.values() for r in rows]), axis=0)
     unfilled_mean = np.mean(np.array(unfilled_scores), axis=0)
     chosen = int(np.argmax(mean))
-    current = rules.index(current_rule(args.profile))
+    current = rules.index(seed_rule)
     samples = sum(len(rows) for rows in scores.values())
     print(f"\n{args.profile}: {samples} synthetic samples ({', '.join(looks)})")
     for name, values in raw_scores.items():

@@ -285,9 +285,12 @@ impl<'p> Plan<'p> {
     /// The intensity steps (contrast, gamma, bias) on a run `v` of voxels from `first` along
     /// the grid axis `along`.
     fn intensity(&self, first: [usize; 3], along: usize, v: &mut [f32]) {
+        let keep_zero = self.p.keep_zero_background;
         let mut before = [0.0f32; RUN];
         let before = &mut before[..v.len()];
-        before.copy_from_slice(v);
+        if keep_zero {
+            before.copy_from_slice(v);
+        }
         if let Some((f, pivot)) = self.contrast {
             for x in v.iter_mut() {
                 *x = pivot + f * (*x - pivot);
@@ -325,7 +328,7 @@ impl<'p> Plan<'p> {
                 *x *= math::exp(e);
             }
         }
-        if self.p.keep_zero_background {
+        if keep_zero {
             for (x, &b) in v.iter_mut().zip(before.iter()) {
                 *x = if b == 0.0 { b } else { *x };
             }
