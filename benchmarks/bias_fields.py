@@ -6,7 +6,7 @@ and scores it against the label; `s = 0.3` spans 0.74 to 1.35 over the field of 
 radial field (brighter in the middle) and Rician noise at 5 % of the foreground mean are
 scored too. Nothing is chosen on it: it measures robustness on a dev case::
 
-    python benchmarks/bias_fields.py [--case mrbraintumor2] [--strengths 0.15 0.3]
+    python benchmarks/bias_fields.py [--case mrbraintumor2] [--strengths 0.15 0.3] [--profile P]
 """
 
 from __future__ import annotations
@@ -66,17 +66,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="mrbraintumor2")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.15, 0.3])
+    parser.add_argument("--profile", default="brain-mri", help="a profile name or file")
     args = parser.parse_args()
     folder = sample_dir(args.case)
     image, affine = layerseg.read_image(folder / "image.nii.gz")
     truth = layerseg.read_labels(folder / "label.nii.gz")[0] > 0
     sx, sy, sz = (float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
     codes = tuple(str(c) for c in nib.aff2axcodes(affine))
-    print(f"{args.case}: {image.shape}, axes {''.join(codes)}, defaults (brain extraction, rule)")
+    print(f"{args.case}: {image.shape}, axes {''.join(codes)}, profile {args.profile}")
     print(f"{'change':48s} {'Dice':>6s} {'voxels':>7s}  seconds")
     for name, change in fields(image.shape, codes, args.strengths).items():
         start = time.perf_counter()
-        seg = layerseg.segment(change(image), affine, profile="brain-mri", device="cpu")
+        seg = layerseg.segment(change(image), affine, profile=args.profile, device="cpu")
         mask = seg["mask"] > 0
         score = layerseg.evaluate(mask, truth, spacing=(sx, sy, sz))
         print(

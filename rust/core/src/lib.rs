@@ -5,6 +5,7 @@
 pub mod affine;
 pub mod atomic;
 pub mod augment;
+pub mod bias;
 pub mod brain;
 pub mod datalist;
 pub mod distance;

@@ -5,6 +5,7 @@
 use ndarray::{s, Array3, ArrayView3, Zip};
 
 use crate::affine::{matmul, Affine};
+use crate::bias;
 use crate::error::{Error, Result};
 use crate::orientation::Reorientation;
 use crate::profile::{Normalisation, Profile, Resample, Roi};
@@ -75,9 +76,10 @@ impl GridMapping {
 /// region of interest; profiles whose ROI is an organ mask require it.
 pub fn preprocess(image: &Image, organ: Option<&LabelMap>, profile: &Profile) -> Result<Prepared> {
     let (grid, region, mapping) = network_grid(image, organ, profile)?;
+    let region = region.data.mapv(|v| v > 0);
     Ok(Prepared {
-        input: normalise(grid.data, &profile.normalisation),
-        region: region.data.mapv(|v| v > 0),
+        input: network_input(grid.data, &region, profile),
+        region,
         input_region: organ.map(|m| m.data.mapv(|v| v > 0)),
         mapping,
     })
@@ -135,6 +137,19 @@ pub fn network_grid(
         net_shape,
     };
     Ok((grid, region, mapping))
+}
+
+/// The network's input from the scan on the network grid: divided by its bias field (estimated
+/// inside `region`) when the profile says, then normalised.
+pub fn network_input(
+    mut grid: Array3<f32>,
+    region: &Array3<bool>,
+    profile: &Profile,
+) -> Array3<f32> {
+    if let Some(settings) = &profile.inference.bias_correction {
+        bias::correct(&mut grid, region.view(), settings);
+    }
+    normalise(grid, &profile.normalisation)
 }
 
 /// The affine of a crop resized with torch's half-pixel rule: network voxel o sits at crop

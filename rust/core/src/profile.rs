@@ -137,6 +137,44 @@ pub struct Inference {
     /// Keep a voxel of the mask only where the layers agree (absent: the network's own mask).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_rule: Option<LayerRule>,
+    /// Divide the scan by its intensity bias field (N4, `crate::bias`), estimated inside the
+    /// region searched, before normalising it (absent: no correction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias_correction: Option<BiasCorrection>,
+}
+
+/// N4 bias-field correction settings (`crate::bias`). The defaults are ITK's
+/// (`N4BiasFieldCorrectionImageFilter`), not tuned on any scan; `levels` is chosen on
+/// synthetic fields by `benchmarks/bias_correction.py` (README, "Bias correction").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BiasCorrection {
+    /// Fitting levels: level l fits a cubic B-spline with 2^l spans per axis.
+    pub levels: usize,
+    /// Most iterations per level.
+    pub iterations: usize,
+    /// A level ends when the field's update varies less than this (coefficient of variation).
+    pub convergence: f64,
+    pub histogram_bins: usize,
+    /// Width of the bias's log-intensity spread that the histogram is sharpened by.
+    pub fwhm: f64,
+    pub wiener_noise: f64,
+    /// The field is fitted on a grid this many times coarser along each axis.
+    pub shrink: usize,
+}
+
+impl Default for BiasCorrection {
+    fn default() -> Self {
+        BiasCorrection {
+            levels: 4,
+            iterations: 50,
+            convergence: 0.001,
+            histogram_bins: 200,
+            fwhm: 0.15,
+            wiener_noise: 0.01,
+            shrink: 2,
+        }
+    }
 }
 
 /// The final mask follows the layers: a voxel stays tumour only where the mask probability
@@ -453,6 +491,33 @@ mod tests {
             err.to_string().contains("adaptation.keep_fraction"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bias_correction_takes_itks_defaults_and_is_checked() {
+        let p = edited(|v| v["inference"]["bias_correction"] = serde_json::json!({"levels": 2}))
+            .unwrap();
+        let settings = p.inference.bias_correction.unwrap();
+        assert_eq!(settings.levels, 2);
+        assert_eq!(settings.histogram_bins, 200);
+        assert_eq!(settings.fwhm, 0.15);
+        for (bad, key) in [
+            (
+                serde_json::json!({"levels": 0}),
+                "inference.bias_correction",
+            ),
+            (
+                serde_json::json!({"shrink": 0}),
+                "inference.bias_correction",
+            ),
+            (
+                serde_json::json!({"fwhm": -1.0}),
+                "inference.bias_correction.fwhm",
+            ),
+        ] {
+            let err = edited(|v| v["inference"]["bias_correction"] = bad.clone()).unwrap_err();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Metrics (`evaluate`), and the pieces of the core that the MONAI transforms call instead of
-//! repeating them: the profiles' z-score, the listing of a folder's scans, the model-card checks.
+//! repeating them: the profiles' z-score and bias correction, the listing of a folder's scans, the model-card checks.
 
-use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArray2, PyReadonlyArray3, PyReadonlyArrayDyn};
+use numpy::{
+    IntoPyArray, PyArray3, PyArrayDyn, PyReadonlyArray2, PyReadonlyArray3, PyReadonlyArrayDyn,
+};
 use pyo3::prelude::*;
 use std::path::PathBuf;
 
@@ -93,6 +95,35 @@ fn zscore_nonzero<'py>(
     Ok(out.into_pyarray(py))
 }
 
+/// The profile's N4 bias correction (`inference.bias_correction`, `layerseg_core::bias`) of
+/// `image` [i, j, k], the field estimated inside `mask`: `(corrected, field)`, both float32;
+/// `field` is `None`, and `corrected` a copy, when the profile corrects nothing or the mask
+/// holds too few positive voxels.
+#[pyfunction]
+#[pyo3(signature = (image, mask, profile="brain-mri"))]
+#[allow(clippy::type_complexity)]
+fn correct_bias<'py>(
+    py: Python<'py>,
+    image: PyReadonlyArray3<'py, f32>,
+    mask: PyReadonlyArray3<'py, bool>,
+    profile: &str,
+) -> PyResult<(Bound<'py, PyArray3<f32>>, Option<Bound<'py, PyArray3<f32>>>)> {
+    let (mut image, mask) = (image.as_array().to_owned(), mask.as_array().to_owned());
+    if image.dim() != mask.dim() {
+        return Err(LayerSegError::new_err(format!(
+            "the mask's shape {:?} is not the image's {:?}",
+            mask.dim(),
+            image.dim()
+        )));
+    }
+    let profile = layerseg_core::Profile::load(profile).map_err(IntoPyErr::into_py_err)?;
+    let field = run_detached(py, || {
+        let settings = profile.inference.bias_correction.as_ref()?;
+        layerseg_core::bias::correct(&mut image, mask.view(), settings)
+    });
+    Ok((image.into_pyarray(py), field.map(|f| f.into_pyarray(py))))
+}
+
 /// The scans (NIfTI, NRRD, MetaImage, by extension) directly inside `folder`, sorted by path.
 #[pyfunction]
 fn scan_files(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<PathBuf>> {
@@ -142,6 +173,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mask_fitted_to_labels, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(zscore_nonzero, m)?)?;
+    m.add_function(wrap_pyfunction!(correct_bias, m)?)?;
     m.add_function(wrap_pyfunction!(scan_files, m)?)?;
     Ok(())
 }

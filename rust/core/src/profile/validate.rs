@@ -125,6 +125,23 @@ impl Profile {
                 );
             }
         }
+        if let Some(b) = &inf.bias_correction {
+            if !(1..=5).contains(&b.levels) || b.iterations == 0 {
+                return fail(
+                    "inference.bias_correction",
+                    "levels must be 1 to 5 and iterations >= 1",
+                );
+            }
+            if !(16..=4096).contains(&b.histogram_bins) || !(1..=8).contains(&b.shrink) {
+                return fail(
+                    "inference.bias_correction",
+                    "histogram_bins must be 16 to 4096 and shrink 1 to 8",
+                );
+            }
+            positive("inference.bias_correction.fwhm", b.fwhm)?;
+            positive("inference.bias_correction.wiener_noise", b.wiener_noise)?;
+            positive("inference.bias_correction.convergence", b.convergence)?;
+        }
         let t = &self.training;
         positive("training.lr", t.lr)?;
         if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {

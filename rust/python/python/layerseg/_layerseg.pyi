@@ -67,6 +67,12 @@ def zscore_nonzero(
 ) -> npt.NDArray[np.float32]:
     """The profiles' ``zscore_nonzero`` rule over every voxel of an array of any shape."""
 
+def correct_bias(
+    image: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_], profile: str = "brain-mri"
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """The profile's N4 bias correction, the field estimated inside ``mask``:
+    ``(corrected, field)``; ``field`` is None when nothing was corrected."""
+
 def scan_files(folder: str | os.PathLike[str]) -> list[Path]:
     """The scans (NIfTI, NRRD, MetaImage) directly inside ``folder``, sorted."""
 

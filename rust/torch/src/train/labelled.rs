@@ -7,7 +7,7 @@
 
 use layerseg_core::augment::Augmentation;
 use layerseg_core::datalist::LabelledScan;
-use layerseg_core::preprocess::{network_grid, normalise};
+use layerseg_core::preprocess::{network_grid, network_input};
 use layerseg_core::Profile;
 use ndarray::{s, Array3};
 
@@ -26,11 +26,11 @@ pub struct GridCase {
 impl GridCase {
     /// The scan preprocessed as for inference, its label moved onto the same grid.
     pub fn from_scan(scan: &LabelledScan, profile: &Profile) -> Result<GridCase> {
-        let (grid, _, mapping) = network_grid(&scan.image, scan.organ.as_ref(), profile)
+        let (grid, region, mapping) = network_grid(&scan.image, scan.organ.as_ref(), profile)
             .map_err(|e| invalid(std::path::Path::new(&scan.name), e))?;
         Ok(GridCase {
             name: scan.name.clone(),
-            input: normalise(grid.data, &profile.normalisation),
+            input: network_input(grid.data, &region.data.mapv(|v| v > 0), profile),
             label: mapping.labels_to_network_grid(&scan.label),
         })
     }

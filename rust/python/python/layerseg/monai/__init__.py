@@ -17,6 +17,7 @@ All randomness comes from ``self.R``: the seed handed to Rust is drawn from it, 
 The module also holds the other pieces a MONAI user needs to train and run LayerSeg models in
 PyTorch: :class:`LayerDecompositionLoss` (the paper's training loss as a ``torch.nn.Module``),
 :class:`FinetuneLoss` (the supervised fine-tuning loss),
+:class:`BiasCorrectiond` (the profiles' N4 bias correction) and
 :class:`ZScoreNonzerod` (the profiles' ``zscore_nonzero`` normalisation), :func:`load_weights`
 (LayerSeg weights into MONAI's ``BasicUNet``, refusing weights of another width),
 :func:`export_bundle_model` (``.safetensors`` + model card to a bundle's ``models/model.pt``), and
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 from layerseg.monai.brain import BrainExtraction, BrainExtractiond, KeepInRegiond
 from layerseg.monai.data import labelled_datalist, list_scans
-from layerseg.monai.intensity import ZScoreNonzero, ZScoreNonzerod
+from layerseg.monai.intensity import BiasCorrectiond, ZScoreNonzero, ZScoreNonzerod
 from layerseg.monai.losses import (
     HEALTHY_CHANNEL,
     MASK_CHANNEL,
@@ -68,6 +69,7 @@ from layerseg.monai.weights import (
 )
 
 __all__ = [
+    "BiasCorrectiond",
     "HEALTHY_CHANNEL",
     "MASK_CHANNEL",
     "TUMOUR_CHANNEL",

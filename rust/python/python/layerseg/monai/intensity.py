@@ -1,4 +1,4 @@
-"""The profiles' intensity normalisation as MONAI transforms."""
+"""The profiles' intensity steps as MONAI transforms: bias correction and normalisation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from monai.transforms.transform import MapTransform, Transform
 from monai.utils.enums import TransformBackends
 from monai.utils.type_conversion import convert_data_type, convert_to_dst_type
 
-from layerseg._layerseg import zscore_nonzero
+from layerseg._layerseg import correct_bias, zscore_nonzero
 
 
 class ZScoreNonzero(Transform):
@@ -50,4 +50,46 @@ class ZScoreNonzerod(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.normalise(d[key])
+        return d
+
+
+class BiasCorrectiond(MapTransform):
+    """The profile's N4 bias correction (``inference.bias_correction``), exactly as LayerSeg's
+    Rust preprocessing applies it before normalising: each key's image (one channel) is divided
+    by its bias field, estimated inside ``mask_key``'s mask on the same grid. A profile without
+    the section, or a mask with too few positive voxels, leaves the image unchanged. With
+    ``field_key``, the field is stored there too (channel first)."""
+
+    backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mask_key: str,
+        profile: str = "brain-mri",
+        field_key: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+        self.profile = profile
+        self.field_key = field_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        mask = convert_data_type(d[self.mask_key], np.ndarray)[0]
+        mask = np.ascontiguousarray(mask.reshape(mask.shape[-3:]) > 0)
+        for key in self.key_iterator(d):
+            img = d[key]
+            x = convert_data_type(img, np.ndarray, dtype=np.float32)[0]
+            if x.ndim != 4 or x.shape[0] != 1 or x.shape[1:] != mask.shape:
+                raise ValueError(
+                    f"BiasCorrectiond: {key!r} must be one channel on the grid of "
+                    f"{self.mask_key!r} {mask.shape}, got {x.shape}"
+                )
+            corrected, field = correct_bias(np.ascontiguousarray(x[0]), mask, self.profile)
+            d[key] = convert_to_dst_type(corrected[None], img, dtype=torch.float32)[0]
+            if self.field_key is not None:
+                ones = np.ones_like(corrected) if field is None else field
+                d[self.field_key] = convert_to_dst_type(ones[None], img, dtype=torch.float32)[0]
         return d
