@@ -75,22 +75,25 @@ def network_grid(name: str) -> tuple[F32, BOOL]:
     return np.maximum(image, 0.0), brain
 
 
-def legendre_field(rng: np.random.Generator) -> F32:
+def legendre_field(rng: np.random.Generator, shape: tuple[int, ...] = (GRID,) * 3) -> F32:
     """exp of a random cubic (Legendre terms up to order 3 per axis) with peak |log| 0.1-0.3."""
-    x = np.linspace(-1.0, 1.0, GRID)
-    p = [np.ones_like(x), x, 0.5 * (3 * x**2 - 1), 0.5 * (5 * x**3 - 3 * x)]
+
+    def terms(n: int) -> list[npt.NDArray[np.float64]]:
+        x = np.linspace(-1.0, 1.0, n)
+        return [np.ones_like(x), x, 0.5 * (3 * x**2 - 1), 0.5 * (5 * x**3 - 3 * x)]
+
     c = rng.normal(size=(4, 4, 4))
     c[0, 0, 0] = 0.0
-    log = np.einsum("abc,ai,bj,ck->ijk", c, p, p, p)
+    log = np.einsum("abc,ai,bj,ck->ijk", c, *(terms(n) for n in shape))
     log *= rng.uniform(0.1, 0.3) / np.abs(log).max()
     field: F32 = np.exp(log).astype(np.float32)
     return field
 
 
-def coil_field(rng: np.random.Generator) -> F32:
+def coil_field(rng: np.random.Generator, shape: tuple[int, ...] = (GRID,) * 3) -> F32:
     """exp of one or two Gaussian bumps centred just outside the box (a surface coil)."""
-    grid = np.meshgrid(*[np.linspace(-1.0, 1.0, GRID)] * 3, indexing="ij")
-    log = np.zeros((GRID,) * 3)
+    grid = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in shape], indexing="ij")
+    log = np.zeros(shape)
     for _ in range(rng.integers(1, 3)):
         centre = rng.uniform(-1.0, 1.0, 3)
         axis = rng.integers(3)
