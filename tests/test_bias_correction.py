@@ -95,3 +95,25 @@ def test_the_monai_transform_is_the_same_correction(
     np.testing.assert_array_equal(same["image"][0].numpy(), biased)
     with pytest.raises(ValueError, match="grid of 'brain'"):
         transform({"image": data["image"], "brain": data["brain"][:, :32]})
+
+
+def test_the_public_function_takes_settings_and_checks_them(
+    colin: tuple[F32, npt.NDArray[np.bool_]], corrected_profile: str
+) -> None:
+    image, brain = colin
+    biased = image * field(image.shape)
+    out = layerseg.correct_bias(biased, brain)
+    expected, _ = correct_bias(biased, brain, corrected_profile)
+    np.testing.assert_array_equal(out["image"], expected)
+    one = layerseg.correct_bias(biased, brain, settings={"levels": 1})
+    assert one["field"] is not None and not np.array_equal(one["image"], expected)
+    # The built-in profile corrects nothing; a profile file with the section does.
+    assert layerseg.correct_bias(biased, brain, profile="brain-mri")["field"] is None
+    by_file = layerseg.correct_bias(biased, brain, profile=corrected_profile)
+    np.testing.assert_array_equal(by_file["image"], expected)
+    with pytest.raises(layerseg.LayerSegError, match="bias_correction"):
+        layerseg.correct_bias(biased, brain, settings={"levels": 0})
+    with pytest.raises(layerseg.LayerSegError, match="unknown field"):
+        layerseg.correct_bias(biased, brain, settings={"level": 2})
+    with pytest.raises(ValueError, match="mask must be a 3D array"):
+        layerseg.correct_bias(biased, brain[0])

@@ -95,18 +95,20 @@ fn zscore_nonzero<'py>(
     Ok(out.into_pyarray(py))
 }
 
-/// The profile's N4 bias correction (`inference.bias_correction`, `layerseg_core::bias`) of
-/// `image` [i, j, k], the field estimated inside `mask`: `(corrected, field)`, both float32;
-/// `field` is `None`, and `corrected` a copy, when the profile corrects nothing or the mask
-/// holds too few positive voxels.
+/// N4 bias correction (`layerseg_core::bias`) of `image` [i, j, k], the field estimated inside
+/// `mask`, with `settings` (JSON of a profile's `inference.bias_correction`; missing keys take
+/// ITK's defaults) or, when `settings` is `None`, the section of `profile`: `(corrected, field)`,
+/// both float32. `field` is `None`, and `corrected` a copy, when the profile has no section or
+/// the mask holds too few positive voxels.
 #[pyfunction]
-#[pyo3(signature = (image, mask, profile="brain-mri"))]
+#[pyo3(signature = (image, mask, profile="brain-mri", settings=None))]
 #[allow(clippy::type_complexity)]
 fn correct_bias<'py>(
     py: Python<'py>,
     image: PyReadonlyArray3<'py, f32>,
     mask: PyReadonlyArray3<'py, bool>,
     profile: &str,
+    settings: Option<&str>,
 ) -> PyResult<(Bound<'py, PyArray3<f32>>, Option<Bound<'py, PyArray3<f32>>>)> {
     let (mut image, mask) = (image.as_array().to_owned(), mask.as_array().to_owned());
     if image.dim() != mask.dim() {
@@ -116,12 +118,36 @@ fn correct_bias<'py>(
             image.dim()
         )));
     }
-    let profile = layerseg_core::Profile::load(profile).map_err(IntoPyErr::into_py_err)?;
+    let settings = match settings {
+        Some(json) => Some(bias_settings(json)?),
+        None => {
+            let profile = layerseg_core::Profile::load(profile).map_err(IntoPyErr::into_py_err)?;
+            profile.inference.bias_correction
+        }
+    };
     let field = run_detached(py, || {
-        let settings = profile.inference.bias_correction.as_ref()?;
-        layerseg_core::bias::correct(&mut image, mask.view(), settings)
+        layerseg_core::bias::correct(&mut image, mask.view(), settings.as_ref()?)
     });
     Ok((image.into_pyarray(py), field.map(|f| f.into_pyarray(py))))
+}
+
+/// Bias-correction settings from JSON, checked by the one profile validation (the settings
+/// go into a copy of the brain profile's `inference` section).
+fn bias_settings(json: &str) -> PyResult<layerseg_core::profile::BiasCorrection> {
+    let invalid = |e: serde_json::Error| {
+        pyo3::exceptions::PyValueError::new_err(format!("bias correction settings: {e}"))
+    };
+    let settings: serde_json::Value = serde_json::from_str(json).map_err(invalid)?;
+    let brain = layerseg_core::Profile::builtin("brain-mri").map_err(IntoPyErr::into_py_err)?;
+    let mut profile: serde_json::Value = serde_json::from_str(&brain.to_json()).map_err(invalid)?;
+    profile["inference"]["bias_correction"] = settings;
+    let profile =
+        layerseg_core::Profile::from_json(&profile.to_string(), "bias correction settings")
+            .map_err(IntoPyErr::into_py_err)?;
+    Ok(profile
+        .inference
+        .bias_correction
+        .expect("the section was set above"))
 }
 
 /// The scans (NIfTI, NRRD, MetaImage, by extension) directly inside `folder`, sorted by path.

@@ -3,9 +3,10 @@
 Volumes cross the boundary as ``(array, affine)`` pairs: a numpy array indexed ``[i, j, k]``
 in the file's voxel order, and the 4x4 voxel-to-RAS affine, as nibabel gives them.
 
-Importing the package loads no torch: reading and writing volumes, profiles, synthesis and
-``evaluate`` run on the torch-free extension. ``segment``, ``extract_brain``, the training
-functions, ``runtime`` and ``run_cli`` load LayerSeg's libtorch runtime on first use
+Importing the package loads no torch: reading and writing volumes, profiles, synthesis,
+``evaluate`` and ``correct_bias`` run on the torch-free extension. ``segment``,
+``extract_brain``, the training functions, ``runtime`` and ``run_cli`` load LayerSeg's libtorch
+runtime on first use
 (``layerseg_libtorch``, installed by ``pip install "layerseg[libtorch]"``).
 """
 
@@ -27,6 +28,7 @@ from layerseg._functions import (
 )
 from layerseg._layerseg import __version__
 from layerseg.api import (
+    correct_bias,
     evaluate,
     extract_brain,
     segment,
@@ -46,6 +48,7 @@ __all__ = [
     "LayerSegError",
     "__version__",
     "adapt",
+    "correct_bias",
     "evaluate",
     "extract_brain",
     "finetune",

@@ -68,9 +68,12 @@ def zscore_nonzero(
     """The profiles' ``zscore_nonzero`` rule over every voxel of an array of any shape."""
 
 def correct_bias(
-    image: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_], profile: str = "brain-mri"
+    image: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.bool_],
+    profile: str = "brain-mri",
+    settings: str | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
-    """The profile's N4 bias correction, the field estimated inside ``mask``:
+    """N4 bias correction with ``settings`` (JSON) or the profile's section:
     ``(corrected, field)``; ``field`` is None when nothing was corrected."""
 
 def scan_files(folder: str | os.PathLike[str]) -> list[Path]:

@@ -8,6 +8,7 @@ memory layout (non-contiguous, Fortran order) is converted.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -233,6 +234,51 @@ def extract_brain(
         "implausible": implausible,
         "cut_by_scan": cut,
     }
+
+
+def correct_bias(
+    image: npt.ArrayLike,
+    mask: npt.ArrayLike,
+    *,
+    settings: dict[str, Any] | None = None,
+    profile: str | None = None,
+) -> dict[str, Any]:
+    """Divide a scan by its smooth intensity bias field, estimated by N4 inside ``mask``.
+
+    LayerSeg's own N4 (``layerseg_core::bias``; README, "Bias correction"): label-free, in the
+    Rust core. ``segment`` runs it when the profile has an ``inference.bias_correction``
+    section; the built-in profiles do not (the shipped models were trained on uncorrected
+    scans, and correcting loses them tumours).
+
+    Parameters
+    ----------
+    image
+        A 3D array ``[i, j, k]`` of intensities; only its positive voxels inform the field.
+    mask
+        Where the field is estimated (a brain mask, say), on the same grid.
+    settings
+        The section's keys (``levels``, ``iterations``, ``convergence``, ``histogram_bins``,
+        ``fwhm``, ``wiener_noise``, ``shrink``); missing ones take ITK's defaults (4 levels).
+        Default ``None``: ITK's defaults, unless ``profile`` is given.
+    profile
+        Take the settings from this profile's section instead (a built-in name or a file).
+
+    Returns
+    -------
+    dict
+        ``image`` (float32, corrected; a copy of the input when nothing was corrected) and
+        ``field`` (float32, the field divided out, its log mean 0 inside the mask; ``None``
+        when the profile has no section or the mask holds fewer than 1000 usable voxels).
+    """
+    data = _as_volume("image", image, np.float32)
+    region = _as_volume("mask", mask, np.uint8, labels=True) > 0
+    if settings is not None and profile is not None:
+        raise ValueError("give settings or profile, not both")
+    if profile is None:
+        corrected, field = _layerseg.correct_bias(data, region, settings=json.dumps(settings or {}))
+    else:
+        corrected, field = _layerseg.correct_bias(data, region, profile=profile)
+    return {"image": corrected, "field": field}
 
 
 def evaluate(

@@ -69,10 +69,10 @@ from layerseg.monai.weights import (
 )
 
 __all__ = [
-    "BiasCorrectiond",
     "HEALTHY_CHANNEL",
     "MASK_CHANNEL",
     "TUMOUR_CHANNEL",
+    "BiasCorrectiond",
     "BrainExtraction",
     "BrainExtractiond",
     "FinetuneLoss",

@@ -87,7 +87,7 @@ class BiasCorrectiond(MapTransform):
                     f"BiasCorrectiond: {key!r} must be one channel on the grid of "
                     f"{self.mask_key!r} {mask.shape}, got {x.shape}"
                 )
-            corrected, field = correct_bias(np.ascontiguousarray(x[0]), mask, self.profile)
+            corrected, field = correct_bias(np.ascontiguousarray(x[0]), mask, profile=self.profile)
             d[key] = convert_to_dst_type(corrected[None], img, dtype=torch.float32)[0]
             if self.field_key is not None:
                 ones = np.ones_like(corrected) if field is None else field
