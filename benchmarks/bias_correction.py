@@ -38,6 +38,10 @@ unbiased ones by less than 0.01::
 training scans (MRHead is one that no model trained on, its brain extracted)::
 
     python benchmarks/bias_correction.py --segment 1 --hosts mrhead --seeds 6
+
+`--inside-only` divides the scan by the field inside the brain mask only, on the scan's own
+grid, leaving the scalp as it was, then segments with the built-in profile: a measurement of
+what the correction's reach outside the brain costs, not a decision.
 """
 
 from __future__ import annotations
@@ -162,7 +166,15 @@ def resized_field(field: F32, shape: tuple[int, ...]) -> F32:
     return stretched
 
 
-def segment_decision(levels: int, seeds: int, hosts: list[str]) -> None:
+def inside_only(scan: F32, organ: npt.NDArray[np.uint8], levels: int) -> F32:
+    """`scan` divided by its field inside `organ` only, on the scan's own grid."""
+    field = layerseg.correct_bias(scan, organ, settings={"levels": levels})["field"]
+    inside = organ > 0
+    out: F32 = np.where(inside, scan / field, scan).astype(np.float32)
+    return out
+
+
+def segment_decision(levels: int, seeds: int, hosts: list[str], outside: bool = True) -> None:
     from choose_layer_rule import dice, host_scan, validation_profile
 
     rng = np.random.default_rng(20261208)
@@ -185,6 +197,8 @@ def segment_decision(levels: int, seeds: int, hosts: list[str]) -> None:
                 line = []
                 for bias, scan in variants.items():
                     for label, profile in (("off", "brain-mri"), ("on", corrected_profile)):
+                        if label == "on" and not outside:
+                            scan, profile = inside_only(scan, organ, levels), "brain-mri"
                         seg = layerseg.segment(
                             scan.astype(np.float32),
                             affine,
@@ -215,9 +229,12 @@ def main() -> None:
     parser.add_argument("--segment", type=int, metavar="LEVELS", help="the on/off decision")
     parser.add_argument("--seeds", type=int, default=2, help="samples per host and look")
     parser.add_argument("--hosts", nargs="+", default=SCANS, help="healthy sample scans")
+    parser.add_argument(
+        "--inside-only", action="store_true", help="leave the scan outside the brain uncorrected"
+    )
     args = parser.parse_args()
     if args.segment is not None:
-        segment_decision(args.segment, args.seeds, args.hosts)
+        segment_decision(args.segment, args.seeds, args.hosts, outside=not args.inside_only)
         return
     rng = np.random.default_rng(20261208)
     scans = {name: network_grid(name) for name in SCANS}
