@@ -144,8 +144,9 @@ pub struct Inference {
 }
 
 /// N4 bias-field correction settings (`crate::bias`). The defaults are ITK's
-/// (`N4BiasFieldCorrectionImageFilter`), not tuned on any scan; `levels` is chosen on
-/// synthetic fields by `benchmarks/bias_correction.py` (README, "Bias correction").
+/// (`N4BiasFieldCorrectionImageFilter`), not tuned on any scan. `benchmarks/bias_correction.py`
+/// measures each depth on synthetic fields; none passed its rule, and the built-in profiles
+/// leave the section out (README, "Bias correction").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BiasCorrection {
