@@ -164,6 +164,37 @@ pub struct BiasCorrection {
     pub shrink: usize,
 }
 
+impl BiasCorrection {
+    /// The `inference.bias_correction` section on its own (missing keys take the defaults),
+    /// parsed and checked as in a profile; `origin` appears in every error.
+    pub fn from_json(text: &str, origin: &str) -> Result<BiasCorrection> {
+        parse_checked(text, origin, BiasCorrection::validate)
+    }
+}
+
+/// JSON parsed with unknown keys refused, then checked; every error names `origin` and the key.
+fn parse_checked<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    check: impl FnOnce(&T) -> std::result::Result<(), (String, String)>,
+) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        Error::Profile {
+            origin: origin.to_string(),
+            key: if key == "." { String::new() } else { key },
+            reason: e.into_inner().to_string(),
+        }
+    })?;
+    check(&value).map_err(|(key, reason)| Error::Profile {
+        origin: origin.to_string(),
+        key,
+        reason,
+    })?;
+    Ok(value)
+}
+
 impl Default for BiasCorrection {
     fn default() -> Self {
         BiasCorrection {
@@ -269,21 +300,7 @@ impl Profile {
 
     /// Parse and validate; `origin` (a file or "built-in NAME") appears in every error.
     pub fn from_json(text: &str, origin: &str) -> Result<Profile> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let profile: Profile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            Error::Profile {
-                origin: origin.to_string(),
-                key: if key == "." { String::new() } else { key },
-                reason: e.into_inner().to_string(),
-            }
-        })?;
-        profile.validate().map_err(|(key, reason)| Error::Profile {
-            origin: origin.to_string(),
-            key,
-            reason,
-        })?;
-        Ok(profile)
+        parse_checked(text, origin, Profile::validate)
     }
 
     /// What its models' weights are bound to ([`NetworkInput`]).
@@ -518,7 +535,19 @@ mod tests {
         ] {
             let err = edited(|v| v["inference"]["bias_correction"] = bad.clone()).unwrap_err();
             assert!(err.to_string().contains(key), "{bad}: {err}");
+            let err = BiasCorrection::from_json(&bad.to_string(), "settings").unwrap_err();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
         }
+        let alone = BiasCorrection::from_json(r#"{"levels": 1}"#, "settings").unwrap();
+        assert_eq!(
+            alone,
+            BiasCorrection {
+                levels: 1,
+                ..BiasCorrection::default()
+            }
+        );
+        let err = BiasCorrection::from_json(r#"{"level": 1}"#, "settings").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Metrics (`evaluate`), and the pieces of the core that the MONAI transforms call instead of
-//! repeating them: the profiles' z-score and bias correction, the listing of a folder's scans, the model-card checks.
+//! repeating them: the profiles' z-score and bias correction, the listing of a folder's scans,
+//! the model-card checks.
 
 use numpy::{
     IntoPyArray, PyArray3, PyArrayDyn, PyReadonlyArray2, PyReadonlyArray3, PyReadonlyArrayDyn,
@@ -119,7 +120,10 @@ fn correct_bias<'py>(
         )));
     }
     let settings = match settings {
-        Some(json) => Some(bias_settings(json)?),
+        Some(json) => Some(
+            layerseg_core::profile::BiasCorrection::from_json(json, "bias correction settings")
+                .map_err(IntoPyErr::into_py_err)?,
+        ),
         None => {
             let profile = layerseg_core::Profile::load(profile).map_err(IntoPyErr::into_py_err)?;
             profile.inference.bias_correction
@@ -129,25 +133,6 @@ fn correct_bias<'py>(
         layerseg_core::bias::correct(&mut image, mask.view(), settings.as_ref()?)
     });
     Ok((image.into_pyarray(py), field.map(|f| f.into_pyarray(py))))
-}
-
-/// Bias-correction settings from JSON, checked by the one profile validation (the settings
-/// go into a copy of the brain profile's `inference` section).
-fn bias_settings(json: &str) -> PyResult<layerseg_core::profile::BiasCorrection> {
-    let invalid = |e: serde_json::Error| {
-        pyo3::exceptions::PyValueError::new_err(format!("bias correction settings: {e}"))
-    };
-    let settings: serde_json::Value = serde_json::from_str(json).map_err(invalid)?;
-    let brain = layerseg_core::Profile::builtin("brain-mri").map_err(IntoPyErr::into_py_err)?;
-    let mut profile: serde_json::Value = serde_json::from_str(&brain.to_json()).map_err(invalid)?;
-    profile["inference"]["bias_correction"] = settings;
-    let profile =
-        layerseg_core::Profile::from_json(&profile.to_string(), "bias correction settings")
-            .map_err(IntoPyErr::into_py_err)?;
-    Ok(profile
-        .inference
-        .bias_correction
-        .expect("the section was set above"))
 }
 
 /// The scans (NIfTI, NRRD, MetaImage, by extension) directly inside `folder`, sorted by path.

@@ -126,21 +126,7 @@ impl Profile {
             }
         }
         if let Some(b) = &inf.bias_correction {
-            if !(1..=5).contains(&b.levels) || b.iterations == 0 {
-                return fail(
-                    "inference.bias_correction",
-                    "levels must be 1 to 5 and iterations >= 1",
-                );
-            }
-            if !(16..=4096).contains(&b.histogram_bins) || !(1..=8).contains(&b.shrink) {
-                return fail(
-                    "inference.bias_correction",
-                    "histogram_bins must be 16 to 4096 and shrink 1 to 8",
-                );
-            }
-            positive("inference.bias_correction.fwhm", b.fwhm)?;
-            positive("inference.bias_correction.wiener_noise", b.wiener_noise)?;
-            positive("inference.bias_correction.convergence", b.convergence)?;
+            b.validate()?;
         }
         let t = &self.training;
         positive("training.lr", t.lr)?;
@@ -394,6 +380,27 @@ impl Acquisition {
             probability(&format!("{K}.coverage.probability"), c.probability)?;
             range(&format!("{K}.coverage.fraction"), &c.fraction, 1e-2, 1.0)?;
         }
+        Ok(())
+    }
+}
+
+impl BiasCorrection {
+    pub(super) fn validate(&self) -> Check {
+        if !(1..=5).contains(&self.levels) || self.iterations == 0 {
+            return fail(
+                "inference.bias_correction",
+                "levels must be 1 to 5 and iterations >= 1",
+            );
+        }
+        if !(16..=4096).contains(&self.histogram_bins) || !(1..=8).contains(&self.shrink) {
+            return fail(
+                "inference.bias_correction",
+                "histogram_bins must be 16 to 4096 and shrink 1 to 8",
+            );
+        }
+        positive("inference.bias_correction.fwhm", self.fwhm)?;
+        positive("inference.bias_correction.wiener_noise", self.wiener_noise)?;
+        positive("inference.bias_correction.convergence", self.convergence)?;
         Ok(())
     }
 }
